@@ -1,0 +1,358 @@
+"""Reward designs, advantage estimators, policy losses, loss aggregation and KL estimators.
+
+Every function here is a pure function of tensors: plain values in (`clip_low`, not a config
+object), no model calls, no logging. The LLM trainer (`rftlab.trainer`) and the bandit simulator
+(`rftlab.bandit`) import these same functions, so a finding of one has the same algorithm behind it
+as its counterpart in the other.
+
+Shapes (names follow the paper and STYLE.md):
+    rewards, correct   (..., G)        G rollouts of one prompt form a group; leading dims are free
+                                       (prompts B, or seeds S x prompts B in the bandit lab)
+    logp, old_logp,
+    ref_logp, mask     (..., N, T)     N sequences (B*G), T response tokens; mask is 1 on real tokens
+    adv                (..., N) or (..., N, T)   per-sequence advantages broadcast over tokens
+
+Aggregations reduce the last two dims (N, T), so a leading seed dimension gives one independent
+loss per seed: summing those gives each seed's parameters exactly its own gradient.
+
+The minimalist configuration of the paper is: reward design `binary`, advantage `none`, G = 1,
+aggregation `token_mean`, one update per round (mu = 1), no KL. Its objective is
+    J(theta) = (1/|o|) sum_t min(r_t R, clip(r_t, 1 - eps, 1 + eps) R),
+    r_t = pi_theta(o_t | q, o_<t) / pi_theta_old(o_t | q, o_<t),
+and because r_t = 1 at the single update, its gradient is REINFORCE's: R * grad (1/|o|) sum_t log pi.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from rftlab.errors import ConfigError
+
+# ----------------------------------------------------------------------------- registries
+
+
+def _lookup(registry: dict, kind: str, name: str):
+    """Registry access whose error lists the valid names."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(registry))}") from None
+
+
+# ----------------------------------------------------------------------------- reward designs
+
+# A reward design maps "the response is correct" to a scalar: (reward if wrong, reward if right).
+# `binary` is the paper's 0/1 reward; `pm1` and `neg` are the negative-reward designs of layer L3.
+REWARD_DESIGNS: dict[str, tuple[float, float]] = {
+    "binary": (0.0, 1.0),
+    "pm1": (-1.0, 1.0),
+    "neg": (-1.0, 0.0),
+}
+
+
+def shape_reward(correct: Tensor, design: str = "binary") -> Tensor:
+    """Rewards for boolean (or 0/1) correctness under a reward design: `wrong + correct * (right - wrong)`."""
+    wrong, right = _lookup(REWARD_DESIGNS, "reward design", design)
+    return wrong + correct.to(torch.float32) * (right - wrong)
+
+
+# ----------------------------------------------------------------------------- advantages
+
+
+class AdvantageFn(Protocol):
+    """One signature for every advantage estimator.
+
+    rewards:  (..., G) the rewards of one group (the G rollouts of one prompt) on the last dim.
+    baseline: (...,) a per-prompt baseline carried across rounds (only `running_mean` reads it).
+    eps:      the constant added to a standard deviation before dividing.
+    Returns per-rollout advantages, shape (..., G).
+    """
+
+    def __call__(self, rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor: ...
+
+
+ADVANTAGES: dict[str, AdvantageFn] = {}
+
+
+def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    def decorate(fn: AdvantageFn) -> AdvantageFn:
+        ADVANTAGES[name] = fn
+        return fn
+
+    return decorate
+
+
+def get_advantage(name: str) -> AdvantageFn:
+    return _lookup(ADVANTAGES, "advantage estimator", name)
+
+
+def _group_mean(rewards: Tensor) -> Tensor:
+    """Group mean over the last dim, with verl's convention that a group of one has mean 0.
+
+    A lone rollout has no peers to compare with; verl (`compute_grpo_outcome_advantage`) then uses
+    mean 0 and std 1, which is exactly how the paper's minimalist configuration arises from GRPO code.
+    """
+    if rewards.shape[-1] == 1:
+        return torch.zeros_like(rewards)
+    return rewards.mean(dim=-1, keepdim=True).expand_as(rewards)
+
+
+@register_advantage("none")
+def advantage_none(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """The reward itself is the learning signal (the paper's minimalist configuration): A_i = R_i."""
+    return rewards.to(torch.float32)
+
+
+@register_advantage("grpo")
+def advantage_grpo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """GRPO (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_j R_j) / (std_j R_j + eps).
+
+    std is the unbiased sample std (torch.std, as verl). Singleton group (G = 1): mean 0 and std 1,
+    so A = R, identical to `none` (verl's convention). All-equal group: A = 0 for every rollout.
+    """
+    rewards = rewards.to(torch.float32)
+    if rewards.shape[-1] == 1:
+        return rewards.clone()
+    std = rewards.std(dim=-1, keepdim=True)
+    return (rewards - _group_mean(rewards)) / (std + eps)
+
+
+@register_advantage("mean")
+def advantage_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Mean-centred reward without std normalization (Dr. GRPO, Liu et al. 2025): A_i = R_i - mean_j R_j.
+
+    Singleton group: A = R (group mean taken as 0, as `grpo`). All-equal group: A = 0.
+    """
+    rewards = rewards.to(torch.float32)
+    return rewards - _group_mean(rewards)
+
+
+@register_advantage("rloo")
+def advantage_rloo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): A_i = R_i - mean_{j != i} R_j.
+
+    Equals G/(G-1) * (R_i - mean_j R_j). Singleton group: no other rollout, baseline 0, A = R.
+    All-equal group: A = 0.
+    """
+    rewards = rewards.to(torch.float32)
+    group = rewards.shape[-1]
+    if group == 1:
+        return rewards.clone()
+    leave_one_out_mean = (rewards.sum(dim=-1, keepdim=True) - rewards) / (group - 1)
+    return rewards - leave_one_out_mean
+
+
+@register_advantage("running_mean")
+def advantage_running_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """The classic gradient-bandit baseline (Sutton & Barto 2018, sec. 2.8): A_i = R_i - b.
+
+    b is a per-prompt running mean of the rewards of earlier rounds (see `update_running_baseline`),
+    so unlike the group estimators it gives a lone rollout a signal when R = 0. baseline None = 0.
+    """
+    rewards = rewards.to(torch.float32)
+    if baseline is None:
+        return rewards.clone()
+    return rewards - baseline.to(rewards.dtype).unsqueeze(-1)
+
+
+def update_running_baseline(
+    baseline: Tensor, count: Tensor, rewards: Tensor, step_size: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Fold this round's rewards (..., G) into the per-prompt baseline (...,); returns (baseline, count).
+
+    step_size None: the exact running mean of every reward seen so far; a float in (0, 1]: an
+    exponential moving average with that step (tracks a policy that keeps improving).
+    """
+    count = count + rewards.shape[-1]
+    round_mean = rewards.to(baseline.dtype).mean(dim=-1)
+    if step_size is None:
+        weight = rewards.shape[-1] / count.to(baseline.dtype)
+    else:
+        weight = torch.full_like(baseline, step_size)
+    return baseline + weight * (round_mean - baseline), count
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+class AggregationFn(Protocol):
+    """Reduces per-token losses (..., N, T) under mask (..., N, T) to one loss per leading index (...)."""
+
+    def __call__(self, loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor: ...
+
+
+LOSS_AGGREGATIONS: dict[str, AggregationFn] = {}
+
+
+def register_aggregation(name: str) -> Callable[[AggregationFn], AggregationFn]:
+    def decorate(fn: AggregationFn) -> AggregationFn:
+        LOSS_AGGREGATIONS[name] = fn
+        return fn
+
+    return decorate
+
+
+def get_aggregation(name: str) -> AggregationFn:
+    return _lookup(LOSS_AGGREGATIONS, "loss aggregation", name)
+
+
+@register_aggregation("token_mean")
+def aggregate_token_mean(loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor:
+    """Mean over every real token of every sequence (verl's default; the paper's 1/|o| for one sequence)."""
+    mask = mask.to(loss_mat.dtype)
+    return (loss_mat * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)).clamp(min=1.0)
+
+
+@register_aggregation("seq_mean_token_mean")
+def aggregate_seq_mean_token_mean(
+    loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
+) -> Tensor:
+    """Mean over sequences of each sequence's token mean (the original GRPO): every response weighs the same."""
+    mask = mask.to(loss_mat.dtype)
+    per_sequence = (loss_mat * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
+    return per_sequence.mean(dim=-1)
+
+
+@register_aggregation("seq_mean_token_sum_norm")
+def aggregate_seq_mean_token_sum_norm(
+    loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
+) -> Tensor:
+    """Token sum over a constant normalizer, averaged over sequences (Dr. GRPO, Liu et al. 2025).
+
+    loss = sum_{i,t} l_it / (N * norm_tokens); norm_tokens defaults to T (the padded response length,
+    i.e. the generation budget), so long and short responses are not re-weighted by their length.
+    """
+    mask = mask.to(loss_mat.dtype)
+    norm = float(norm_tokens if norm_tokens is not None else loss_mat.shape[-1])
+    return (loss_mat * mask).sum(dim=(-2, -1)) / (loss_mat.shape[-2] * norm)
+
+
+# ----------------------------------------------------------------------------- policy loss
+
+
+def clipped_policy_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    adv: Tensor,
+    mask: Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    aggregation: str = "token_mean",
+    norm_tokens: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017) as used by GRPO, negated to a loss.
+
+        l_t = -min(r_t A, clip(r_t, 1 - clip_low, 1 + clip_high) A),  r_t = exp(logp_t - old_logp_t)
+
+    clip_low != clip_high gives DAPO's decoupled ("clip-higher") range. dual_clip c > 1 (Ye et al.
+    2020, verl's clip_ratio_c) additionally caps the loss of negative-advantage tokens at -c A.
+    With one update per rollout batch, r_t = 1 at the update and the gradient is REINFORCE's:
+    -A grad logp_t, aggregated. adv is (..., N) per sequence or (..., N, T) per token.
+
+    Returns (loss, metrics); metrics hold detached tensors: `clip/frac` (share of real tokens whose
+    clipped term is the active one), `clip/frac_dual`, `ratio/mean`, `ratio/max`, `ratio/min`.
+    """
+    assert logp.shape == old_logp.shape == mask.shape, (logp.shape, old_logp.shape, mask.shape)
+    if adv.dim() == logp.dim() - 1:
+        adv = adv.unsqueeze(-1)
+    assert adv.shape[:-1] == logp.shape[:-1], (adv.shape, logp.shape)
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # guards exp() against -inf log-probs of padding
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss_mat = torch.maximum(unclipped, clipped)
+    dual_active = torch.zeros_like(loss_mat, dtype=torch.bool)
+    if dual_clip is not None:
+        assert dual_clip > 1.0, "dual_clip must exceed 1"
+        cap = -adv * dual_clip
+        dual_active = (adv < 0) & (loss_mat > cap)
+        loss_mat = torch.where(adv < 0, torch.minimum(loss_mat, cap), loss_mat)
+    loss = get_aggregation(aggregation)(loss_mat, mask, norm_tokens=norm_tokens)
+
+    real = mask.to(torch.bool)
+    with torch.no_grad():
+        n_real = real.sum().clamp(min=1)
+        metrics = {
+            "clip/frac": ((clipped > unclipped) & real).sum() / n_real,
+            "clip/frac_dual": (dual_active & real).sum() / n_real,
+            "ratio/mean": (ratio * real).sum() / n_real,
+            "ratio/max": torch.where(real, ratio, torch.zeros_like(ratio)).max(),
+            "ratio/min": torch.where(real, ratio, torch.full_like(ratio, float("inf"))).min(),
+        }
+    return loss, metrics
+
+
+# ----------------------------------------------------------------------------- KL to a reference
+
+
+KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {}
+
+
+def register_kl(name: str):
+    def decorate(fn):
+        KL_ESTIMATORS[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_kl("k1")
+def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k1 = log pi - log pi_ref: unbiased for KL(pi || pi_ref) under samples from pi, high variance."""
+    return logp - ref_logp
+
+
+@register_kl("k2")
+def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k2 = (log pi - log pi_ref)^2 / 2: biased, low variance (Schulman 2020, "Approximating KL")."""
+    return 0.5 * (logp - ref_logp).square()
+
+
+@register_kl("k3")
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 >= 0: unbiased, low variance.
+
+    GRPO's KL term and verl's `low_var_kl` (clamped to [-10, 10] as verl does, against overflow).
+    """
+    log_ratio = (ref_logp - logp).clamp(-20.0, 20.0)
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-10.0, 10.0)
+
+
+def kl_loss(
+    logp: Tensor,
+    ref_logp: Tensor,
+    mask: Tensor,
+    *,
+    estimator: str = "k3",
+    aggregation: str = "token_mean",
+    norm_tokens: float | None = None,
+) -> Tensor:
+    """Per-token KL estimate to the frozen reference, aggregated like the policy loss (a loss term, not a reward)."""
+    per_token = _lookup(KL_ESTIMATORS, "KL estimator", estimator)(logp, ref_logp)
+    return get_aggregation(aggregation)(per_token, mask, norm_tokens=norm_tokens)
+
+
+# ----------------------------------------------------------------------------- helpers on logits
+
+
+def token_logp(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """log pi(token) under softmax(logits / temperature); logits (..., T, V), tokens (..., T) -> (..., T).
+
+    The temperature is the rollout's, so that logp of a sampled token is the log-probability with
+    which it was actually sampled (verl divides logits by the rollout temperature the same way).
+    """
+    logits = logits.float() / temperature
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """Entropy of softmax(logits / temperature) per position; logits (..., V) -> (...)."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
