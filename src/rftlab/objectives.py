@@ -262,7 +262,11 @@ def clipped_policy_loss(
     if adv.dim() == logp.dim() - 1:
         adv = adv.unsqueeze(-1)
     assert adv.shape[:-1] == logp.shape[:-1], (adv.shape, logp.shape)
-    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # guards exp() against -inf log-probs of padding
+    real = mask.to(torch.bool)
+    # Padding may carry -inf log-probs on both sides, and -inf - -inf is NaN, which a mask multiply
+    # keeps (NaN * 0 = NaN): blank padded positions out before subtracting.
+    logp, old_logp = torch.where(real, logp, 0.0), torch.where(real, old_logp, 0.0)
+    log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # guards exp() against overflow
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
@@ -275,7 +279,6 @@ def clipped_policy_loss(
         loss_mat = torch.where(adv < 0, torch.minimum(loss_mat, cap), loss_mat)
     loss = get_aggregation(aggregation)(loss_mat, mask, norm_tokens=norm_tokens)
 
-    real = mask.to(torch.bool)
     with torch.no_grad():
         n_real = real.sum().clamp(min=1)
         metrics = {
@@ -321,7 +324,7 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     GRPO's KL term and verl's `low_var_kl` (clamped to [-10, 10] as verl does, against overflow).
     """
     log_ratio = (ref_logp - logp).clamp(-20.0, 20.0)
-    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-10.0, 10.0)
+    return (torch.expm1(log_ratio) - log_ratio).clamp(0.0, 10.0)  # expm1(x) - x >= 0 even in float32
 
 
 def kl_loss(
@@ -334,6 +337,8 @@ def kl_loss(
     norm_tokens: float | None = None,
 ) -> Tensor:
     """Per-token KL estimate to the frozen reference, aggregated like the policy loss (a loss term, not a reward)."""
+    real = mask.to(torch.bool)  # padding may be -inf on both sides (see clipped_policy_loss)
+    logp, ref_logp = torch.where(real, logp, 0.0), torch.where(real, ref_logp, 0.0)
     per_token = _lookup(KL_ESTIMATORS, "KL estimator", estimator)(logp, ref_logp)
     return get_aggregation(aggregation)(per_token, mask, norm_tokens=norm_tokens)
 

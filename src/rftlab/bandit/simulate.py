@@ -1,0 +1,158 @@
+"""The bandit round loop, vectorized over seeds, on rftlab's own objectives.
+
+One round, for S seeds at once (seeds are the leading tensor dim):
+    sample G rollouts -> verify (correct) -> reward design -> advantage -> mu updates of the clipped
+    surrogate (+ optional KL to the initial policy) with SGD or Adam -> record the optimal mass.
+
+Reward designs, advantages, the clipped loss, loss aggregation and KL come from `rftlab.objectives`
+unchanged; their leading dims carry the seeds, so the per-seed losses are summed and each seed's
+parameters receive exactly their own gradient. Deviations from the LLM trainer: no grad-norm
+clipping (it would couple nothing across seeds but is not part of the bandit theory), one prompt
+per round (the correlated env draws which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from rftlab.bandit.envs import PooledSoftmax, check
+from rftlab.bandit.optim import OptimConfig, optimizer_step
+from rftlab.objectives import (
+    ADVANTAGES,
+    LOSS_AGGREGATIONS,
+    REWARD_DESIGNS,
+    clipped_policy_loss,
+    get_advantage,
+    kl_loss,
+    shape_reward,
+    update_running_baseline,
+)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One bandit training configuration (the knobs of the LLM pipeline's layers)."""
+
+    rounds: int = 200  # training rounds T
+    rollouts: int = 1  # G, rollouts per round
+    advantage: str = "none"  # a name in rftlab.objectives.ADVANTAGES
+    reward_design: str = "binary"  # a name in rftlab.objectives.REWARD_DESIGNS
+    updates_per_batch: int = 1  # mu; the ratio and clipping bind only when mu > 1
+    clip_low: float = 0.2  # PPO clip range below 1
+    clip_high: float = 0.2  # PPO clip range above 1
+    dual_clip: float | None = None  # dual-clip constant c > 1, or None
+    aggregation: str = "token_mean"  # a name in rftlab.objectives.LOSS_AGGREGATIONS
+    kl_coef: float = 0.0  # weight of the KL-to-initial-policy loss term (0 = off)
+    kl_estimator: str = "k3"  # k1 | k2 | k3
+    baseline_step: float | None = None  # running_mean baseline: None = exact mean, else EMA step
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval_every: int = 1  # record metrics every this many rounds
+
+    def __post_init__(self) -> None:
+        check(self.rounds >= 1, f"--rounds must be >= 1 (got {self.rounds})")
+        check(self.rollouts >= 1, f"--rollouts must be >= 1 (got {self.rollouts})")
+        check(self.updates_per_batch >= 1, f"--updates-per-batch must be >= 1 (got {self.updates_per_batch})")
+        check(self.eval_every >= 1, f"--eval-every must be >= 1 (got {self.eval_every})")
+        check(self.clip_low >= 0 and self.clip_high >= 0, "--clip-eps must be >= 0")
+        check(
+            self.advantage in ADVANTAGES,
+            f"unknown --advantage {self.advantage!r}; valid: {', '.join(sorted(ADVANTAGES))}",
+        )
+        check(
+            self.reward_design in REWARD_DESIGNS,
+            f"unknown --reward-design {self.reward_design!r}; valid: {', '.join(sorted(REWARD_DESIGNS))}",
+        )
+        check(
+            self.aggregation in LOSS_AGGREGATIONS,
+            f"unknown --aggregation {self.aggregation!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}",
+        )
+        check(self.dual_clip is None or self.dual_clip > 1, f"--dual-clip must be > 1 (got {self.dual_clip})")
+
+    def with_(self, **changes) -> SimConfig:
+        return replace(self, **changes)
+
+
+@dataclass
+class SimResult:
+    """Per-seed metric trajectories: metrics[name] is (E, S) at `rounds` (E evaluations, round 0 first)."""
+
+    rounds: list[int]
+    metrics: dict[str, Tensor]
+    config: SimConfig
+
+    def mean(self, name: str = "optimal_mass") -> Tensor:
+        return self.metrics[name].mean(-1)
+
+    def std(self, name: str = "optimal_mass") -> Tensor:
+        return self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
+
+
+def simulate(
+    env,
+    cfg: SimConfig,
+    n_seeds: int,
+    seed: int = 0,
+    *,
+    progress: bool = False,
+    on_eval=None,
+) -> SimResult:
+    """Train `n_seeds` independent policies on `env` under `cfg`; all randomness from `seed`.
+
+    Paired seeds: two calls with the same (env, n_seeds, seed) start from the same policies and draw
+    from the same generator stream, so variant differences can be compared seed by seed.
+    on_eval(round, metrics) is called at every evaluation (metrics: name -> (S,) tensor).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    policy = env.make_policy(n_seeds, gen)
+    advantage_fn = get_advantage(cfg.advantage)
+    needs_ref = cfg.kl_coef > 0
+    if needs_ref:
+        policy.freeze_reference()
+    baseline = torch.zeros(n_seeds)
+    count = torch.zeros(n_seeds, dtype=torch.long)
+    loss_kw = dict(clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, aggregation=cfg.aggregation)
+
+    rounds, history = [0], {k: [v.clone()] for k, v in policy.metrics().items()}
+    step = 0
+    for t in tqdm(range(1, cfg.rounds + 1), disable=not progress, desc="bandit", unit="round", leave=False):
+        # ---- roll out and verify
+        if hasattr(policy, "start_round"):
+            policy.start_round(gen)
+        actions = policy.sample(gen, cfg.rollouts)  # (S, G, ...)
+        correct = policy.correct(actions)  # (S, G)
+        # ---- reward design and advantage
+        rewards = shape_reward(correct, cfg.reward_design)  # (S, G)
+        adv = advantage_fn(rewards, baseline=baseline if cfg.advantage == "running_mean" else None)
+        if isinstance(policy, PooledSoftmax):  # arms with a possibly nonzero gradient leave their pool
+            weighted = torch.ones_like(correct) if needs_ref else adv != 0
+            actions = policy.split(actions, weighted, gen)
+        # ---- mu updates on the same batch
+        with torch.no_grad():
+            old_logp = policy.logp(actions)  # (S, G, T)
+            ref_logp = policy.ref_logp(actions) if needs_ref else None
+        mask = torch.ones_like(old_logp)
+        for _ in range(cfg.updates_per_batch):
+            logp = policy.logp(actions)
+            loss, _ = clipped_policy_loss(logp, old_logp, adv.to(logp.dtype), mask, **loss_kw)  # (S,)
+            if needs_ref:
+                loss = loss + cfg.kl_coef * kl_loss(
+                    logp, ref_logp, mask, estimator=cfg.kl_estimator, aggregation=cfg.aggregation
+                )
+            grads = torch.autograd.grad(loss.sum(), policy.params)
+            step += 1
+            optimizer_step(policy, list(grads), cfg.optim, step)
+        if cfg.advantage == "running_mean":
+            baseline, count = update_running_baseline(baseline, count, rewards, cfg.baseline_step)
+        # ---- evaluate
+        if t % cfg.eval_every == 0 or t == cfg.rounds:
+            metrics = policy.metrics()
+            rounds.append(t)
+            for k, v in metrics.items():
+                history[k].append(v.clone())
+            if on_eval is not None:
+                on_eval(t, metrics)
+    return SimResult(rounds, {k: torch.stack(v).float() for k, v in history.items()}, cfg)

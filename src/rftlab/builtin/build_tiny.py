@@ -1,0 +1,325 @@
+"""Rebuild a built-in tiny model from scratch: `python -m rftlab.builtin.build_tiny --out DIR --profile tiny`.
+
+Recipe (one loop, top to bottom):
+1. Draw the pretraining corpus: train-split synthetic problems (`rftlab.tasks.synthetic`), each
+   answered in one of several formats (`#### N` in ~30%; `The answer is N.`, `Answer: N`,
+   `So ... N ...`, `\\boxed{N}` otherwise) and reasoning styles, a minority with a slip or a
+   skipped step.
+2. Train a byte-level BPE tokenizer on it (digits always split one by one), wrap it as a
+   `PreTrainedTokenizerFast` with a chat template `<|user|>{content}\\n<|assistant|>`, eos and pad.
+3. Pretrain a `LlamaForCausalLM` (a few million parameters) on
+   `apply_chat_template(user turn, add_generation_prompt=True) + response + eos`, loss on the
+   response tokens only, AdamW with warmup and cosine decay.
+4. Measure on held-out (test-split) problems: strict `#### N` Pass@1 at temperature 1 and
+   greedily, the share of answers right in any format, the per-problem Pass@1 distribution.
+5. Save with `save_pretrained` (fp32 safetensors) plus `build_report.json`.
+
+Deterministic for a seed on a given machine and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from rftlab.tasks.problem import Problem
+from rftlab.tasks.synthetic import DEFAULT_FORMAT_WEIGHTS, generate_pretraining_samples, generate_problems
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}<|user|>{{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}<|assistant|>{{ message['content'] }}<|endoftext|>\n"
+    "{% else %}<|system|>{{ message['content'] }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"]
+BUILTIN_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a build depends on besides the seed."""
+
+    # model (LlamaForCausalLM)
+    hidden_size: int = 192  # d_model
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512  # SwiGLU width
+    vocab_size: int = 640  # BPE vocabulary incl. 256 bytes and the special tokens
+    max_positions: int = 256  # longer than the longest prompt + response
+    # optimization
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 60
+    weight_decay: float = 0.1
+    # data (knobs of rftlab.tasks.synthetic)
+    problem_knobs: dict = field(default_factory=dict)
+    format_weights: dict = field(default_factory=lambda: dict(DEFAULT_FORMAT_WEIGHTS))
+    # evaluation on held-out problems
+    eval_problems: int = 64
+    eval_samples: int = 16  # samples per problem at temperature 1
+    max_new_tokens: int = 128
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(),
+    # One template, one operation: masters its own narrow world, not the broad test distribution.
+    "tiny-narrow": Profile(problem_knobs={"templates": ("shop",), "ops": ("+",)}),
+    # For tests: runs end to end in well under a minute.
+    "smoke": Profile(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, steps=8, batch_size=8,
+                     warmup_steps=2, eval_problems=4, eval_samples=2, max_new_tokens=48),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring (local strict check; rftlab.rewards.score(..., "gsm8k_strict") is the project's own)
+# ---------------------------------------------------------------------------------------------
+
+_NUM = re.compile(r"-?\d[\d,]*")
+
+
+def strict_correct(response: str, reference: str) -> bool:
+    """GSM8K strict: the number right after the last `####` equals the reference."""
+    i = response.rfind("####")
+    if i < 0:
+        return False
+    m = re.match(r"\s*(-?\d[\d,]*)", response[i + 4 :])
+    return bool(m) and m.group(1).replace(",", "") == reference
+
+
+def final_number_correct(response: str, reference: str) -> bool:
+    """Any format: the last number in the response equals the reference."""
+    nums = _NUM.findall(response)
+    return bool(nums) and nums[-1].replace(",", "") == reference
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer and model
+# ---------------------------------------------------------------------------------------------
+
+
+def build_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
+        additional_special_tokens=SPECIAL_TOKENS[2:], padding_side="left", model_max_length=4096,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    return hf
+
+
+def build_model(p: Profile, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
+        num_hidden_layers=p.num_layers, num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads,
+        max_position_embeddings=p.max_positions, tie_word_embeddings=True, rope_theta=10000.0,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def prompt_text(tokenizer, problem: Problem) -> str:
+    msgs = [{"role": "user", "content": problem.user_message()}]
+    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, problems: list[Problem], n: int, *, temperature: float = 1.0,
+                     max_new_tokens: int = 128, batch_size: int = 256) -> list[list[str]]:
+    """`n` responses per problem (greedy when temperature == 0)."""
+    model.eval()
+    prompts = [prompt_text(tokenizer, p) for p in problems for _ in range(n)]
+    out: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, padding_side="left")
+        kw = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else dict(do_sample=False)
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id, **kw)
+        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    return [out[j * n : (j + 1) * n] for j in range(len(problems))]
+
+
+def evaluate(model, tokenizer, problems: list[Problem], *, samples: int, max_new_tokens: int = 128) -> dict:
+    """Held-out measurements: strict and any-format accuracy at T=1 and greedy, per-problem Pass@1."""
+    sampled = sample_responses(model, tokenizer, problems, samples, temperature=1.0, max_new_tokens=max_new_tokens)
+    greedy = sample_responses(model, tokenizer, problems, 1, temperature=0.0, max_new_tokens=max_new_tokens)
+    per_problem = [sum(strict_correct(r, p.answer) for r in rs) / len(rs) for p, rs in zip(problems, sampled)]
+    flat = [(r, p.answer) for p, rs in zip(problems, sampled) for r in rs]
+    gflat = [(rs[0], p.answer) for p, rs in zip(problems, greedy)]
+    bins = [0.0, 0.1, 0.3, 0.6, 0.9, 1.0001]
+    hist = {f"[{lo:g},{min(hi, 1):g}{']' if hi > 1 else ')'}": sum(lo <= x < hi for x in per_problem)
+            for lo, hi in zip(bins, bins[1:])}
+    return {
+        "problems": len(problems),
+        "samples_per_problem": samples,
+        "strict_pass_at_1_t1": _mean(strict_correct(r, a) for r, a in flat),
+        "any_format_correct_t1": _mean(final_number_correct(r, a) for r, a in flat),
+        "hash_format_share_t1": _mean("####" in r for r, _ in flat),
+        "strict_pass_at_1_greedy": _mean(strict_correct(r, a) for r, a in gflat),
+        "any_format_correct_greedy": _mean(final_number_correct(r, a) for r, a in gflat),
+        "per_problem_pass_at_1_histogram": hist,
+        "share_problems_pass_at_1_in_0.1_0.6": _mean(0.1 <= x <= 0.6 for x in per_problem),
+        "mean_response_chars_t1": _mean(len(r) for r, _ in flat),
+        "examples_t1": [{"question": problems[0].question, "response": sampled[0][j]} for j in range(min(3, samples))],
+    }
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return round(sum(xs) / max(len(xs), 1), 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# the build
+# ---------------------------------------------------------------------------------------------
+
+
+def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None = None, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    p = PROFILES[profile]
+    if steps is not None:
+        p = Profile(**{**asdict(p), "steps": steps})
+    t0 = time.time()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+    # data: a fresh train-split sample per step, drawn once up front
+    n = p.steps * p.batch_size
+    samples = generate_pretraining_samples(n, seed, format_weights=p.format_weights, **p.problem_knobs)
+    tok_texts = generate_pretraining_samples(4000, seed + 10_000, format_weights=p.format_weights, **p.problem_knobs)
+    tokenizer = build_tokenizer(
+        [s.problem.user_message() + "\n" + s.response for s in tok_texts], p.vocab_size
+    )
+    prompts = tokenizer([prompt_text(tokenizer, s.problem) for s in samples], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([s.response for s in samples], add_special_tokens=False)["input_ids"]
+    seqs = [(pr, rs + [tokenizer.eos_token_id]) for pr, rs in zip(prompts, responses)]
+    max_len = max(len(a) + len(b) for a, b in seqs)
+    if max_len > p.max_positions:
+        raise ValueError(f"longest sample has {max_len} tokens > max_positions {p.max_positions}")
+
+    model = build_model(p, tokenizer)
+    n_params = sum(t.numel() for t in model.parameters())
+    decay = [t for t in model.parameters() if t.dim() >= 2]
+    no_decay = [t for t in model.parameters() if t.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=p.lr, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < p.warmup_steps:
+            return p.lr * (step + 1) / p.warmup_steps
+        frac = (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps)
+        return p.lr * (p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    # forward backward update
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(p.steps), desc=f"build {profile}", disable=not progress)
+    for step in bar:
+        batch = seqs[step * p.batch_size : (step + 1) * p.batch_size]
+        T = max(len(a) + len(b) for a, b in batch)
+        ids = torch.full((len(batch), T), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+        labels = torch.full((len(batch), T), -100, dtype=torch.long)  # (B, T)
+        for i, (a, b) in enumerate(batch):
+            ids[i, : len(a) + len(b)] = torch.tensor(a + b)
+            labels[i, len(a) : len(a) + len(b)] = torch.tensor(b)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        # right padding under a causal mask never reaches a real token, so no attention mask is
+        # needed (and without one SDPA takes its fast causal path)
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    train_s = time.time() - t0
+
+    # evaluate on held-out problems of the same distribution
+    torch.manual_seed(seed + 1)
+    held_out = generate_problems(p.eval_problems, seed=10_000 + seed, split="test", **p.problem_knobs)
+    metrics = {"in_distribution": evaluate(model, tokenizer, held_out, samples=p.eval_samples,
+                                           max_new_tokens=p.max_new_tokens)}
+    if p.problem_knobs:  # a narrow profile: also measure on the default (broad) distribution
+        broad = generate_problems(p.eval_problems, seed=10_000 + seed, split="test")
+        metrics["default_distribution"] = evaluate(model, tokenizer, broad, samples=p.eval_samples,
+                                                   max_new_tokens=p.max_new_tokens)
+
+    # save
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    report = {
+        "profile": profile,
+        "seed": seed,
+        "architecture": "LlamaForCausalLM",
+        "parameters": n_params,
+        "settings": asdict(p),
+        "longest_sample_tokens": max_len,
+        "final_train_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
+        "train_seconds": round(train_s, 1),
+        "wall_seconds": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+        "eval": metrics,
+    }
+    (out / "build_report.json").write_text(json.dumps(report, indent=2, default=list) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="rftlab build-tiny", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped rftlab/builtin/<profile>/)")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation")
+    ap.add_argument("--steps", type=int, default=None, help="override the profile's number of optimizer steps")
+    args = ap.parse_args(argv)
+    out = args.out or BUILTIN_DIR / args.profile
+    report = build(out, args.profile, args.seed, steps=args.steps)
+    ev = report["eval"]["in_distribution"]
+    print(f"saved {out}  ({report['parameters']:,} params, {report['wall_seconds']:.0f} s)")
+    print(f"held-out strict Pass@1 T=1 {ev['strict_pass_at_1_t1']:.3f}  greedy {ev['strict_pass_at_1_greedy']:.3f}  "
+          f"any-format T=1 {ev['any_format_correct_t1']:.3f}  '####' share {ev['hash_format_share_t1']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,400 @@
+"""Typed, validated, documented configuration: frozen dataclasses in small groups.
+
+Every field carries a one-line help and its valid range or choices (`rftlab config fields` prints
+them). A configuration is loaded from a YAML file or a built-in name, then dotted overrides
+(`objective.clip_eps_low=0.1`) are applied, then every value and every cross-field rule is checked
+once; a mistake raises `ConfigError` naming the key and what is allowed. Derived values are
+properties, never mutated fields. The resolved configuration (every default written out) is saved
+with each run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rftlab.errors import ConfigError
+
+INF = math.inf
+
+
+def spec(default: Any, help: str, *, range: tuple[float, float] | None = None, choices=None, open_low=False):
+    """A dataclass field with its documentation: one-line help, and a closed range or a set of choices."""
+    meta = {"help": help, "range": range, "choices": tuple(choices) if choices else None, "open_low": open_low}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = spec("tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory")
+    dtype: str = spec("float32", "parameter dtype for training and rollout", choices=["float32", "bfloat16", "float16"])
+    device: str = spec("auto", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
+    use_chat_template: bool = spec(True, "wrap the prompt in the tokenizer's chat template when it has one")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = spec(
+        "synthetic",
+        "task: synthetic, gsm8k, math500, math, a local .jsonl/.json/.parquet path, or hub:<name>",
+    )
+    train_split: str = spec("train", "split the training examples are drawn from")
+    test_split: str = spec("test", "held-out split for test Pass@1")
+    prompt_style: str = spec("auto", "prompt suffix: auto (from the dataset), gsm8k (####), math (\\boxed{}), none",
+                             choices=["auto", "gsm8k", "math", "none"])
+    answer_format: str = spec(
+        "auto",
+        "reward's answer extraction: auto (gsm8k_strict for gsm8k prompts, boxed for math), gsm8k_strict, boxed, any",
+        choices=["auto", "gsm8k_strict", "boxed", "any"],
+    )
+    train_examples: int = spec(1, "number of distinct training examples (the paper's minimalist: 1)", range=(1, 100000))
+    train_example_ids: list = spec([], "explicit training example ids (overrides difficulty selection)")
+    difficulty: str = spec(
+        "medium",
+        "pick training examples by base Pass@1 bucket: easy [0.6,0.9], medium [0.1,0.6], hard (0,0.1), extreme (=0), any",
+        choices=["easy", "medium", "hard", "extreme", "any"],
+    )
+    difficulty_pool: int = spec(48, "candidate problems whose base Pass@1 is estimated for selection", range=(1, 100000))
+    selection_seed: int = spec(0, "seed of the candidate pool and its Pass@1 estimate (same example for every run seed)",
+                               range=(0, 2**31 - 1))
+    difficulty_samples: int = spec(16, "samples per candidate when estimating base Pass@1", range=(1, 4096))
+    test_size: int = spec(200, "held-out problems for test Pass@1 (a fixed subset: the first N)", range=(1, 1000000))
+    on_bad_row: str = spec("error", "a malformed data row stops the load, or is skipped and counted",
+                           choices=["error", "skip"])
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    rollouts_per_round: int = spec(1, "G: responses sampled per training example per round", range=(1, 1024))
+    temperature: float = spec(1.0, "sampling temperature of rollouts (and of sampled evaluation)", range=(0.0, 5.0),
+                              open_low=True)
+    top_p: float = spec(1.0, "nucleus sampling threshold", range=(0.0, 1.0), open_low=True)
+    max_new_tokens: int = spec(160, "response budget in tokens (the paper: 1024)", range=(1, 65536))
+    engine: str = spec("hf", "generation engine", choices=["hf"])
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    advantage: str = spec("none", "advantage estimator: none (raw reward, the minimalist), grpo, mean, rloo, running_mean")
+    reward_design: str = spec("binary", "reward for (wrong, right): binary (0,1), pm1 (-1,1), neg (-1,0)")
+    aggregation: str = spec("token_mean", "loss aggregation: token_mean, seq_mean_token_mean, seq_mean_token_sum_norm")
+    clip_eps_low: float = spec(0.2, "clip range below 1: ratio >= 1 - eps", range=(0.0, 0.999))
+    clip_eps_high: float = spec(0.2, "clip range above 1: ratio <= 1 + eps (DAPO's clip-higher when > low)",
+                                range=(0.0, 10.0))
+    dual_clip: float | None = spec(None, "dual-clip constant c > 1 for negative advantages (verl: 3.0); null = off",
+                                   range=(1.0, INF), open_low=True)
+    updates_per_batch: int = spec(1, "mu: optimizer steps on each batch of rollouts (ratio and clip bind when > 1)",
+                                  range=(1, 256))
+    kl_coef: float = spec(0.0, "coefficient of the KL loss to the frozen reference policy (the paper: 0.001)",
+                          range=(0.0, 100.0))
+    kl_estimator: str = spec("k3", "per-token KL estimator: k1, k2, k3 (verl's low_var_kl)",
+                             choices=["k1", "k2", "k3"])
+    adv_eps: float = spec(1e-6, "constant added to the group std by grpo", range=(0.0, 1.0))
+    baseline_step: float | None = spec(None, "running_mean baseline: null = exact mean of past rewards, else EMA step",
+                                       range=(0.0, 1.0), open_low=True)
+    norm_tokens: int | None = spec(None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens",
+                                   range=(1, 1e9))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = spec("adamw", "optimizer", choices=["adamw", "sgd"])
+    lr: float = spec(1e-5, "learning rate (the paper, for 1B models: 1e-6)", range=(0.0, 10.0), open_low=True)
+    weight_decay: float = spec(0.01, "decoupled weight decay (AdamW) or L2 (SGD)", range=(0.0, 1.0))
+    beta1: float = spec(0.9, "AdamW beta1 (SGD: momentum)", range=(0.0, 1.0))
+    beta2: float = spec(0.999, "AdamW beta2", range=(0.0, 1.0))
+    grad_clip: float = spec(1.0, "max global grad norm; 0 = no clipping", range=(0.0, INF))
+    step_on_zero_signal: bool = spec(
+        True,
+        "take the optimizer step even when every advantage is 0 (as verl does: momentum and weight decay still move)",
+    )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    rounds: int = spec(200, "training rounds (one batch of rollouts each)", range=(0, 10_000_000))
+    examples_per_round: int = spec(1, "B: training examples per round (sampled without replacement per round)",
+                                   range=(1, 100000))
+    micro_batch_size: int = spec(0, "sequences per forward/backward chunk (gradient accumulation); 0 = all at once",
+                                 range=(0, 100000))
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every: int = spec(25, "evaluate every N rounds (and always at round 0 and at the end); 0 = only those", range=(0, 10**9))
+    train_samples: int = spec(16, "n samples per training example for its Pass@1 estimate", range=(1, 4096))
+    test_mode: str = spec("greedy", "test Pass@1 from one greedy response (the paper) or n samples",
+                          choices=["greedy", "sample"])
+    test_samples: int = spec(4, "n samples per test problem when test_mode=sample", range=(1, 4096))
+    pass_k: list = spec([1], "k values for the unbiased pass@k on test (each k <= test_samples)")
+    batch_size: int = spec(64, "prompts per generation batch during evaluation", range=(1, 100000))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    checkpoint_every: int = spec(25, "save a resumable checkpoint every N rounds; 0 = only at the end", range=(0, 10**9))
+    log_rollouts: bool = spec(True, "write every rollout (text, reward) to rollouts.jsonl.gz")
+    progress: bool = spec(True, "show a progress bar")
+
+
+@dataclass(frozen=True)
+class Config:
+    seed: int = spec(0, "the run's seed: every random draw is derived from it", range=(0, 2**31 - 1))
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "task and example selection"})
+    rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "sampling"})
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"help": "advantage and loss"})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimizer"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "round loop"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "run directory"})
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def rollouts_per_round_total(self) -> int:
+        """Responses generated per round: B x G."""
+        return self.train.examples_per_round * self.rollout.rollouts_per_round
+
+    def resolved_answer_format(self, prompt_style: str) -> str:
+        """The `rftlab.rewards` extraction mode: the paper's strict `####` for GSM8K prompts, boxed for MATH."""
+        fmt = self.data.answer_format
+        if fmt == "any":
+            return "auto"  # rewards' own name for "any recognizable answer line"
+        if fmt != "auto":
+            return fmt
+        return "boxed" if prompt_style == "math" else "gsm8k_strict"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _is_group(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check (and gently coerce: int -> float) a value against a field's annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return value
+    if tp is list or origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: expected a list, e.g. [1, 2]")
+        return value
+    return value
+
+
+def _check_field(key: str, value: Any, f: dataclasses.Field) -> None:
+    meta = f.metadata
+    choices, rng = meta.get("choices"), meta.get("range")
+    if value is None:
+        return
+    if choices and value not in choices:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")
+    if rng and isinstance(value, int | float) and not isinstance(value, bool):
+        low, high = rng
+        low_ok = value > low if meta.get("open_low") else value >= low
+        if not (low_ok and value <= high) or (isinstance(value, float) and math.isnan(value)):
+            bracket = "(" if meta.get("open_low") else "["
+            raise ConfigError(f"{key}={value!r} is out of range; allowed {bracket}{low:g}, {high:g}]")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _field_types(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(fields), n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; valid keys: {', '.join(fields)}"
+        raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        if _is_group(tp):
+            kwargs[name] = _build(tp, data[name] if data[name] is not None else {}, f"{prefix}{name}.")
+        else:
+            value = _coerce(f"{prefix}{name}", data[name], tp)
+            _check_field(f"{prefix}{name}", value, f)
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_cross_fields(cfg: Config) -> None:
+    """Rules that involve more than one field, checked once at load."""
+    from rftlab import objectives  # registries live with the functions they name
+
+    for key, registry, value in [
+        ("objective.advantage", objectives.ADVANTAGES, cfg.objective.advantage),
+        ("objective.reward_design", objectives.REWARD_DESIGNS, cfg.objective.reward_design),
+        ("objective.aggregation", objectives.LOSS_AGGREGATIONS, cfg.objective.aggregation),
+    ]:
+        if value not in registry:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(sorted(registry))}")
+    if cfg.train.examples_per_round > cfg.data.train_examples:
+        raise ConfigError(
+            f"train.examples_per_round={cfg.train.examples_per_round} exceeds data.train_examples="
+            f"{cfg.data.train_examples}; allowed [1, data.train_examples]"
+        )
+    if cfg.data.train_example_ids and len(cfg.data.train_example_ids) != cfg.data.train_examples:
+        raise ConfigError(
+            f"data.train_example_ids has {len(cfg.data.train_example_ids)} ids but data.train_examples="
+            f"{cfg.data.train_examples}; give exactly that many"
+        )
+    n_test = cfg.eval.test_samples if cfg.eval.test_mode == "sample" else 1
+    for k in cfg.eval.pass_k:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n_test:
+            raise ConfigError(
+                f"eval.pass_k contains {k!r}; each k must be an integer in [1, {n_test}] "
+                f"(n = eval.test_samples with test_mode=sample, else 1)"
+            )
+    if cfg.objective.clip_eps_low >= 1.0:
+        raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def builtin_config_names() -> list[str]:
+    folder = resources.files("rftlab") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_source(source: str | None) -> dict[str, Any]:
+    if source is None:
+        return {}
+    path = Path(source)
+    if source.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {source}")
+        text = path.read_text()
+    else:
+        builtin = resources.files("rftlab") / "configs" / f"{source}.yaml"
+        if not builtin.is_file():
+            raise ConfigError(
+                f"config {source!r} is neither a YAML file nor a built-in config; built-ins: "
+                f"{', '.join(builtin_config_names())}"
+            )
+        text = builtin.read_text()
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {source}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source}: expected a mapping at the top level")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value) with value read as YAML (numbers, true/false, null, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. objective.clip_eps_low=0.1")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy); unknown keys are caught later by validation."""
+    import copy
+
+    data = copy.deepcopy(data)
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    for path, value in items:
+        if isinstance(path, str):
+            path = path.split(".")
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = _build(Config, data, "")
+    _check_cross_fields(cfg)
+    return cfg
+
+
+def load_config(source: str | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """A validated Config from a YAML path or built-in name, with dotted overrides applied on top."""
+    return config_from_dict(apply_overrides(_read_source(source), overrides or []))
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, default, allowed, help) for every leaf field: the config's documentation."""
+    rows = []
+    hints = _field_types(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        if _is_group(hints[f.name]):
+            rows += describe_fields(hints[f.name], f"{prefix}{f.name}.")
+            continue
+        meta = f.metadata
+        if meta.get("choices"):
+            allowed = " | ".join(map(str, meta["choices"]))
+        elif meta.get("range"):
+            low, high = meta["range"]
+            allowed = f"{'(' if meta.get('open_low') else '['}{low:g}, {high:g}]"
+        else:
+            allowed = ""
+        rows.append((f"{prefix}{f.name}", repr(getattr(default, f.name)), allowed, meta.get("help", "")))
+    return rows

@@ -1,0 +1,119 @@
+"""Choosing training examples by difficulty: the base model's own Pass@1 on each candidate.
+
+The paper picks its single training example by how hard it is for the base model (layer L4:
+an extremely hard example, base Pass@1 = 0, gives no signal). Difficulty is estimated once per
+(model, dataset, prompt, sampling settings) from `samples` rollouts per candidate and cached as
+JSON under `$RFTLAB_CACHE/difficulty/`, so every seed and variant of a sweep trains on the same
+example without paying for the estimate again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rftlab.errors import RftlabError
+from rftlab.evaluation import evaluate
+from rftlab.policy import Policy, cache_dir
+from rftlab.tasks.problem import Problem
+
+# Base Pass@1 buckets; `low < p <= high` except where noted, so "hard" excludes exactly 0.
+BUCKETS: dict[str, tuple[float, float, str]] = {
+    "easy": (0.6, 0.9, "[0.6, 0.9]"),
+    "medium": (0.1, 0.6, "[0.1, 0.6]"),
+    "hard": (0.0, 0.1, "(0, 0.1)"),
+    "extreme": (0.0, 0.0, "= 0"),
+    "any": (0.0, 1.0, "[0, 1]"),
+}
+
+
+def in_bucket(pass_at_1: float, bucket: str) -> bool:
+    low, high, _ = BUCKETS[bucket]
+    if bucket == "extreme":
+        return pass_at_1 == 0.0
+    if bucket == "hard":
+        return 0.0 < pass_at_1 < high
+    return low <= pass_at_1 <= high
+
+
+@dataclass(frozen=True)
+class DifficultySettings:
+    """Everything a base Pass@1 estimate depends on (it is part of the cache key)."""
+
+    model: str
+    model_fingerprint: str
+    dataset: str
+    split: str
+    prompt_style: str | None
+    answer_format: str
+    samples: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+
+    def cache_file(self) -> Path:
+        key = hashlib.sha256(json.dumps(self.__dict__, sort_keys=True).encode()).hexdigest()[:20]
+        return cache_dir() / "difficulty" / f"{key}.json"
+
+
+def model_fingerprint(policy: Policy) -> str:
+    """Cheap identity of the weights: a hash of a few parameter values (changes if the model does)."""
+    digest = hashlib.sha256()
+    for name, param in list(policy.model.named_parameters())[:: max(1, len(list(policy.model.parameters())) // 8)]:
+        digest.update(name.encode())
+        digest.update(param.detach().flatten()[:256].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def candidate_pool(problems: list[Problem], size: int, seed: int) -> list[Problem]:
+    """The first `size` problems of a seeded permutation (the same pool for every run seed)."""
+    order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [problems[i] for i in order[:size]]
+
+
+def estimate_difficulty(
+    policy: Policy, pool: list[Problem], settings: DifficultySettings, *, batch_size: int = 64
+) -> dict[str, float]:
+    """Base Pass@1 per candidate id, from the cache when this exact estimate was made before."""
+    file = settings.cache_file()
+    cached: dict[str, float] = json.loads(file.read_text())["pass_at_1"] if file.is_file() else {}
+    missing = [p for p in pool if p.id not in cached]
+    if missing:
+        result = evaluate(
+            policy,
+            missing,
+            answer_format=settings.answer_format,
+            prompt_style=settings.prompt_style,
+            samples=settings.samples,
+            greedy=False,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+            batch_size=batch_size,
+        )
+        cached.update({p.id: c / result.n for p, c in zip(missing, result.correct, strict=True)})
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"settings": settings.__dict__, "pass_at_1": cached}, indent=1))
+        os.replace(tmp, file)
+    return {p.id: cached[p.id] for p in pool}
+
+
+def select_by_difficulty(
+    pool: list[Problem], base_pass_at_1: dict[str, float], bucket: str, count: int
+) -> list[Problem]:
+    """The first `count` candidates (in pool order) whose base Pass@1 falls in the bucket."""
+    chosen = [p for p in pool if in_bucket(base_pass_at_1[p.id], bucket)][:count]
+    if len(chosen) < count:
+        raise RftlabError(
+            f"only {len(chosen)} of {len(pool)} candidates have base Pass@1 {BUCKETS[bucket][2]} "
+            f"(data.difficulty={bucket}); raise data.difficulty_pool or choose another data.difficulty"
+        )
+    return chosen

@@ -1,0 +1,387 @@
+"""The round loop of reinforcement fine-tuning, from the paper's minimalist configuration upward.
+
+Each round: sample training examples -> roll out -> reward -> advantage -> loss -> step -> log,
+and every `eval.every` rounds (and at round 0 and the last round) evaluate and checkpoint.
+
+The minimalist configuration (arXiv 2601.14599, the bottom layer) is the default: one training
+example, one rollout per round, the 0/1 reward used directly as the learning signal (advantage
+`none`), J = (1/|o|) sum_t min(r_t R, clip(r_t, 1-eps, 1+eps) R), one AdamW step per round. Every
+later layer is a config value: G = rollout.rollouts_per_round, the advantage estimator, the reward
+design, B = train.examples_per_round, KL to a frozen reference, clip eps, mu = updates per batch.
+
+Deviations and choices, stated:
+- theta_old is the rollout policy. Its log-probs are the detached log-probs of the first update's
+  forward pass (the weights have not moved yet), so mu = 1 costs no extra forward pass and its
+  ratio is exactly 1; with mu > 1 the later updates see ratio != 1 and clipping binds.
+- A round whose advantages are all zero still takes the optimizer step by default, as verl does
+  (AdamW momentum and weight decay keep moving the weights); `optim.step_on_zero_signal=false`
+  skips it. The metric `train/stepped` says which happened.
+- Every random draw comes from a seed derived from (run seed, round, purpose), so a resumed run
+  draws exactly what an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from rftlab import objectives
+from rftlab.config import Config
+from rftlab.errors import RftlabError
+from rftlab.evaluation import EvalResult, evaluate
+from rftlab.policy import Policy, load_policy, response_logp
+from rftlab.rewards import score
+from rftlab.rollout import RolloutBatch, generate
+from rftlab.runs import RunDir
+from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, model_fingerprint, select_by_difficulty
+from rftlab.tasks import load_problems
+from rftlab.tasks.problem import Problem
+
+
+def derive_seed(seed: int, round_: int, purpose: str) -> int:
+    """A 63-bit seed that is a pure function of (run seed, round, purpose), stable across processes."""
+    digest = hashlib.blake2b(f"{seed}/{round_}/{purpose}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+# ----------------------------------------------------------------------------- set-up helpers
+
+
+def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+    """(training split, the fixed test subset)."""
+    train_split = load_problems(cfg.data.dataset, cfg.data.train_split, on_bad_row=cfg.data.on_bad_row)
+    test_split = load_problems(
+        cfg.data.dataset, cfg.data.test_split, limit=cfg.data.test_size, on_bad_row=cfg.data.on_bad_row
+    )
+    if not train_split or not test_split:
+        raise RftlabError(f"data.dataset={cfg.data.dataset!r} gave an empty train or test split")
+    return train_split, test_split
+
+
+def choose_training_examples(
+    cfg: Config, policy: Policy, train_split: list[Problem], style: str | None, answer_format: str
+) -> tuple[list[Problem], dict[str, float]]:
+    """Explicit ids, or the first examples of the candidate pool in the configured difficulty bucket."""
+    if cfg.data.train_example_ids:
+        by_id = {p.id: p for p in train_split}
+        missing = [i for i in cfg.data.train_example_ids if i not in by_id]
+        if missing:
+            raise RftlabError(f"data.train_example_ids: no example with id {missing[0]!r} in {cfg.data.dataset}")
+        return [by_id[i] for i in cfg.data.train_example_ids], {}
+    pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+    if cfg.data.difficulty == "any":
+        return pool[: cfg.data.train_examples], {}
+    settings = DifficultySettings(
+        model=cfg.model.name,
+        model_fingerprint=model_fingerprint(policy),
+        dataset=cfg.data.dataset,
+        split=cfg.data.train_split,
+        prompt_style=style,
+        answer_format=answer_format,
+        samples=cfg.data.difficulty_samples,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        seed=cfg.data.selection_seed,
+    )
+    base = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
+    return select_by_difficulty(pool, base, cfg.data.difficulty, cfg.data.train_examples), base
+
+
+def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.beta1, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+
+
+# ----------------------------------------------------------------------------- one update
+
+
+def policy_update(
+    cfg: Config,
+    policy: Policy,
+    reference: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    batch: RolloutBatch,
+    adv: torch.Tensor,
+) -> dict[str, float]:
+    """mu optimizer steps on one batch of rollouts; returns the metrics of the first and last update."""
+    obj, device = cfg.objective, policy.device
+    n_seq = len(batch)
+    micro = cfg.train.micro_batch_size or n_seq
+    chunks = [slice(i, min(i + micro, n_seq)) for i in range(0, n_seq, micro)]
+    mask = batch.response_mask.to(device)
+    total_tokens = mask.sum().clamp(min=1)
+    norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
+    args = [t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids)]
+    adv = adv.to(device)
+
+    ref_logp = None
+    if reference is not None:
+        with torch.no_grad():
+            ref_policy = Policy(policy.name, reference, policy.tokenizer, device)
+            ref_logp = torch.cat(
+                [response_logp(ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature)[0]
+                 for c in chunks]
+            )
+
+    old_logp = torch.zeros_like(mask, dtype=torch.float32)
+    signal = bool(adv.abs().sum() > 0) or obj.kl_coef > 0
+    metrics: dict[str, float] = {}
+    policy.model.train()
+    for update in range(obj.updates_per_batch):
+        optimizer.zero_grad(set_to_none=True)
+        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
+        ratio_max, ratio_min = 0.0, float("inf")
+        for c in chunks:
+            # forward: (n, T) log-probs of the sampled tokens under the current weights
+            logp, entropy = response_logp(
+                policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature, with_entropy=update == 0
+            )
+            if update == 0:
+                old_logp[c] = logp.detach()  # theta_old = the rollout policy, which is these weights
+            # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
+            share = (mask[c].sum() / total_tokens) if obj.aggregation == "token_mean" else (c.stop - c.start) / n_seq
+            loss, m = objectives.clipped_policy_loss(
+                logp, old_logp[c], adv[c], mask[c],
+                clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
+                aggregation=obj.aggregation, norm_tokens=norm_tokens,
+            )  # fmt: skip
+            total = loss
+            if ref_logp is not None:
+                kl = objectives.kl_loss(logp, ref_logp[c], mask[c], estimator=obj.kl_estimator,
+                                        aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
+                total = loss + obj.kl_coef * kl
+                sums["loss/kl"] += float(kl) * float(share)
+            (total * share).backward()
+            w = float(share)
+            sums["loss/policy"] += float(loss) * w
+            sums["clip/frac"] += float(m["clip/frac"]) * w
+            sums["clip/frac_dual"] += float(m["clip/frac_dual"]) * w
+            ratio_max, ratio_min = max(ratio_max, float(m["ratio/max"])), min(ratio_min, float(m["ratio/min"]))
+            if entropy is not None:
+                sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            policy.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        )
+        stepped = signal or cfg.optim.step_on_zero_signal
+        if stepped:
+            optimizer.step()
+        if update == 0:
+            metrics.update(sums)
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["train/stepped"] = float(stepped)
+        if update == obj.updates_per_batch - 1:  # clipping only binds after the first update
+            metrics.update({"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min})
+    optimizer.zero_grad(set_to_none=True)
+    policy.model.eval()
+    return metrics
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate_round(
+    cfg: Config, policy: Policy, train_examples: list[Problem], test_set: list[Problem],
+    style: str | None, answer_format: str, round_: int,
+) -> dict[str, float]:  # fmt: skip
+    """Train-example Pass@1 from n samples each, and test Pass@1 (greedy, or n samples with pass@k)."""
+    common = dict(answer_format=answer_format, prompt_style=style, temperature=cfg.rollout.temperature,
+                  top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
+                  batch_size=cfg.eval.batch_size)  # fmt: skip
+    on_train: EvalResult = evaluate(policy, train_examples, samples=cfg.eval.train_samples, greedy=False,
+                                    seed=derive_seed(cfg.seed, round_, "eval/train"), **common)  # fmt: skip
+    greedy = cfg.eval.test_mode == "greedy"
+    on_test: EvalResult = evaluate(policy, test_set, samples=cfg.eval.test_samples, greedy=greedy,
+                                   seed=derive_seed(cfg.seed, round_, "eval/test"), **common)  # fmt: skip
+    row = {
+        "train/pass_at_1": on_train.pass_at_1,
+        "train/pass_at_1_low": on_train.interval[0],
+        "train/pass_at_1_high": on_train.interval[1],
+        "train/format_rate": on_train.format_rate,
+        "test/pass_at_1": on_test.pass_at_1,
+        "test/pass_at_1_low": on_test.interval[0],
+        "test/pass_at_1_high": on_test.interval[1],
+        "test/format_rate": on_test.format_rate,
+        "test/response_tokens": on_test.mean_response_tokens,
+    }
+    for k in cfg.eval.pass_k:
+        row[f"test/pass_at_{k}"] = on_test.pass_at(k)
+    return row
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
+    """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
+    run = RunDir(out)
+    run.prepare(cfg, resume=resume)
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+
+    # ---- policy, reference, task
+    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    reference = None
+    if cfg.objective.kl_coef > 0:
+        reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    train_split, test_set = load_task(cfg)
+    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
+    answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
+    optimizer = build_optimizer(cfg, policy.model.parameters())
+
+    # ---- resume or start: the state that carries across rounds
+    checkpoint = run.load_checkpoint() if resume else None
+    if checkpoint is not None:
+        policy.model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = checkpoint["state"]
+        by_id = {p.id: p for p in train_split}
+        train_examples = [by_id[i] for i in state["train_example_ids"]]
+        torch.set_rng_state(state["torch_rng"])
+        run.truncate_logs(state["round"])
+    else:
+        if resume:
+            run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
+        train_examples, base_estimates = choose_training_examples(cfg, policy, train_split, style, answer_format)
+        state = {
+            "round": 0,
+            "train_example_ids": [p.id for p in train_examples],
+            "train_example_base_estimate": {p.id: base_estimates.get(p.id) for p in train_examples},
+            "baseline": torch.zeros(len(train_examples)),
+            "baseline_count": torch.zeros(len(train_examples)),
+            "rollouts_total": 0,
+            "tokens_total": 0,
+            "wall_seconds": 0.0,
+        }
+        row = evaluate_round(cfg, policy, train_examples, test_set, style, answer_format, 0)
+        run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **row})
+        state["base"] = row
+        if cfg.train.rounds == 0:
+            run.save_checkpoint(policy.model, optimizer, {**state, "torch_rng": torch.get_rng_state()})
+
+    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
+    advantage_fn = objectives.get_advantage(cfg.objective.advantage)
+    wall_before = state["wall_seconds"]
+    last_eval = state.get("last_eval", state["base"])
+    bar = tqdm(range(state["round"] + 1, cfg.train.rounds + 1), initial=state["round"], total=cfg.train.rounds,
+               desc="rounds", disable=not cfg.run.progress, dynamic_ncols=True)  # fmt: skip
+    recent_rewards: list[float] = []
+    for round_ in bar:
+        t0 = time.perf_counter()
+        # ---- sample this round's training examples (B of them, without replacement)
+        pick = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(
+            derive_seed(cfg.seed, round_, "examples")))[:B].tolist()  # fmt: skip
+        examples = [train_examples[i] for i in pick]
+
+        # ---- roll out G responses per example: (B*G) rows, grouped by example
+        batch = generate(policy, [policy.prompt_text(e, style) for e in examples], samples_per_prompt=G,
+                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                         max_new_tokens=cfg.rollout.max_new_tokens,
+                         seed=derive_seed(cfg.seed, round_, "rollout"))  # fmt: skip
+        t_rollout = time.perf_counter() - t0
+
+        # ---- reward: verify each response, then apply the reward design
+        correct = torch.tensor([score(text, examples[i].answer, answer_format)
+                                for text, i in zip(batch.texts, batch.prompt_index, strict=True)],
+                               dtype=torch.float32).view(B, G)  # fmt: skip
+        rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
+
+        # ---- advantage: per rollout, from its group (and the running baseline for running_mean)
+        adv = advantage_fn(rewards, baseline=state["baseline"][pick], eps=cfg.objective.adv_eps)  # (B, G)
+        new_baseline, new_count = objectives.update_running_baseline(
+            state["baseline"][pick], state["baseline_count"][pick], rewards, cfg.objective.baseline_step)
+        state["baseline"][pick], state["baseline_count"][pick] = new_baseline, new_count
+
+        # ---- loss and optimizer step(s)
+        t1 = time.perf_counter()
+        update = policy_update(cfg, policy, reference, optimizer, batch, adv.reshape(-1))
+        t_update = time.perf_counter() - t1
+
+        # ---- log
+        state["rollouts_total"] += B * G
+        state["tokens_total"] += int(batch.response_mask.sum())
+        row = {
+            "round": round_, "split": "train_round",
+            "reward/mean": float(rewards.mean()), "correct/mean": float(correct.mean()),
+            "adv/mean": float(adv.mean()), "adv/abs_mean": float(adv.abs().mean()),
+            "adv/zero_frac": float((adv == 0).float().mean()),
+            **update,
+            "response/length_mean": float(batch.response_lengths.float().mean()),
+            "response/truncated_frac": float(batch.truncated.float().mean()),
+            "tokens": int(batch.response_mask.sum()), "tokens_total": state["tokens_total"],
+            "rollouts_total": state["rollouts_total"], "lr": cfg.optim.lr,
+            "time/rollout_s": t_rollout, "time/update_s": t_update, "time/round_s": time.perf_counter() - t0,
+            "example_ids": [e.id for e in examples],
+        }  # fmt: skip
+        run.append_metrics(row)
+        if cfg.run.log_rollouts:
+            run.append_rollouts([
+                {"round": round_, "example_id": examples[i].id, "text": text, "correct": bool(c), "reward": float(r)}
+                for text, i, c, r in zip(batch.texts, batch.prompt_index, correct.flatten().tolist(),
+                                         rewards.flatten().tolist(), strict=True)
+            ])  # fmt: skip
+        recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
+
+        # ---- evaluate and checkpoint
+        last = round_ == cfg.train.rounds
+        if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
+            last_eval = evaluate_round(cfg, policy, train_examples, test_set, style, answer_format, round_)
+            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state["rollouts_total"],
+                                **last_eval})  # fmt: skip
+            state["last_eval"] = last_eval
+        state["round"] = round_
+        if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
+            state["wall_seconds"] = wall_before + time.perf_counter() - started
+            run.save_checkpoint(policy.model, optimizer, {**state, "torch_rng": torch.get_rng_state()})
+        bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
+                        train_p1=f"{last_eval['train/pass_at_1']:.2f}",
+                        test_p1=f"{last_eval['test/pass_at_1']:.3f}")  # fmt: skip
+    bar.close()
+
+    # ---- summary and figure
+    wall = wall_before + time.perf_counter() - started
+    summary = build_summary(cfg, run, state, wall)
+    run.write_summary(summary)
+    from rftlab.report.figures import plot_run
+
+    plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=f"{cfg.model.name} seed {cfg.seed}")
+    return summary
+
+
+def build_summary(cfg: Config, run: RunDir, state: dict, wall_seconds: float) -> dict:
+    """Base vs final (and best) Pass@1, from the eval rows of metrics.jsonl."""
+    evals = [r for r in run.read_metrics() if r.get("split") == "eval"]
+    keys = ["train_pass_at_1", "test_pass_at_1"]
+
+    def pick(row: dict) -> dict:
+        out = {k: row[k.replace("_pass", "/pass", 1)] for k in keys}
+        out["round"] = row["round"]
+        return out
+
+    best = max(evals, key=lambda r: r["test/pass_at_1"])
+    reached = next((r["round"] for r in evals if r["train/pass_at_1"] >= 0.9), None)
+    train_rows = [r for r in run.read_metrics() if r.get("split") == "train_round"]
+    return {
+        "model": cfg.model.name,
+        "dataset": cfg.data.dataset,
+        "seed": cfg.seed,
+        "train_example_ids": state["train_example_ids"],
+        "train_example_base_estimate": state.get("train_example_base_estimate", {}),
+        "base": pick(evals[0]),
+        "final": pick(evals[-1]),
+        "best_test": pick(best),
+        "first_round_train_pass_at_1_ge_0.9": reached,
+        "rounds": cfg.train.rounds,
+        "rollouts_total": state["rollouts_total"],
+        "tokens_total": state["tokens_total"],
+        "wall_seconds": round(wall_seconds, 2),
+        "seconds_per_round": round(sum(r["time/round_s"] for r in train_rows) / max(1, len(train_rows)), 4),
+    }
