@@ -43,7 +43,10 @@ def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, f
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At p = 0 (p = 1) the lower (upper) bound is exactly 0 (1); say so instead of a rounding residue.
+    low = 0.0 if p <= 0.0 else max(0.0, centre - half)
+    high = 1.0 if p >= 1.0 else min(1.0, centre + half)
+    return (low, high)
 
 
 @dataclass

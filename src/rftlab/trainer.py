@@ -53,14 +53,26 @@ def derive_seed(seed: int, round_: int, purpose: str) -> int:
 
 
 def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
-    """(training split, the fixed test subset)."""
+    """(training split, the fixed test subset: the first data.test_size held-out problems).
+
+    When training and test come from the same split (MATH-500 has only `test`), the whole candidate
+    pool for example selection is held out of the test subset, so no training example is ever
+    scored as a test problem, and the subset is the same for every seed and difficulty variant.
+    """
     train_split = load_problems(cfg.data.dataset, cfg.data.train_split, on_bad_row=cfg.data.on_bad_row)
-    test_split = load_problems(
-        cfg.data.dataset, cfg.data.test_split, limit=cfg.data.test_size, on_bad_row=cfg.data.on_bad_row
-    )
+    test_split = load_problems(cfg.data.dataset, cfg.data.test_split, on_bad_row=cfg.data.on_bad_row)
     if not train_split or not test_split:
         raise RftlabError(f"data.dataset={cfg.data.dataset!r} gave an empty train or test split")
-    return train_split, test_split
+    held_out: set[str] = set(cfg.data.train_example_ids)
+    if cfg.data.train_split == cfg.data.test_split:
+        held_out |= {p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)}
+    test_set = [p for p in test_split if p.id not in held_out][: cfg.data.test_size]
+    if not test_set:
+        raise RftlabError(
+            f"no test problems left after holding out the {len(held_out)} training candidates; "
+            f"lower data.difficulty_pool or use another data.test_split"
+        )
+    return train_split, test_set
 
 
 def choose_training_examples(
@@ -158,10 +170,10 @@ def policy_update(
                 kl = objectives.kl_loss(logp, ref_logp[c], mask[c], estimator=obj.kl_estimator,
                                         aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
                 total = loss + obj.kl_coef * kl
-                sums["loss/kl"] += float(kl) * float(share)
+                sums["loss/kl"] += kl.item() * float(share)
             (total * share).backward()
             w = float(share)
-            sums["loss/policy"] += float(loss) * w
+            sums["loss/policy"] += loss.item() * w
             sums["clip/frac"] += float(m["clip/frac"]) * w
             sums["clip/frac_dual"] += float(m["clip/frac_dual"]) * w
             ratio_max, ratio_min = max(ratio_max, float(m["ratio/max"])), min(ratio_min, float(m["ratio/min"]))

@@ -68,8 +68,8 @@ def test_steps_knob(steps):
 
 
 def test_ops_templates_and_range_knobs():
-    ps = generate_problems(100, seed=2, ops=("*",), templates=("farm",), max_value=9, max_result=60, max_factor=3,
-                           min_steps=1, max_steps=2)
+    ps = generate_problems(60, seed=2, ops=("*",), templates=("farm",), max_value=9, max_result=60, max_factor=3,
+                           min_steps=1, max_steps=2, split="all")
     assert all(set(p.metadata["ops"]) == {"*"} and p.metadata["template"] == "farm" for p in ps)
     for p in ps:
         nums = [int(x) for x in re.findall(r"\d+", p.metadata["solution"])]

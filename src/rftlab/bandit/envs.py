@@ -173,13 +173,15 @@ class PooledSoftmax(BanditPolicy):
     arm ever splits and the whole policy is two logits per seed.
     """
 
-    def __init__(self, env: KArmedEnv, n_seeds: int, capacity: int = 8):
+    def __init__(self, env: KArmedEnv, n_seeds: int, capacity: int = 2):
         self.n_seeds, self.env = n_seeds, env
         cap = max(capacity, 2)
         self.z = torch.zeros(n_seeds, cap, dtype=env.dtype)
         self.z[:, 0] = optimal_logit(env.p0, env.optimal, env.arms)
         self.count = torch.zeros(n_seeds, cap, dtype=env.dtype)
         self.count[:, 0], self.count[:, 1] = env.optimal, env.arms - env.optimal
+        self.log_count = self.count.log()  # -inf on unused slots
+        self._cache: tuple | None = None  # (z version, used, log normalizer) for no-grad reuse
         self.is_optimal = torch.zeros(n_seeds, cap, dtype=torch.bool)
         self.is_optimal[:, 0] = True
         self.used = 2  # slots in use (max over seeds); per-seed next free slot in self.next_free
@@ -203,18 +205,27 @@ class PooledSoftmax(BanditPolicy):
         self.z = z.requires_grad_(True)
         self.params[0] = self.z
         self.count, self.is_optimal = pad(self.count), pad(self.is_optimal)
+        self.log_count = self.count.log()
         self.moments = [[pad(m) for m in group] for group in self.moments]
 
     def _log_norm(self) -> Tensor:
+        """log Z = logsumexp(z + log count) (S,), no gradient; cached while z is unchanged."""
         u = self.used
-        return torch.logsumexp(self.z[:, :u] + self.count[:, :u].log(), dim=-1)  # (S,)
+        key = (self.z._version, id(self.z), u)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                self._cache = (key, torch.logsumexp(self.z[:, :u] + self.log_count[:, :u], dim=-1))
+        return self._cache[1]
 
     # -- policy interface
     def sample(self, gen: torch.Generator, rollouts: int) -> Tensor:
         """Slots (S, G) drawn with probability count * exp(z) / Z; pool draws are resolved by `split`."""
         with torch.no_grad():
             u = self.used
-            return sample_categorical(self.z[:, :u] + self.count[:, :u].log(), gen, rollouts)
+            probs = torch.exp(self.z[:, :u] + self.log_count[:, :u] - self._log_norm()[:, None])
+            cdf = probs.cumsum(dim=-1)
+            draw = torch.rand((self.n_seeds, rollouts), generator=gen, dtype=cdf.dtype) * cdf[:, -1:]
+            return torch.searchsorted(cdf, draw).clamp(max=u - 1)
 
     def split(self, slots: Tensor, weighted: Tensor, gen: torch.Generator) -> Tensor:
         """Give every nonzero-weight draw from a pool (count > 1) its own slot; returns new slots (S, G)."""
@@ -222,7 +233,6 @@ class PooledSoftmax(BanditPolicy):
         pool_draw = weighted & (self.count.gather(1, slots) > 1)
         if not bool(pool_draw.any()):
             return slots
-        self._grow(self.used + rollouts)
         slots = slots.clone()
         rows = torch.arange(n_seeds)
         pool_size = self.count[:, :2].clone()  # (S, 2) pool sizes at the start of the round
@@ -241,24 +251,34 @@ class PooledSoftmax(BanditPolicy):
             earlier = split_slots[rows, pool, r.clamp(max=rollouts - 1)]
             dst = self.next_free.clone()
             if bool(new.any()):
-                with torch.no_grad():
-                    idx, src, tgt = rows[new], pool[new], dst[new]
-                    self.z[idx, tgt] = self.z[idx, src]
-                    for group in self.moments:
-                        for m in group:
-                            m[idx, tgt] = m[idx, src]
-                    self.count[idx, tgt] = 1.0
-                    self.count[idx, src] -= 1.0
-                    self.is_optimal[idx, tgt] = self.is_optimal[idx, src]
-                    split_slots[idx, src, k[idx, src]] = tgt
-                    k[idx, src] += 1
-                self.next_free = self.next_free + new.long()
-                self.used = int(self.next_free.max())
+                idx, src = rows[new], pool[new]
+                tgt = self.split_rows(idx, src)
+                split_slots[idx, src, k[idx, src]] = tgt
+                k[idx, src] += 1
             slots[:, g] = torch.where(new, dst, torch.where(repeat, earlier, slots[:, g]))
         return slots
 
+    def split_rows(self, rows: Tensor, pools: Tensor) -> Tensor:
+        """Move one arm out of pool `pools[i]` of seed `rows[i]` (distinct rows) into a new slot; returns the slots."""
+        self._grow(int(self.next_free.max()) + 1)
+        tgt = self.next_free[rows].clone()
+        with torch.no_grad():
+            self.z[rows, tgt] = self.z[rows, pools]
+            for group in self.moments:
+                for m in group:
+                    m[rows, tgt] = m[rows, pools]
+            self.count[rows, tgt] = 1.0
+            self.count[rows, pools] -= 1.0
+            self.log_count[rows, tgt] = 0.0
+            self.log_count[rows, pools] = self.count[rows, pools].log()
+            self.is_optimal[rows, tgt] = self.is_optimal[rows, pools]
+        self.next_free[rows] += 1
+        self.used = int(self.next_free.max())
+        return tgt
+
     def logp(self, actions: Tensor) -> Tensor:
-        return (self.z.gather(1, actions) - self._log_norm()[:, None]).unsqueeze(-1)  # (S, G, 1)
+        u = self.used
+        return _PooledLogp.apply(self.z[:, :u], actions, self.log_count[:, :u], self._log_norm()).unsqueeze(-1)
 
     def freeze_reference(self) -> None:
         env = self.env
@@ -267,25 +287,49 @@ class PooledSoftmax(BanditPolicy):
 
     def ref_logp(self, actions: Tensor) -> Tensor:
         """Initial logits are z0 on optimal arms and 0 elsewhere: a slot's origin is its optimality."""
-        z0 = torch.where(self.is_optimal.gather(1, actions), self._z0, 0.0)
-        return (z0 - self._log_norm0).to(self.z.dtype).unsqueeze(-1)
+        opt = self.is_optimal.gather(1, actions).to(self.z.dtype)
+        return (opt * self._z0 - self._log_norm0).unsqueeze(-1)
 
     def correct(self, actions: Tensor) -> Tensor:
         return self.is_optimal.gather(1, actions)
 
     def optimal_mass(self) -> Tensor:
         u = self.used
-        probs = torch.exp(self.z[:, :u] - self._log_norm()[:, None]) * self.count[:, :u]
-        return (probs * self.is_optimal[:, :u]).sum(-1)
+        with torch.no_grad():
+            probs = torch.exp(self.z[:, :u] + self.log_count[:, :u] - self._log_norm()[:, None])
+            return (probs * self.is_optimal[:, :u]).sum(-1)
 
     def arm_grads(self, grads: list[Tensor]) -> list[Tensor]:
-        return [grads[0] / self.count.clamp(min=1.0)]
+        if (self.count.shape[1] > 2) or not hasattr(self, "_inv_pool"):  # after splits: recompute
+            self._inv_pool = 1.0 / self.count.clamp(min=1.0)
+        return [grads[0] * self._inv_pool]
 
     def dense_logits(self, seed: int) -> Tensor:
         """The K logits of one seed, pools expanded (optimal pool first) -- for tests on small K."""
         u = int(self.next_free[seed])
         z, c = self.z[seed, :u].detach(), self.count[seed, :u].long()
         return torch.repeat_interleave(z, c)
+
+
+class _PooledLogp(torch.autograd.Function):
+    """logp of slots: z[slot] - log Z with log Z = logsumexp(z + log count), and its exact gradient.
+
+    Backward written out (d logp_g / dz_c = 1[c = slot_g] - count_c e^{z_c} / Z) because autograd's
+    logsumexp backward over a handful of slots costs more than the whole rest of a round; the
+    formula is checked against autograd in tests/bandit/test_envs.py.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, slots: Tensor, log_count: Tensor, log_norm: Tensor) -> Tensor:
+        ctx.save_for_backward(z, slots, log_count, log_norm)
+        return z.gather(1, slots) - log_norm[:, None]  # (S, G)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        z, slots, log_count, log_norm = ctx.saved_tensors
+        probs = torch.exp(z + log_count - log_norm[:, None])  # (S, C) slot masses
+        grad = torch.zeros_like(z).scatter_add_(1, slots, grad_out) - grad_out.sum(1, keepdim=True) * probs
+        return grad, None, None, None
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -325,6 +369,10 @@ class Rule:
 class SequenceEnv:
     """Responses are L tokens over V; reward 1 iff the DFA `rule` accepts (V^L arms).
 
+    rule `prefix`: the response must start with a fixed target of `target_len` tokens (uniform
+    policy: p0 = V^-target_len); rule `sum_mod`: the token sum must be 0 mod `modulus` (p0 ~ 1/modulus,
+    but a hard credit-assignment problem: no single position decides correctness).
+
     Policy: pi(o_l | o_<l) = softmax(table[l, last `context` tokens]) -- context 0 is position-wise,
     context 1 a bigram per position. Initial logits ~ init_scale * N(0, 1), the same for all seeds
     (a fixed "base model"), drawn from `init_seed`.
@@ -333,7 +381,8 @@ class SequenceEnv:
     vocab: int = 16
     length: int = 10
     context: int = 1
-    rule: str = "sum_mod"
+    rule: str = "prefix"
+    target_len: int = 2
     modulus: int = 8
     init_scale: float = 0.0
     init_seed: int = 0
@@ -343,14 +392,12 @@ class SequenceEnv:
         check(self.length >= 1, f"--length must be >= 1 (got {self.length})")
         check(0 <= self.context <= 2, f"--context must be 0, 1 or 2 (got {self.context})")
         check(self.rule in ("sum_mod", "prefix"), f"--rule must be sum_mod or prefix (got {self.rule!r})")
-        if self.rule == "prefix":
-            check(1 <= self.modulus <= self.length, f"--modulus (prefix length) must be in [1, length] (got {self.modulus})")
-        else:
-            check(self.modulus >= 2, f"--modulus must be >= 2 (got {self.modulus})")
+        check(1 <= self.target_len <= self.length, f"--target-len must be in [1, length] (got {self.target_len})")
+        check(self.modulus >= 2, f"--modulus must be >= 2 (got {self.modulus})")
 
     def make_rule(self) -> Rule:
         if self.rule == "prefix":
-            return Rule.prefix(self.vocab, [(3 * i + 1) % self.vocab for i in range(self.modulus)])
+            return Rule.prefix(self.vocab, [(3 * i + 1) % self.vocab for i in range(self.target_len)])
         return Rule.sum_mod(self.vocab, self.modulus)
 
     def make_policy(self, n_seeds: int, gen: torch.Generator | None = None) -> BanditPolicy:

@@ -78,7 +78,11 @@ class SimConfig:
 
 @dataclass
 class SimResult:
-    """Per-seed metric trajectories: metrics[name] is (E, S) at `rounds` (E evaluations, round 0 first)."""
+    """Per-seed metric trajectories: metrics[name] is (E, S) at `rounds` (E evaluations, round 0 first).
+
+    Always present: `optimal_mass` (Pass@1 on the training instance(s)) and `successes` (cumulative
+    number of correct rollouts); the correlated env adds `test_optimal_mass` (held-out instances).
+    """
 
     rounds: list[int]
     metrics: dict[str, Tensor]
@@ -89,6 +93,39 @@ class SimResult:
 
     def std(self, name: str = "optimal_mass") -> Tensor:
         return self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
+
+
+def policy_update(policy, actions: Tensor, adv: Tensor, cfg: SimConfig, step: int) -> int:
+    """mu optimizer steps of the clipped surrogate (+ KL) on one batch; returns the updated step count.
+
+    actions (S, G, ...) with logp (S, G, T); adv (S, G). The per-seed losses (S,) are summed, so each
+    seed's parameters get exactly the gradient of their own loss.
+    """
+    ref_logp = policy.ref_logp(actions) if cfg.kl_coef > 0 else None
+    logp = policy.logp(actions)  # (S, G, T)
+    old_logp = logp.detach()  # the parameters that drew the batch: ratio 1 at the first update
+    mask = torch.ones_like(old_logp)
+    adv = adv.to(logp.dtype)
+    for i in range(cfg.updates_per_batch):
+        if i > 0:
+            logp = policy.logp(actions)
+        loss, _ = clipped_policy_loss(
+            logp,
+            old_logp,
+            adv,
+            mask,
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            dual_clip=cfg.dual_clip,
+            aggregation=cfg.aggregation,
+        )  # (S,)
+        if ref_logp is not None:
+            kl = kl_loss(logp, ref_logp, mask, estimator=cfg.kl_estimator, aggregation=cfg.aggregation)
+            loss = loss + cfg.kl_coef * kl
+        grads = torch.autograd.grad(loss.sum(), policy.params)
+        step += 1
+        optimizer_step(policy, list(grads), cfg.optim, step)
+    return step
 
 
 def simulate(
@@ -114,9 +151,10 @@ def simulate(
         policy.freeze_reference()
     baseline = torch.zeros(n_seeds)
     count = torch.zeros(n_seeds, dtype=torch.long)
-    loss_kw = dict(clip_low=cfg.clip_low, clip_high=cfg.clip_high, dual_clip=cfg.dual_clip, aggregation=cfg.aggregation)
 
+    successes = torch.zeros(n_seeds)  # cumulative correct rollouts per seed
     rounds, history = [0], {k: [v.clone()] for k, v in policy.metrics().items()}
+    history["successes"] = [successes.clone()]
     step = 0
     for t in tqdm(range(1, cfg.rounds + 1), disable=not progress, desc="bandit", unit="round", leave=False):
         # ---- roll out and verify
@@ -125,31 +163,19 @@ def simulate(
         actions = policy.sample(gen, cfg.rollouts)  # (S, G, ...)
         correct = policy.correct(actions)  # (S, G)
         # ---- reward design and advantage
+        successes += correct.sum(-1)
         rewards = shape_reward(correct, cfg.reward_design)  # (S, G)
         adv = advantage_fn(rewards, baseline=baseline if cfg.advantage == "running_mean" else None)
         if isinstance(policy, PooledSoftmax):  # arms with a possibly nonzero gradient leave their pool
             weighted = torch.ones_like(correct) if needs_ref else adv != 0
             actions = policy.split(actions, weighted, gen)
         # ---- mu updates on the same batch
-        with torch.no_grad():
-            old_logp = policy.logp(actions)  # (S, G, T)
-            ref_logp = policy.ref_logp(actions) if needs_ref else None
-        mask = torch.ones_like(old_logp)
-        for _ in range(cfg.updates_per_batch):
-            logp = policy.logp(actions)
-            loss, _ = clipped_policy_loss(logp, old_logp, adv.to(logp.dtype), mask, **loss_kw)  # (S,)
-            if needs_ref:
-                loss = loss + cfg.kl_coef * kl_loss(
-                    logp, ref_logp, mask, estimator=cfg.kl_estimator, aggregation=cfg.aggregation
-                )
-            grads = torch.autograd.grad(loss.sum(), policy.params)
-            step += 1
-            optimizer_step(policy, list(grads), cfg.optim, step)
+        step = policy_update(policy, actions, adv, cfg, step)
         if cfg.advantage == "running_mean":
             baseline, count = update_running_baseline(baseline, count, rewards, cfg.baseline_step)
         # ---- evaluate
         if t % cfg.eval_every == 0 or t == cfg.rounds:
-            metrics = policy.metrics()
+            metrics = policy.metrics() | {"successes": successes}
             rounds.append(t)
             for k, v in metrics.items():
                 history[k].append(v.clone())

@@ -209,14 +209,15 @@ def _mean(xs) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None = None, progress: bool = True) -> dict:
+def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None = None, threads: int = 1,
+          progress: bool = True) -> dict:
     from tqdm import tqdm
 
     p = PROFILES[profile]
     if steps is not None:
         p = Profile(**{**asdict(p), "steps": steps})
     t0 = time.time()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, min(threads, os.cpu_count() or 1)))
     random.seed(seed)
     torch.manual_seed(seed)
 
@@ -299,6 +300,7 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "eval": metrics,
     }
     (out / "build_report.json").write_text(json.dumps(report, indent=2, default=list) + "\n")
@@ -311,9 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build")
     ap.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation")
     ap.add_argument("--steps", type=int, default=None, help="override the profile's number of optimizer steps")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1 is the robust choice on a shared machine; 2 is faster when idle)")
     args = ap.parse_args(argv)
     out = args.out or BUILTIN_DIR / args.profile
-    report = build(out, args.profile, args.seed, steps=args.steps)
+    report = build(out, args.profile, args.seed, steps=args.steps, threads=args.threads)
     ev = report["eval"]["in_distribution"]
     print(f"saved {out}  ({report['parameters']:,} params, {report['wall_seconds']:.0f} s)")
     print(f"held-out strict Pass@1 T=1 {ev['strict_pass_at_1_t1']:.3f}  greedy {ev['strict_pass_at_1_greedy']:.3f}  "

@@ -364,16 +364,18 @@ def render_response(
     steps = list(c.steps)
     if error == "skip" and len(steps) >= 2:
         drop = rng.randrange(len(steps))
-        steps = steps[:drop] + steps[drop + 1 :]
-    c2 = _Chain(c.template, c.name, c.pron, c.item, c.start, tuple(steps))
-    vals = c2.values()
-    if error == "slip" or (error == "skip" and len(c.steps) < 2):
+        skipped = steps[:drop] + steps[drop + 1 :]
+        if min(_Chain(c.template, c.name, c.pron, c.item, c.start, tuple(skipped)).values()) >= 0:
+            steps = skipped
+    vals = _Chain(c.template, c.name, c.pron, c.item, c.start, tuple(steps)).values()
+    if error == "slip" or (error == "skip" and len(steps) == len(c.steps)):  # a skip that can't be: slip
         i = rng.randrange(1, len(vals))
         delta = rng.choice([-10, -2, -1, 1, 2, 10])
-        wrong = vals[i] + delta if vals[i] + delta >= 0 else vals[i] + abs(delta)
-        vals = vals[:i] + [wrong]
-        for op, n in steps[i:]:
-            vals.append(_apply(vals[-1], op, n))
+        wrong = _propagate(vals[:i] + [vals[i] + delta], steps[i:])
+        if delta < 0 and min(wrong) < 0:  # below zero somewhere: slip upwards instead
+            wrong = _propagate(vals[:i] + [vals[i] - delta], steps[i:])
+        vals = wrong
+    c2 = _Chain(c.template, c.name, c.pron, c.item, c.start, tuple(steps))
     final = vals[-1]
     if style == "terse":
         lines = [f"{vals[i]}{op}{n}={vals[i + 1]}" for i, (op, n) in enumerate(steps)]
@@ -383,6 +385,14 @@ def render_response(
     total = _cap(t.total_phrase.format(name=c.name, item=c.item, n=final))
     lines.append(ANSWER_FORMATS[answer_format].format(n=final, total=total))
     return "\n".join(lines), final
+
+
+def _propagate(vals: list[int], steps: list[tuple[str, int]]) -> list[int]:
+    """Extend `vals` by applying the remaining `steps` to its last value."""
+    vals = list(vals)
+    for op, n in steps:
+        vals.append(_apply(vals[-1], op, n))
+    return vals
 
 
 def generate_pretraining_samples(

@@ -1,0 +1,35 @@
+"""Bandit lab: the paper's bottom layer (one example, verifiable 0/1 reward) as a multi-armed bandit.
+
+Environments (`envs`), rftlab's own objectives run vectorized over seeds (`simulate`), plain SGD/Adam
+(`optim`), theory predictions (`theory`), the layer pipeline (`pipeline`) and its report (`report`).
+"""
+
+from rftlab.bandit.envs import (
+    CorrelatedEnv,
+    DenseSoftmax,
+    FeatureSoftmax,
+    KArmedEnv,
+    PooledSoftmax,
+    Rule,
+    SequenceEnv,
+    SequenceSoftmax,
+)
+from rftlab.bandit.optim import OptimConfig, optimizer_step
+from rftlab.bandit.simulate import SimConfig, SimResult, policy_update, simulate
+
+__all__ = [
+    "CorrelatedEnv",
+    "DenseSoftmax",
+    "FeatureSoftmax",
+    "KArmedEnv",
+    "OptimConfig",
+    "PooledSoftmax",
+    "Rule",
+    "SequenceEnv",
+    "SequenceSoftmax",
+    "SimConfig",
+    "SimResult",
+    "optimizer_step",
+    "policy_update",
+    "simulate",
+]

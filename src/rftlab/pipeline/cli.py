@@ -1,0 +1,82 @@
+"""The `pipeline`, `report` and `compare` sub-commands (added to `rftlab` by rftlab.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from rftlab.pipeline.sweep import run_pipeline
+
+    outcome = run_pipeline(
+        args.spec, args.out, seeds=args.seeds, executor=args.executor, workers=args.workers, quick=args.quick,
+        layers=args.layers, keep_checkpoints=args.keep_checkpoints, dry_run=args.dry_run,
+        ray_address=args.ray_address, report=not args.no_report,
+    )  # fmt: skip
+    if args.dry_run:
+        return 0
+    print(f"{outcome['runs']} runs: {outcome['done']} done, {outcome['failed']} failed, "
+          f"{outcome['skipped']} skipped (missing model)")  # fmt: skip
+    if not args.no_report:
+        print(f"report: {args.out}/report.html  findings: {args.out}/findings.json")
+    return 1 if outcome["failed"] else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from rftlab.report.html import build_report
+
+    path = build_report(args.dir, n_boot=args.bootstrap)
+    print(f"report: {path}  findings: {path.parent / 'findings.json'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from rftlab.pipeline.compare import compare_runs
+
+    table, path = compare_runs(args.runs, args.figure)
+    print(table)
+    if path:
+        print(f"figure: {path}", file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    from rftlab.pipeline.analysis import BOOTSTRAP
+    from rftlab.pipeline.executors import EXECUTORS
+
+    p = subparsers.add_parser(
+        "pipeline", help="run a layered sweep (variants x seeds) and write its report",
+        description="Run every (variant, seed) of a pipeline spec's layers, then write DIR/report.html and "
+                    "DIR/findings.json. Running it again skips finished runs and resumes unfinished ones.",
+    )  # fmt: skip
+    p.add_argument("spec", help="pipeline YAML file or built-in name (paper, paper-gpu)")
+    p.add_argument("--out", required=True, help="pipeline directory (run directories go in DIR/runs/)")
+    p.add_argument("--seeds", type=int, help="seeds per variant (default: the spec's; seed k uses seed=k)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: process pool on this machine (default); ray: one Ray task per run; inline: "
+                        "sequential in this process")  # fmt: skip
+    p.add_argument("--workers", type=int, help="parallel runs (default: the machine's cores; torch threads = "
+                   "cores / workers)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="the spec's quick mode: 2 seeds and few rounds (smoke test)")
+    p.add_argument("--layers", nargs="+", metavar="LAYER", help="run only these layers")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep finished runs' checkpoints (default: deleted once summary.json is written)")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the plan and a time estimate")
+    p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    p.set_defaults(func=_pipeline)
+
+    r = subparsers.add_parser("report", help="rebuild a pipeline's report.html and findings.json",
+                              description="Analyse a pipeline directory's runs and (re)write DIR/report.html, "
+                                          "DIR/findings.json, DIR/analysis.json and DIR/figures/.")  # fmt: skip
+    r.add_argument("dir", help="pipeline directory (from rftlab pipeline --out)")
+    r.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})")
+    r.set_defaults(func=_report)
+
+    c = subparsers.add_parser("compare", help="compare run directories: a table and a figure",
+                              description="Print a table of several run directories (Pass@1 base/final/best, "
+                                          "learning speed, sample efficiency) and draw them in one figure.")  # fmt: skip
+    c.add_argument("runs", nargs="+", help="run directories")
+    c.add_argument("--figure", default="compare.png", help="where to save the figure (default: compare.png)")
+    c.set_defaults(func=_compare)

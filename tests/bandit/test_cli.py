@@ -1,0 +1,75 @@
+"""`rftlab bandit`: the run interface, errors, help, and a tiny pipeline."""
+
+import argparse
+import json
+
+import pytest
+
+from rftlab.bandit.cli import add_parser, main
+from rftlab.bandit.pipeline import Scale, run_pipeline
+from rftlab.errors import ConfigError
+
+RUN = "run --arms {K} --p0 {p0} --optimizer sgd --lr 1.0 --advantage {adv} --rollouts 2 --seeds 50 --rounds 7 --no-progress"
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="rftlab")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["bandit", *argv])
+
+
+def test_run_writes_metrics_per_round(tmp_path):
+    argv = RUN.format(K=1000, p0=0.1, adv="grpo").split() + ["--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == list(range(1, 8))
+    assert all({"optimal_mass_mean", "optimal_mass_std"} <= r.keys() for r in rows)
+    assert all(0.0 <= r["optimal_mass_mean"] <= 1.0 for r in rows)
+    assert (tmp_path / "optimal_mass.png").exists() and (tmp_path / "config.json").exists()
+
+
+@pytest.mark.parametrize("env", ["sequence", "correlated"])
+def test_run_other_envs(tmp_path, env):
+    argv = ["run", "--env", env, "--arms", "16", "--seeds", "20", "--rounds", "3", "--no-progress", "--out", str(tmp_path)]
+    argv += ["--updates-per-batch", "2", "--clip-eps", "0.1", "--reward-design", "pm1", "--optimizer", "adam", "--lr", "0.1"]
+    assert main(argv) == 0
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3
+
+
+@pytest.mark.parametrize(
+    "K,p0,adv,option",
+    [(1000, 1.5, "none", "--p0"), (1000, 0.0, "none", "--p0"), (1, 0.1, "none", "--arms"), (1000, 0.1, "bogus", "--advantage")],
+)
+def test_bad_input_raises_config_error(tmp_path, K, p0, adv, option, capsys):
+    args = _parse(RUN.format(K=K, p0=p0, adv=adv).split() + ["--out", str(tmp_path / "o")])
+    with pytest.raises(ConfigError, match=option):
+        args.func(args)
+    assert not (tmp_path / "o").exists()
+    assert main(RUN.format(K=K, p0=p0, adv=adv).split() + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0]
+
+
+@pytest.mark.parametrize("sub", [[], ["run"], ["pipeline"], ["theory"]])
+def test_help(sub, capsys):
+    with pytest.raises(SystemExit) as e:
+        _parse([*sub, "--help"])
+    assert e.value.code == 0
+    assert "usage" in capsys.readouterr().out
+
+
+def test_theory_command(tmp_path, capsys):
+    assert main(["theory", "--arms", "100", "--p0", "0.05", "--rounds", "20", "--out", str(tmp_path)]) == 0
+    assert len((tmp_path / "theory.jsonl").read_text().splitlines()) == 21
+    assert "P(no correct rollout" in capsys.readouterr().out
+
+
+def test_tiny_pipeline_writes_report(tmp_path):
+    findings = run_pipeline(tmp_path, seed=0, progress=False, scale=Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10))
+    on_disk = json.loads((tmp_path / "findings.json").read_text())
+    assert on_disk == json.loads(json.dumps(findings))
+    assert {f["layer"] for f in findings} >= {"L0", "L1", "L2", "L3", "L4"}
+    assert all(f["verdict"] in {"agrees", "disagrees", "inconclusive"} for f in findings)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(list(tmp_path.glob("*.png"))) >= 5

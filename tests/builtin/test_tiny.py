@@ -1,0 +1,94 @@
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import rftlab.builtin.build_tiny as bt
+from rftlab.tasks.synthetic import generate_problems
+
+BUILTIN = Path(bt.__file__).resolve().parent
+SHIPPED = [name for name in ("tiny", "tiny-narrow") if (BUILTIN / name / "model.safetensors").exists()]
+
+
+def _load(path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def test_tiny_is_shipped():
+    assert "tiny" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_loads_offline_as_a_real_architecture(name):
+    from transformers import LlamaForCausalLM
+
+    path = BUILTIN / name
+    assert (path / "model.safetensors").stat().st_size <= 20 * 2**20
+    cfg = json.loads((path / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["model_type"] == "llama"
+    model, tok = _load(path)
+    assert isinstance(model, LlamaForCausalLM)
+    assert next(model.parameters()).dtype == torch.float32
+    assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000
+    assert tok.eos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id != tok.pad_token_id
+    assert model.config.vocab_size >= len(tok)
+    report = json.loads((path / "build_report.json").read_text())
+    assert report["profile"] == name and "in_distribution" in report["eval"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_chat_template_and_tokenizer(name):
+    _, tok = _load(BUILTIN / name)
+    assert tok.chat_template
+    p = generate_problems(1, seed=0)[0]
+    prompt = tok.apply_chat_template([{"role": "user", "content": p.user_message()}], add_generation_prompt=True,
+                                     tokenize=False)
+    assert prompt == f"<|user|>{p.user_message()}\n<|assistant|>"
+    text = p.metadata["solution"] + " \\boxed{1,234} Answer: 56"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text  # lossless (byte-level)
+    assert "1" in tok.convert_ids_to_tokens(tok("x 1234", add_special_tokens=False)["input_ids"])  # digits split
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_generation_from_a_real_prompt_terminates_with_eos(name):
+    model, tok = _load(BUILTIN / name)
+    torch.manual_seed(0)
+    problems = generate_problems(4, seed=1)
+    for p in problems:
+        prompt = tok.apply_chat_template([{"role": "user", "content": p.user_message()}], add_generation_prompt=True,
+                                         tokenize=False)
+        enc = tok(prompt, return_tensors="pt")
+        t0 = time.time()
+        out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=128,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        dt = time.time() - t0
+        new = out[0, enc["input_ids"].shape[1] :].tolist()
+        assert tok.eos_token_id in new, tok.decode(new)
+        assert dt < 5.0  # well under a second on an idle CPU; generous for shared machines
+    greedy = model.generate(**enc, do_sample=False, max_new_tokens=128, eos_token_id=tok.eos_token_id,
+                            pad_token_id=tok.pad_token_id)
+    assert greedy[0, -1].item() == tok.eos_token_id
+
+
+def test_strict_and_any_format_checks():
+    assert bt.strict_correct("a\n#### 14", "14")
+    assert bt.strict_correct("#### 3\n#### 1,400", "1400")
+    assert not bt.strict_correct("The answer is 14.", "14")
+    assert not bt.strict_correct("#### 15", "14")
+    assert bt.final_number_correct("So Tom has 14 apples now.", "14")
+    assert bt.final_number_correct("\\boxed{14}", "14")
+    assert not bt.final_number_correct("12+2=15", "14")
+
+
+@pytest.mark.slow
+def test_build_script_runs_end_to_end(tmp_path):
+    assert bt.main(["--out", str(tmp_path), "--profile", "smoke", "--seed", "0"]) == 0
+    model, tok = _load(tmp_path)
+    report = json.loads((tmp_path / "build_report.json").read_text())
+    assert report["settings"]["steps"] == 8 and report["architecture"] == "LlamaForCausalLM"
+    assert tok.chat_template and (tmp_path / "model.safetensors").exists()

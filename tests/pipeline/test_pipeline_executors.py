@@ -1,0 +1,166 @@
+"""Executors: finished runs are skipped, unfinished ones resume, failures are recorded, sweeps resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rftlab.pipeline import executors, sweep
+from rftlab.pipeline.executors import RunTask, execute, run_one
+from rftlab.pipeline.synthetic import synthetic_train
+
+CALLS: list[tuple[str, bool]] = []
+
+
+def recording_train(config, out, resume):
+    CALLS.append((Path(out).name, resume))
+    return synthetic_train(config, out, resume)
+
+
+def crashing_train(config, out, resume):
+    """Writes config.yaml (as the trainer does first), then dies mid-run."""
+    Path(out, "config.yaml").write_text("seed: 0\n")
+    raise RuntimeError("boom at round 3")
+
+
+def _config(seed=0, rounds=4):
+    from rftlab.config import load_config
+
+    return load_config("tiny", {"seed": seed, "train.rounds": rounds, "eval.every": 2}).to_dict()
+
+
+def _tasks(tmp_path, n=4):
+    return [RunTask(f"r{i}", str(tmp_path / f"r{i}"), _config(seed=i)) for i in range(n)]
+
+
+def test_run_one_starts_resumes_skips_and_records_failures(tmp_path):
+    CALLS.clear()
+    task = _tasks(tmp_path, 1)[0]
+    assert run_one(task, recording_train).status == "done" and CALLS == [("r0", False)]
+    assert run_one(task, recording_train).status == "skipped" and len(CALLS) == 1  # summary.json present
+    (tmp_path / "r0" / "summary.json").unlink()  # as if killed after config.yaml was written
+    res = run_one(task, recording_train)
+    assert res.status == "done" and res.resumed and CALLS[-1] == ("r0", True)
+    bad = RunTask("bad", str(tmp_path / "bad"), _config())
+    res = run_one(bad, crashing_train)
+    assert res.status == "failed" and "boom at round 3" in res.error
+    assert "RuntimeError" in (tmp_path / "bad" / "error.txt").read_text()
+    res = run_one(bad, recording_train)  # the next try resumes it and clears the error
+    assert res.status == "done" and res.resumed and not (tmp_path / "bad" / "error.txt").exists()
+
+
+def test_checkpoint_removed_after_finishing_unless_kept(tmp_path):
+    def with_checkpoint(config, out, resume):
+        Path(out, "checkpoint").mkdir(parents=True, exist_ok=True)
+        Path(out, "checkpoint", "trainer.pt").write_text("x")
+        return synthetic_train(config, out, resume)
+
+    a, b = _tasks(tmp_path, 2)
+    run_one(a, with_checkpoint, keep_checkpoint=False)
+    run_one(b, with_checkpoint, keep_checkpoint=True)
+    assert not (Path(a.out) / "checkpoint").exists() and (Path(b.out) / "checkpoint").exists()
+
+
+def test_a_locked_run_is_left_alone(tmp_path):
+    task = _tasks(tmp_path, 1)[0]
+    with executors._run_lock(Path(task.out)) as got:
+        assert got
+        assert run_one(task, recording_train).status == "busy"
+    assert run_one(task, recording_train).status == "done"
+
+
+def test_killed_sweep_reruns_only_unfinished(tmp_path):
+    CALLS.clear()
+    tasks = _tasks(tmp_path, 4)
+    seen = []
+
+    def killed_after_two(config, out, resume):
+        if len(seen) == 2:
+            Path(out, "config.yaml").write_text("seed: 0\n")  # started, then the sweep is killed
+            raise KeyboardInterrupt
+        seen.append(out)
+        return synthetic_train(config, out, resume)
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(tasks, executor="inline", train_fn=killed_after_two, progress=False)
+    results = execute(tasks, executor="inline", train_fn=recording_train, progress=False)
+    assert [r.status for r in results] == ["skipped", "skipped", "done", "done"]
+    assert CALLS == [("r2", True), ("r3", False)]  # r2 resumes, r3 starts, r0/r1 untouched
+
+
+def test_local_pool_runs_in_worker_processes(tmp_path):
+    tasks = _tasks(tmp_path, 3)
+    results = execute(tasks, executor="local", workers=2, train_fn=synthetic_train, progress=False)
+    assert [r.status for r in results] == ["done"] * 3
+    assert all((Path(t.out) / "summary.json").is_file() for t in tasks)
+    again = execute(tasks, executor="local", workers=2, train_fn=synthetic_train, progress=False)
+    assert [r.status for r in again] == ["skipped"] * 3
+
+
+def test_gpu_request_follows_the_device():
+    assert executors.wants_gpu({"model": {"device": "cuda"}})
+    assert executors.wants_gpu({"model": {"device": "cuda:1"}})
+    assert not executors.wants_gpu({"model": {"device": "auto"}})
+    tasks = sweep._tasks(
+        [type("R", (), {"run": "x", "config": {**_config(), "model": {**_config()["model"], "device": "cuda"}}})()],
+        Path("/tmp"), 1,
+    )  # fmt: skip
+    assert tasks[0].num_gpus == 1.0
+
+
+def test_pipeline_resume_gives_the_same_report(tmp_path, monkeypatch):
+    spec = {
+        "name": "t", "base": "tiny", "seeds": 3, "overrides": {"train.rounds": 6, "eval.every": 2},
+        "layers": [{"name": "L1", "finding": "f", "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}},
+                    "claims": [{"finding": "grpo differs", "metric": "test_final", "rule": "differs",
+                                "threshold": 0.01}]}],
+    }  # fmt: skip
+    spec_file = tmp_path / "spec.yaml"
+    import yaml
+
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "p"
+    count = {"n": 0}
+
+    def dies_on_fourth(config, out_, resume):
+        count["n"] += 1
+        if count["n"] == 4:
+            raise KeyboardInterrupt
+        return synthetic_train(config, out_, resume)
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_pipeline(str(spec_file), out, executor="inline", train_fn=dies_on_fourth, check_models=False,
+                           progress=False)  # fmt: skip
+    CALLS.clear()
+    sweep.run_pipeline(str(spec_file), out, executor="inline", train_fn=recording_train, check_models=False,
+                       progress=False)  # fmt: skip
+    assert len(CALLS) == 3  # 6 runs, 3 finished before the kill
+    resumed = json.loads((out / "findings.json").read_text())
+    fresh = tmp_path / "fresh"
+    sweep.run_pipeline(str(spec_file), fresh, executor="inline", train_fn=synthetic_train, check_models=False,
+                       progress=False)  # fmt: skip
+    assert json.loads((fresh / "findings.json").read_text()) == resumed
+    entries = json.loads((out / "pipeline.json").read_text())["entries"]
+    assert len(entries) == 6 and all(e["status"] == "done" for e in entries)
+
+
+def test_missing_model_is_skipped_with_a_reason(tmp_path, monkeypatch):
+    spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 2},
+            "layers": [{"name": "L5", "finding": "f", "variants": {"tiny": {}, "other": {"model.name": "tiny-narrow"}}}]}  # fmt: skip
+    monkeypatch.setattr(sweep, "model_status",
+                        lambda name, **kw: "not built (test)" if name == "tiny-narrow" else None)  # fmt: skip
+    outcome = sweep.run_pipeline(spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False)
+    assert outcome["failed"] == 0 and outcome["skipped"] == 2
+    entries = json.loads((tmp_path / "p" / "pipeline.json").read_text())["entries"]
+    assert {e["status"] for e in entries if e["variant"] == "other"} == {"skipped"}
+    html = (tmp_path / "p" / "report.html").read_text()
+    assert "not built (test)" in html
+
+
+def test_model_status_reasons(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "no CUDA" in sweep.model_status("x", device="cuda")
+        assert sweep.model_status("x", device="cuda", check_cuda=False) is None  # a Ray cluster may have GPUs
+    assert "config.json" in sweep.model_status(str(tmp_path))

@@ -1,0 +1,367 @@
+"""The verifier: extraction per format, equivalence, reference normalization, robustness, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from rftlab import rewards
+from rftlab.errors import ConfigError
+from rftlab.rewards import extract_answer, is_correct, is_equivalent, last_boxed, reference_answer, score
+
+# ------------------------------------------------------------------------------------------ extraction
+
+AUTO_CASES = [
+    ("Janet sells 9 eggs.\n#### 18", "18"),
+    ("#### 1,000", "1000"),
+    ("#### $5", "5"),
+    ("#### \\$5", "5"),
+    ("#### 18 dollars", "18"),
+    ("#### 18.", "18"),
+    ("#### -3", "-3"),
+    ("first try\n#### 17\nno wait\n#### 18", "18"),
+    ("#### 18\nthen an empty marker\n####", "18"),
+    ("#### \\frac{1}{2}", "\\frac{1}{2}"),
+    ("so $\\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),
+    ("\\boxed{\\boxed{5}}", "5"),
+    ("\\boxed{5} and then \\boxed{", "5"),
+    ("\\boxed{3} then \\boxed{}", "3"),
+    ("\\fbox{7}", "7"),
+    ("\\boxed 9", "9"),
+    ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("The answer is 42.", "42"),
+    ("**Answer:** 42", "42"),
+    ("Answer:\n  12", "12"),
+    ("Final Answer: The final answer is $\\frac{3}{4}$. I hope it is correct.", "\\frac{3}{4}"),
+    ("The answer is $\\$32,\\!348$.", "\\$32,\\!348"),
+    ("The answer is 18 eggs, as computed.", "18"),
+    ("The answer is 1/2", "1/2"),
+]
+
+
+@pytest.mark.parametrize(("response", "expected"), AUTO_CASES)
+def test_auto_extraction(response: str, expected: str) -> None:
+    assert extract_answer(response, "auto") == expected
+
+
+STRICT_CASES = [
+    ("#### 18", "18"),
+    ("####18", "18"),
+    ("#### 1,234.5", "1234.5"),
+    ("#### $7 per day", "7"),
+    ("#### 5\n#### 7", "7"),
+    ("#### 5\n#### x", "5"),  # the last marker *with a number* counts (as in verl)
+    ("\\boxed{18}", None),
+    ("The answer is 18", None),
+    ("#### x", None),
+    ("####", None),
+    ("# 18", None),
+]
+
+
+@pytest.mark.parametrize(("response", "expected"), STRICT_CASES)
+def test_gsm8k_strict_extraction(response: str, expected: str | None) -> None:
+    assert extract_answer(response, "gsm8k_strict") == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("#### 18", None),
+        ("\\boxed{a}\\boxed{b}", "b"),
+        ("\\boxed{x^{2}}", "x^{2}"),
+        ("The answer is 3", None),
+        ("within \\boxed{}", None),
+    ],
+)
+def test_boxed_extraction(response: str, expected: str | None) -> None:
+    assert extract_answer(response, "boxed") == expected
+
+
+def test_last_number_only_when_allowed() -> None:
+    text = "I think it is 41, then 42 apples"
+    assert extract_answer(text) is None
+    assert extract_answer(text, allow_last_number=True) == "42"
+    assert score(text, "42") is False
+    assert score(text, "42", allow_last_number=True) is True
+
+
+def test_last_boxed_is_balanced_and_skips_escaped_braces() -> None:
+    assert last_boxed("\\boxed{\\frac{a}{b}} x") == "\\frac{a}{b}"
+    assert last_boxed("\\boxed{\\{ \\}") is None  # the escaped brace does not close the box
+    assert last_boxed("no box here") is None
+
+
+def test_unknown_format_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="gsm8k_strict"):
+        extract_answer("#### 1", "strict")
+    with pytest.raises(ConfigError):
+        score("#### 1", "1", "latex")
+
+
+# ------------------------------------------------------------------------------------------ strict vs auto
+
+
+@pytest.mark.parametrize(
+    ("response", "auto", "strict", "boxed"),
+    [
+        ("\\boxed{18}", True, False, True),
+        ("The answer is 18", True, False, False),
+        ("#### 18", True, True, False),
+        ("#### 18\n\\boxed{17}", True, True, False),  # auto prefers ####, boxed mode sees only the box
+        ("\\boxed{17} #### 18", True, True, False),
+    ],
+)
+def test_formats_differ(response: str, auto: bool, strict: bool, boxed: bool) -> None:
+    assert score(response, "18", "auto") is auto
+    assert score(response, "18", "gsm8k_strict") is strict
+    assert score(response, "18", "boxed") is boxed
+
+
+# ------------------------------------------------------------------------------------------ equivalence
+
+EQUAL = [
+    ("1,000", "1000"),
+    ("$5", "5"),
+    ("\\$5", "5"),
+    ("5.0", "5"),
+    ("5.00", "5"),
+    ("1/2", "0.5"),
+    ("\\frac{1}{2}", "0.5"),
+    ("\\dfrac12", "1/2"),
+    ("\\tfrac{1}{2}", "\\frac12"),
+    ("-\\frac{1}{2}", "-0.5"),
+    ("\\frac{-1}{2}", "-1/2"),
+    ("50%", "50"),
+    ("50\\%", "50"),
+    ("18.", "18"),
+    ("5 dollars", "5"),
+    ("5\\text{ cm}", "5"),
+    ("30^\\circ", "30"),
+    ("30^{\\circ}", "30"),
+    ("$18$", "18"),
+    ("+7", "7"),
+    ("\u22127", "-7"),
+    (".5", "0.5"),
+    ("p-q", "p - q"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"),
+]
+
+
+@pytest.mark.parametrize(("pred", "ref"), EQUAL)
+def test_fast_path_equal(pred: str, ref: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These never need math-verify: the fast path alone must decide them."""
+    monkeypatch.setattr(rewards, "_math_verify_equal", _must_not_be_called)
+    assert is_equivalent(pred, ref)
+
+
+NOT_EQUAL = [
+    ("17", "18"),
+    ("0.33", "\\frac13"),
+    ("1/2", "2"),
+    ("5", "50"),
+    ("-5", "5"),
+    ("1/0", "0"),
+    ("18.5", "18"),
+    ("10 pi", "10"),
+]
+
+
+@pytest.mark.parametrize(("pred", "ref"), NOT_EQUAL)
+def test_not_equal(pred: str, ref: str) -> None:
+    assert not is_equivalent(pred, ref)
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref"),
+    [
+        ("2\\sqrt{3}", "\\sqrt{12}"),
+        ("1+x^2", "x^2+1"),
+        ("Evelyn", "\\text{Evelyn}"),
+        ("(3, \\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("[1, 2)", "[1,2)"),
+        ("2^{10}", "1024"),
+    ],
+)
+def test_math_verify_equal(pred: str, ref: str) -> None:
+    assert is_equivalent(pred, ref)
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref"), [("2\\sqrt{2}", "\\sqrt{12}"), ("x^2-1", "x^2+1"), ("[1,2]", "[1,2)")]
+)
+def test_math_verify_not_equal(pred: str, ref: str) -> None:
+    assert not is_equivalent(pred, ref)
+
+
+def _must_not_be_called(*args: object) -> bool:
+    raise AssertionError("math-verify was called on a fast-path case")
+
+
+# ------------------------------------------------------------------------------------------ references
+
+
+@pytest.mark.parametrize(
+    ("reference", "bare"),
+    [
+        ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 eggs.\n#### 18", "18"),
+        ("She pays 1,000 in all.\n#### 1,000", "1000"),
+        ("so $\\boxed{\\frac{1}{2}}$.The answer is: \\frac12", "\\frac{1}{2}"),
+        ("  \\frac{1}{2} ", "\\frac{1}{2}"),
+        ("18", "18"),
+    ],
+)
+def test_reference_answer(reference: str, bare: str) -> None:
+    assert reference_answer(reference) == bare
+
+
+def test_is_correct_normalizes_full_solutions() -> None:
+    gsm = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18.\n#### 18"
+    math = "We get $\\boxed{p - q}$.The answer is: p - q"
+    assert is_correct("... so she makes\n#### 18", gsm)
+    assert is_correct("The answer is $18$.", gsm)
+    assert not is_correct("#### 16", gsm)
+    assert is_correct("Thus \\boxed{p-q}", math)
+    assert not is_correct("Thus \\boxed{q-p}", math)
+    assert is_correct("#### 1000", "total\n#### 1,000")
+    assert not is_correct("18", "18")  # no answer marker in the response: auto finds nothing
+
+
+# ------------------------------------------------------------------------------------------ garbage
+
+GARBAGE = [
+    "",
+    " ",
+    "\\boxed{",
+    "\\boxed{{{{{{",
+    "}}}}}}\\boxed}",
+    "####",
+    "#### ",
+    "#### \n\n",
+    "\\boxed{" * 5000,
+    "{" * 100_000,
+    "a" * 1_000_000,
+    "#" * 100_000,
+    "####" * 10_000,
+    "\\" * 100_000,
+    "$" * 10_000,
+    "\\boxed{1}" * 20_000,
+    "\\boxed{nan}",
+    "\\boxed{NaN}",
+    "\\boxed{inf}",
+    "\\boxed{-\\infty}",
+    "\\boxed{10^{10000}}",
+    "\\boxed{\\frac{1}{0}}",
+    "#### 1e999",
+    "#### " + "9" * 5000,
+    "\x00\x01\x02 #### \x00",
+    "\ud800\udfff lone surrogates \\boxed{\ud800}",
+    "🤖🤖 #### 🤖 \\boxed{🤖}",
+    "The answer is",
+    "Answer:",
+    "\\boxed{\\boxed{\\boxed{}}}",
+    "\\boxed{\\left( \\right.}",
+    "\\boxed{)(}",
+    "\\fbox",
+]
+
+
+@pytest.mark.parametrize("response", GARBAGE, ids=range(len(GARBAGE)))
+@pytest.mark.parametrize("answer_format", ["auto", "gsm8k_strict", "boxed"])
+def test_garbage_scores_false_without_raising(response: str, answer_format: str) -> None:
+    assert score(response, "5", answer_format) is False
+    extract_answer(response, answer_format)  # never raises
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"#### 5", ["#### 5"]])
+def test_non_strings_score_false(bad: object) -> None:
+    assert score(bad, "5") is False  # type: ignore[arg-type]
+    assert is_correct(bad, "5") is False  # type: ignore[arg-type]
+    assert score("#### 5", bad) is False  # type: ignore[arg-type]
+    assert extract_answer(bad) is None  # type: ignore[arg-type]
+
+
+def test_huge_inputs_are_cheap() -> None:
+    start = time.perf_counter()
+    for response in ("x" * 2_000_000 + "#### 5", "\\boxed{" * 200_000, "1," * 500_000, "answer: " * 100_000):
+        score(response, "5")
+        score(response, "5", "gsm8k_strict")
+        score(response, "5", "boxed")
+    assert time.perf_counter() - start < 10.0
+
+
+def test_long_answers_skip_math_verify(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rewards, "_math_verify_equal", _must_not_be_called)
+    long = "x+" * rewards.MAX_ANSWER_CHARS
+    assert not is_equivalent(long, "x")
+    assert is_equivalent(long, long)  # identical strings are still equal
+    assert not is_equivalent(long + "1", long + "2")  # equal prefixes are not enough
+
+
+# ------------------------------------------------------------------------------------------ time and threads
+
+
+def test_pathological_input_is_time_bounded() -> None:
+    """sympy would compute 10^(10^10) in C for minutes; the worker is killed after timeout_s."""
+    assert is_equivalent("2^{10}", "1024")  # start the worker pool: startup is not counted
+    start = time.perf_counter()
+    assert score("\\boxed{10^{10^{10}}}", "5", timeout_s=1.0) is False
+    elapsed = time.perf_counter() - start
+    assert elapsed < 4.0, elapsed
+    assert score("\\boxed{2\\sqrt{3}}", "\\sqrt{12}")  # a fresh worker replaces the killed one
+
+
+OFF_THREAD_CASES = [
+    ("#### 1,000", "1000", True),
+    ("\\boxed{\\dfrac12}", "0.5", True),
+    ("\\boxed{2\\sqrt{3}}", "\\sqrt{12}", True),
+    ("\\boxed{x^2-1}", "x^2+1", False),
+    ("The answer is $\\frac{\\pi}{2}$", "\\frac{\\pi}{2}", True),
+    ("\\boxed{Evelyn}", "\\text{Evelyn}", True),
+    ("#### 17", "18", False),
+    ("garbage {{{", "5", False),
+]
+
+
+def test_score_off_the_main_thread() -> None:
+    expected = [want for _, _, want in OFF_THREAD_CASES]
+    with ThreadPoolExecutor(max_workers=4) as ex:
+        got = list(ex.map(lambda c: score(c[0], c[1]), OFF_THREAD_CASES * 3))
+    assert got == expected * 3
+
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(is_correct("\\boxed{p-q}", "\\boxed{p - q}")))
+    thread.start()
+    thread.join(30)
+    assert results == [True]
+
+
+def test_math_verify_runs_in_a_thread_without_signals() -> None:
+    """The in-process path (the fallback) calls math-verify with its signal timeouts off."""
+    results: list[bool] = []
+    thread = threading.Thread(target=lambda: results.append(rewards._mv_equal("\\sqrt{12}", "2\\sqrt{3}")))
+    thread.start()
+    thread.join(30)
+    assert results == [True]
+
+
+def test_thread_fallback_when_workers_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = rewards._WorkerPool(size=1)
+    pool.broken = True
+    monkeypatch.setattr(rewards, "_get_pool", lambda: pool)
+    assert is_equivalent("2\\sqrt{3}", "\\sqrt{12}")
+    assert not is_equivalent("2\\sqrt{2}", "\\sqrt{12}")
+
+
+def test_pool_is_rebuilt_after_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forked child must not reuse the parent's worker pipes."""
+    monkeypatch.setattr(rewards, "_pool", None)  # restored after the test; these pools start no worker
+    pool = rewards._get_pool()
+    assert rewards._get_pool() is pool
+    monkeypatch.setattr(pool, "pid", -1)  # as if this process were a fork of the pool's owner
+    fresh = rewards._get_pool()
+    assert fresh is not pool and fresh.pid > 0

@@ -1,0 +1,124 @@
+"""The round loop on the built-in tiny model: smoke, determinism, resume equivalence, mu > 1, KL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rftlab import trainer
+from rftlab.config import load_config
+from rftlab.runs import read_jsonl
+
+# Small and fast: few rounds, small evaluations; difficulty "any" skips the Pass@1 estimate of a pool.
+FAST = [
+    "train.rounds=4", "eval.every=2", "eval.train_samples=4", "data.test_size=6", "data.difficulty=any",
+    "run.checkpoint_every=2", "run.progress=false", "rollout.max_new_tokens=96",
+]  # fmt: skip
+
+
+def deterministic(rows):
+    """Metric rows without wall-clock fields (the only thing allowed to differ between runs)."""
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def run(tmp_path, name, extra=(), **kw):
+    cfg = load_config("tiny", FAST + list(extra))
+    out = tmp_path / name
+    summary = trainer.train(cfg, out, **kw)
+    return out, summary
+
+
+def test_smoke_run_writes_a_well_formed_run_directory(tmp_path):
+    out, summary = run(tmp_path, "a", ["optim.lr=1e-3"])
+    for name in ["config.yaml", "metrics.jsonl", "summary.json", "rollouts.jsonl.gz", "pass_at_1.png"]:
+        assert (out / name).is_file(), name
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["round"] for r in rows if r["split"] == "train_round"] == [1, 2, 3, 4]
+    assert [r["round"] for r in rows if r["split"] == "eval"] == [0, 2, 4]
+    for r in rows:
+        if r["split"] == "eval":
+            assert 0 <= r["train/pass_at_1_low"] <= r["train/pass_at_1"] <= r["train/pass_at_1_high"] <= 1
+            assert 0 <= r["test/pass_at_1"] <= 1
+        else:
+            assert r["reward/mean"] in (0.0, 1.0)
+            assert r["ratio/max"] == pytest.approx(1.0, abs=1e-4)  # mu = 1: the ratio is 1 at the update
+            assert r["clip/frac"] == 0.0
+            assert r["tokens"] >= 1 and r["rollouts_total"] == r["round"]
+    assert summary == json.loads((out / "summary.json").read_text())
+    for key in ["train_pass_at_1", "test_pass_at_1"]:
+        assert 0 <= summary["base"][key] <= 1 and 0 <= summary["final"][key] <= 1
+    assert summary["rounds"] == 4 and summary["wall_seconds"] > 0
+
+    # the parameters moved (AdamW steps every round, even with reward 0)
+    initial = trainer.load_policy("tiny").model.state_dict()
+    final = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)["model"]
+    assert any(not torch.equal(initial[k], final[k]) for k in initial)
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
+    a, _ = run(tmp_path, "a")
+    b, _ = run(tmp_path, "b")
+    c, _ = run(tmp_path, "c", ["seed=1"])
+    rows_a, rows_b = read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl")
+    assert deterministic(rows_a) == deterministic(rows_b)
+    assert deterministic(rows_a) != deterministic(read_jsonl(c / "metrics.jsonl"))
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    whole, _ = run(tmp_path, "whole", ["train.rounds=5", "run.checkpoint_every=2"])
+
+    real_update = trainer.policy_update
+    calls = {"n": 0}
+
+    def dies_in_round_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed mid-round, after the round-2 checkpoint and some logging
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
+    cfg = load_config("tiny", FAST + ["train.rounds=5", "run.checkpoint_every=2"])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(trainer, "policy_update", real_update)
+    trainer.train(cfg, tmp_path / "killed", resume=True)
+
+    assert deterministic(read_jsonl(whole / "metrics.jsonl")) == deterministic(
+        read_jsonl(tmp_path / "killed" / "metrics.jsonl")
+    )
+    w1 = torch.load(whole / "checkpoint" / "trainer.pt", weights_only=False)["model"]
+    w2 = torch.load(tmp_path / "killed" / "checkpoint" / "trainer.pt", weights_only=False)["model"]
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_existing_run_directory_needs_resume_and_same_config(tmp_path):
+    from rftlab.errors import RftlabError
+
+    cfg = load_config("tiny", FAST + ["train.rounds=1"])
+    trainer.train(cfg, tmp_path / "r")
+    with pytest.raises(RftlabError, match="--resume"):
+        trainer.train(cfg, tmp_path / "r")
+    other = load_config("tiny", FAST + ["train.rounds=1", "optim.lr=0.5"])
+    with pytest.raises(RftlabError, match="optim.lr was 1e-05, now 0.5"):
+        trainer.train(other, tmp_path / "r", resume=True)
+
+
+def test_several_updates_per_batch_make_the_ratio_move_and_clip(tmp_path):
+    out, _ = run(tmp_path, "mu", ["train.rounds=3", "objective.updates_per_batch=4", "optim.lr=3e-3",
+                                  "objective.reward_design=pm1", "eval.every=0"])  # fmt: skip
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train_round"]
+    # reward +-1 is never 0, so every update has signal; by the 4th update the weights have moved
+    assert all(abs(r["ratio/max"] - 1) > 1e-3 or abs(r["ratio/min"] - 1) > 1e-3 for r in rows)
+    assert any(r["clip/frac_last"] > 0 for r in rows)
+
+
+def test_kl_to_reference_and_group_advantages(tmp_path):
+    out, _ = run(tmp_path, "kl", ["train.rounds=2", "objective.kl_coef=0.1", "rollout.rollouts_per_round=3",
+                                  "objective.advantage=grpo", "eval.every=0", "optim.lr=1e-3"])  # fmt: skip
+    rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train_round"]
+    assert rows[0]["loss/kl"] == pytest.approx(0.0, abs=1e-6)  # round 1: the policy is the reference
+    assert rows[1]["loss/kl"] > 0  # after one step the policy has left the reference
+    assert all(r["rollouts_total"] == 3 * r["round"] for r in rows)
+    assert all(abs(r["adv/mean"]) < 1e-5 for r in rows)  # GRPO advantages have zero group mean
