@@ -14,17 +14,22 @@ from rftlab.errors import RftlabError
 MAIN_CONFIG = "tiny"  # the main job: the minimalist configuration on the built-in tiny model
 
 
-def _run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """(config name, Config) from the positional CONFIG and overrides; `rftlab run seed=3` works too."""
     from rftlab.config import load_config
+
+    overrides, source = list(args.overrides), args.config
+    if source is not None and "=" in source and not Path(source).exists():
+        overrides.insert(0, source)  # the first "config" was an override
+        source = None
+    return source or MAIN_CONFIG, load_config(source or MAIN_CONFIG, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
     from rftlab.trainer import train
 
-    overrides = list(args.overrides)
-    source = args.config
-    if source is not None and "=" in source and not Path(source).exists():
-        overrides.insert(0, source)  # `rftlab run seed=3` without a config name
-        source = None
-    cfg = load_config(source or MAIN_CONFIG, overrides)
-    out = Path(args.out) if args.out else Path("runs") / f"{Path(source or MAIN_CONFIG).stem}__seed{cfg.seed}"
+    source, cfg = _load(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(source).stem}__seed{cfg.seed}"
     print(f"rftlab run: {cfg.model.name} on {cfg.data.dataset}, {cfg.train.rounds} rounds, seed {cfg.seed} -> {out}",
           file=sys.stderr)  # fmt: skip
     summary = train(cfg, out, resume=args.resume)
@@ -49,8 +54,66 @@ def format_summary(summary: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """Base-model Pass@1 without training: n samples on training candidates, and the test subset."""
+    import statistics
+    import time
+
+    from rftlab.evaluation import evaluate
+    from rftlab.policy import load_policy
+    from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, model_fingerprint
+    from rftlab.trainer import derive_seed, load_task
+
+    _, cfg = _load(args)
+    started = time.perf_counter()
+    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
+                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    train_split, test_set = load_task(cfg)
+    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
+    answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
+    pool = candidate_pool(train_split, args.train_problems, cfg.data.selection_seed)
+    settings = DifficultySettings(
+        model=cfg.model.name, model_fingerprint=model_fingerprint(policy), dataset=cfg.data.dataset,
+        split=cfg.data.train_split, prompt_style=style, answer_format=answer_format,
+        samples=args.samples, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.data.selection_seed,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    per_problem = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
+    train_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    test = evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
+                    samples=cfg.eval.test_samples, greedy=cfg.eval.test_mode == "greedy",
+                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                    max_new_tokens=cfg.rollout.max_new_tokens, seed=derive_seed(cfg.seed, 0, "eval/test"),
+                    batch_size=cfg.eval.batch_size)  # fmt: skip
+    rates = list(per_problem.values())
+    report = {
+        "model": cfg.model.name, "dataset": cfg.data.dataset, "answer_format": answer_format,
+        "max_new_tokens": cfg.rollout.max_new_tokens, "temperature": cfg.rollout.temperature,
+        "train": {"problems": len(rates), "samples_each": args.samples, "pass_at_1": statistics.fmean(rates),
+                  "problems_with_any_correct": sum(r > 0 for r in rates),
+                  "per_problem": per_problem, "seconds": round(train_seconds, 1)},
+        "test": {"problems": len(test_set), "mode": cfg.eval.test_mode, "pass_at_1": test.pass_at_1,
+                 "interval_95": test.interval, "format_rate": test.format_rate,
+                 "mean_response_tokens": test.mean_response_tokens,
+                 "seconds": round(time.perf_counter() - t0, 1)},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    t, s = report["train"], report["test"]
+    print(f"{cfg.model.name} on {cfg.data.dataset} ({answer_format}, {cfg.rollout.max_new_tokens} new tokens)\n"
+          f"  train candidates: Pass@1 {t['pass_at_1']:.3f} over {t['problems']} problems x {args.samples} samples "
+          f"({t['problems_with_any_correct']} with any correct), {t['seconds']} s\n"
+          f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, {s['interval_95'][1]:.3f}] "
+          f"on {s['problems']} problems, answer-format rate {s['format_rate']:.2f}, {s['seconds']} s")  # fmt: skip
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
-    from rftlab.config import builtin_config_names, describe_fields, load_config
+    from rftlab.config import builtin_config_names, describe_fields
 
     if args.action == "fields":
         rows = describe_fields()
@@ -60,7 +123,7 @@ def _config(args: argparse.Namespace) -> int:
     elif args.action == "list":
         print("\n".join(builtin_config_names()))
     else:
-        print(load_config(args.config or MAIN_CONFIG, args.overrides).to_yaml(), end="")
+        print(_load(args)[1].to_yaml(), end="")
     return 0
 
 
@@ -85,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default: runs/<config>__seed<N>)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
     run.set_defaults(func=_run)
+
+    ev = sub.add_parser("eval", help="base-model Pass@1 on training candidates and the test subset (no training)",
+                        description="Measure a model's Pass@1 without training: n samples on each of the "
+                                    "first N training candidates (cached) and the configured test subset.")  # fmt: skip
+    ev.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
+    ev.add_argument("overrides", nargs="*", help="dotted overrides")
+    ev.add_argument("--train-problems", type=int, default=50, help="training candidates to estimate (default 50)")
+    ev.add_argument("--samples", type=int, default=16, help="samples per training candidate (default 16)")
+    ev.add_argument("--out", help="write the report as JSON here")
+    ev.set_defaults(func=_eval)
 
     config = sub.add_parser("config", help="show a resolved config, list built-ins, or document every field",
                             description="Inspect configurations.")  # fmt: skip

@@ -233,18 +233,18 @@ def evaluate_round(
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
-    run = RunDir(out)
-    run.prepare(cfg, resume=resume)
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
 
-    # ---- policy, reference, task
+    # ---- task (first: a bad data file fails before a model is loaded), policy, reference
+    train_split, test_set = load_task(cfg)
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                          use_chat_template=cfg.model.use_chat_template)  # fmt: skip
     reference = None
     if cfg.objective.kl_coef > 0:
         reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
-    train_split, test_set = load_task(cfg)
+    run = RunDir(out)  # created only once data and model have loaded: a typo leaves no half-made run
+    run.prepare(cfg, resume=resume)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
     optimizer = build_optimizer(cfg, policy.model.parameters())

@@ -30,8 +30,32 @@ def test_run_writes_metrics_per_round(tmp_path):
 
 @pytest.mark.parametrize("env", ["sequence", "correlated"])
 def test_run_other_envs(tmp_path, env):
-    argv = ["run", "--env", env, "--arms", "16", "--seeds", "20", "--rounds", "3", "--no-progress", "--out", str(tmp_path)]
-    argv += ["--updates-per-batch", "2", "--clip-eps", "0.1", "--reward-design", "pm1", "--optimizer", "adam", "--lr", "0.1"]
+    argv = [
+        "run",
+        "--env",
+        env,
+        "--arms",
+        "16",
+        "--seeds",
+        "20",
+        "--rounds",
+        "3",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
+    argv += [
+        "--updates-per-batch",
+        "2",
+        "--clip-eps",
+        "0.1",
+        "--reward-design",
+        "pm1",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.1",
+    ]
     assert main(argv) == 0
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3
@@ -39,7 +63,12 @@ def test_run_other_envs(tmp_path, env):
 
 @pytest.mark.parametrize(
     "K,p0,adv,option",
-    [(1000, 1.5, "none", "--p0"), (1000, 0.0, "none", "--p0"), (1, 0.1, "none", "--arms"), (1000, 0.1, "bogus", "--advantage")],
+    [
+        (1000, 1.5, "none", "--p0"),
+        (1000, 0.0, "none", "--p0"),
+        (1, 0.1, "none", "--arms"),
+        (1000, 0.1, "bogus", "--advantage"),
+    ],
 )
 def test_bad_input_raises_config_error(tmp_path, K, p0, adv, option, capsys):
     args = _parse(RUN.format(K=K, p0=p0, adv=adv).split() + ["--out", str(tmp_path / "o")])
@@ -66,7 +95,9 @@ def test_theory_command(tmp_path, capsys):
 
 
 def test_tiny_pipeline_writes_report(tmp_path):
-    findings = run_pipeline(tmp_path, seed=0, progress=False, scale=Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10))
+    findings = run_pipeline(
+        tmp_path, seed=0, progress=False, scale=Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)
+    )
     on_disk = json.loads((tmp_path / "findings.json").read_text())
     assert on_disk == json.loads(json.dumps(findings))
     assert {f["layer"] for f in findings} >= {"L0", "L1", "L2", "L3", "L4"}

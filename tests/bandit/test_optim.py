@@ -18,9 +18,15 @@ class _Params:
     "cfg,reference",
     [
         (OptimConfig("sgd", lr=0.3), lambda p: torch.optim.SGD([p], lr=0.3)),
-        (OptimConfig("sgd", lr=0.3, weight_decay=0.1), lambda p: torch.optim.SGD([p], lr=0.3, weight_decay=0.1)),
+        (
+            OptimConfig("sgd", lr=0.3, weight_decay=0.1),
+            lambda p: torch.optim.SGD([p], lr=0.3, weight_decay=0.1),
+        ),
         (OptimConfig("adam", lr=0.05), lambda p: torch.optim.Adam([p], lr=0.05)),
-        (OptimConfig("adam", lr=0.05, weight_decay=0.1), lambda p: torch.optim.AdamW([p], lr=0.05, weight_decay=0.1)),
+        (
+            OptimConfig("adam", lr=0.05, weight_decay=0.1),
+            lambda p: torch.optim.AdamW([p], lr=0.05, weight_decay=0.1),
+        ),
     ],
 )
 def test_matches_torch_optim(cfg, reference):

@@ -21,7 +21,9 @@ FLOAT_TOL = 1e-6  # metrics are stored in float32
 @pytest.mark.parametrize("arms,p0,lr,rounds", [(1000, 0.05, 1.0, 150), (1_000_000, 0.02, 2.0, 150)])
 def test_minimalist_trajectory_matches_exact_law(arms, p0, lr, rounds):
     seeds = 2000
-    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=1)
+    res = simulate(
+        KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=1
+    )
     exact = minimalist_exact(arms, p0, lr, rounds)
     sim = res.mean().double()
     se = exact["std"] / math.sqrt(seeds)
@@ -37,14 +39,20 @@ def test_mean_field_ode_tracks_the_mean_for_small_steps():
     ode = mean_field_trajectory(p0, arms, lr, rounds)
     model_error = float((ode - exact["mean"]).abs().max())
     assert model_error < 0.005  # first order in lr: measured 0.002 at lr = 0.05
-    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=2)
+    res = simulate(
+        KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=2
+    )
     se = exact["std"] / math.sqrt(seeds)
     assert torch.all((res.mean().double() - ode).abs() <= 4 * se + model_error + FLOAT_TOL)
 
 
 @pytest.mark.parametrize(
     "advantage,rollouts,optim",
-    [("none", 1, OptimConfig()), ("grpo", 4, OptimConfig()), ("running_mean", 1, OptimConfig("adam", lr=0.1))],
+    [
+        ("none", 1, OptimConfig()),
+        ("grpo", 4, OptimConfig()),
+        ("running_mean", 1, OptimConfig("adam", lr=0.1)),
+    ],
 )
 def test_failure_probability_small_p0(advantage, rollouts, optim):
     p0, rounds, seeds = 0.005, 80 // rollouts, 4000
@@ -69,12 +77,20 @@ def test_failure_probability_with_weight_decay():
 @pytest.mark.parametrize("pooled", [True, False])
 @pytest.mark.parametrize(
     "advantage,design,rollouts",
-    [("grpo", "binary", 4), ("grpo", "pm1", 3), ("none", "neg", 3), ("rloo", "binary", 4), ("mean", "pm1", 2)],
+    [
+        ("grpo", "binary", 4),
+        ("grpo", "pm1", 3),
+        ("none", "neg", 3),
+        ("rloo", "binary", 4),
+        ("mean", "pm1", 2),
+    ],
 )
 def test_one_step_update_matches_exact_expectation(pooled, advantage, design, rollouts):
     arms, p0, lr, seeds = 4, 0.3, 1.0, 20000
     env = KArmedEnv(arms=arms, p0=p0, pooled=pooled)
-    cfg = SimConfig(rounds=1, rollouts=rollouts, advantage=advantage, reward_design=design, optim=OptimConfig(lr=lr))
+    cfg = SimConfig(
+        rounds=1, rollouts=rollouts, advantage=advantage, reward_design=design, optim=OptimConfig(lr=lr)
+    )
     res = simulate(env, cfg, seeds, seed=5)
     logits = torch.tensor([optimal_logit(p0, 1, arms)] + [0.0] * (arms - 1))
     optimal = torch.arange(arms) == 0
@@ -94,7 +110,8 @@ def test_expected_next_mass_golden_minimalist():
 
 
 @pytest.mark.parametrize(
-    "advantage,design,rollouts", [("none", "binary", 1), ("grpo", "binary", 3), ("none", "pm1", 2), ("rloo", "neg", 3)]
+    "advantage,design,rollouts",
+    [("none", "binary", 1), ("grpo", "binary", 3), ("none", "pm1", 2), ("rloo", "neg", 3)],
 )
 def test_mean_field_drift_is_the_first_order_exact_update(advantage, design, rollouts):
     arms, p0, lr = 5, 0.3, 1e-3

@@ -149,7 +149,9 @@ def test_missing_model_is_skipped_with_a_reason(tmp_path, monkeypatch):
             "layers": [{"name": "L5", "finding": "f", "variants": {"tiny": {}, "other": {"model.name": "tiny-narrow"}}}]}  # fmt: skip
     monkeypatch.setattr(sweep, "model_status",
                         lambda name, **kw: "not built (test)" if name == "tiny-narrow" else None)  # fmt: skip
-    outcome = sweep.run_pipeline(spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False)
+    outcome = sweep.run_pipeline(
+        spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False
+    )
     assert outcome["failed"] == 0 and outcome["skipped"] == 2
     entries = json.loads((tmp_path / "p" / "pipeline.json").read_text())["entries"]
     assert {e["status"] for e in entries if e["variant"] == "other"} == {"skipped"}

@@ -29,11 +29,13 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [_strip(json.loads(line)) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
 def test_ray_executor_is_resumable(local_ray, tmp_path):
     from rftlab.config import load_config
 
-    tasks = [RunTask(f"r{s}", str(tmp_path / f"r{s}"), load_config("tiny", {"seed": s}).to_dict()) for s in range(3)]
+    tasks = [
+        RunTask(f"r{s}", str(tmp_path / f"r{s}"), load_config("tiny", {"seed": s}).to_dict())
+        for s in range(3)
+    ]
     results = execute(tasks, executor="ray", train_fn=synthetic_train, progress=False)
     assert [r.status for r in results] == ["done"] * 3
     again = execute(tasks, executor="ray", train_fn=synthetic_train, progress=False)
@@ -41,7 +43,9 @@ def test_ray_executor_is_resumable(local_ray, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (BUILTIN_DIR / "tiny" / "config.json").is_file(), reason="built-in tiny model not built")
+@pytest.mark.skipif(
+    not (BUILTIN_DIR / "tiny" / "config.json").is_file(), reason="built-in tiny model not built"
+)
 def test_ray_and_local_give_the_same_metrics_on_tiny(local_ray, tmp_path):
     from rftlab.pipeline.sweep import run_pipeline
 

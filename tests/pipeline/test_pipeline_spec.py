@@ -71,7 +71,9 @@ def test_paired_seeds_and_quick_overrides():
     quick = plan(spec, quick=True)
     by = {(r.layer, r.variant): r.config for r in quick if r.seed == 0}
     assert by[("L0-minimalist", "minimalist")]["train"]["rounds"] == spec.quick_overrides["train.rounds"]
-    assert by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 8  # the variant's own quick overrides
+    assert (
+        by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 8
+    )  # the variant's own quick overrides
     assert len(plan(spec, seeds=3)) == 3 * len(runs) // spec.seeds
 
 
@@ -147,9 +149,14 @@ def test_every_kl_estimator_builds_a_variant(name):
     [
         (lambda s: s.update(layerz=[]), r"unknown pipeline key pipeline\.layerz"),
         (lambda s: s["layers"][0].update(variantz={}), r"layer|variantz"),
-        (lambda s: s["layers"][0]["variants"].update(c={"objective.advantag": "grpo"}), r"objective\.advantag"),
-        (lambda s: s["layers"][0]["variants"].update(c={"objective.advantage": "bogus"}),
-         r"variant c: objective\.advantage='bogus'"),
+        (
+            lambda s: s["layers"][0]["variants"].update(c={"objective.advantag": "grpo"}),
+            r"objective\.advantag",
+        ),
+        (
+            lambda s: s["layers"][0]["variants"].update(c={"objective.advantage": "bogus"}),
+            r"variant c: objective\.advantage='bogus'",
+        ),
         (lambda s: s["layers"][0].update(base={"train.roundz": 3}), r"train\.roundz"),
         (lambda s: s.update(overrides={"model.nam": "x"}), r"model\.nam"),
         (lambda s: s["layers"][0].update(reference="zzz"), r"reference='zzz'"),
@@ -158,17 +165,37 @@ def test_every_kl_estimator_builds_a_variant(name):
         (lambda s: s.update(quick={"seedz": 1}), r"pipeline\.quick\.seedz"),
         (lambda s: s.update(layers=[]), r"non-empty"),
         (lambda s: s["layers"].append(dict(s["layers"][0])), r"two layers"),
-        (lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "nope", "rule": "gt"}]), r"metric='nope'"),
-        (lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "test_final", "rule": "gte"}]),
-         r"rule='gte'"),
-        (lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "test_final", "rule": "gt",
-                                                  "variants": ["zz"]}]), r"'zz' is not a variant"),  # fmt: skip
-        (lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "test_final", "rule": "gt",
-                                                  "thresh": 1}]), r"claims\[0\]\.thresh"),  # fmt: skip
-        (lambda s: s["layers"][0]["variants"].update(c={"set": {"seed": 1}, "quik": {}}), r"variants\.c\.quik"),
+        (
+            lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "nope", "rule": "gt"}]),
+            r"metric='nope'",
+        ),
+        (
+            lambda s: s["layers"][0].update(claims=[{"finding": "x", "metric": "test_final", "rule": "gte"}]),
+            r"rule='gte'",
+        ),
+        (
+            lambda s: s["layers"][0].update(
+                claims=[{"finding": "x", "metric": "test_final", "rule": "gt", "variants": ["zz"]}]
+            ),
+            r"'zz' is not a variant",
+        ),  # fmt: skip
+        (
+            lambda s: s["layers"][0].update(
+                claims=[{"finding": "x", "metric": "test_final", "rule": "gt", "thresh": 1}]
+            ),
+            r"claims\[0\]\.thresh",
+        ),  # fmt: skip
+        (
+            lambda s: s["layers"][0]["variants"].update(c={"set": {"seed": 1}, "quik": {}}),
+            r"variants\.c\.quik",
+        ),
         (lambda s: s.update(base="no-such-config"), r"no-such-config"),
-        (lambda s: s["layers"][0]["variants"].update(c={"set": {"objective.advantage": "rloo"}, "quick": {"train.rounds": -1}}),
-         r"train\.rounds=-1"),
+        (
+            lambda s: s["layers"][0]["variants"].update(
+                c={"set": {"objective.advantage": "rloo"}, "quick": {"train.rounds": -1}}
+            ),
+            r"train\.rounds=-1",
+        ),
     ],
 )
 def test_spec_validation_errors_name_the_key(mutate, match):

@@ -27,29 +27,55 @@ from rftlab.objectives import ADVANTAGES, LOSS_AGGREGATIONS, REWARD_DESIGNS
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("environment")
-    g.add_argument("--env", choices=("karmed", "sequence", "correlated"), default="karmed", help="bandit kind (default karmed)")
+    g.add_argument(
+        "--env",
+        choices=("karmed", "sequence", "correlated"),
+        default="karmed",
+        help="bandit kind (default karmed)",
+    )
     g.add_argument("--arms", type=int, default=1000, help="K, number of arms (karmed, correlated); >= 2")
     g.add_argument("--optimal", type=int, default=1, help="number of optimal arms (default 1)")
-    g.add_argument("--p0", type=float, default=0.05, help="initial optimal mass (difficulty), in (0, 1) [karmed]")
+    g.add_argument(
+        "--p0", type=float, default=0.05, help="initial optimal mass (difficulty), in (0, 1) [karmed]"
+    )
     g.add_argument("--vocab", type=int, default=16, help="V, tokens [sequence]")
     g.add_argument("--length", type=int, default=10, help="L, response length [sequence]")
     g.add_argument("--context", type=int, default=1, help="tokens of context per logit table, 0-2 [sequence]")
-    g.add_argument("--rule", choices=("prefix", "sum_mod"), default="prefix", help="verifiable rule [sequence]")
-    g.add_argument("--target-len", type=int, default=2, help="prefix length for rule=prefix (p0 = V^-len) [sequence]")
+    g.add_argument(
+        "--rule", choices=("prefix", "sum_mod"), default="prefix", help="verifiable rule [sequence]"
+    )
+    g.add_argument(
+        "--target-len", type=int, default=2, help="prefix length for rule=prefix (p0 = V^-len) [sequence]"
+    )
     g.add_argument("--modulus", type=int, default=8, help="modulus for rule=sum_mod [sequence]")
     g.add_argument("--dim", type=int, default=16, help="feature dimension d [correlated]")
     g.add_argument("--train-instances", type=int, default=1, help="training instances [correlated]")
     g.add_argument("--test-instances", type=int, default=32, help="held-out instances [correlated]")
     g.add_argument("--skill", type=float, default=0.0, help="base policy theta0 = skill * w* [correlated]")
     o = p.add_argument_group("objective")
-    o.add_argument("--advantage", default="none", help=f"advantage estimator: {', '.join(sorted(ADVANTAGES))}")
-    o.add_argument("--reward-design", default="binary", help=f"reward design: {', '.join(sorted(REWARD_DESIGNS))}")
+    o.add_argument(
+        "--advantage", default="none", help=f"advantage estimator: {', '.join(sorted(ADVANTAGES))}"
+    )
+    o.add_argument(
+        "--reward-design", default="binary", help=f"reward design: {', '.join(sorted(REWARD_DESIGNS))}"
+    )
     o.add_argument("--rollouts", type=int, default=1, help="G, rollouts per round (default 1)")
-    o.add_argument("--updates-per-batch", type=int, default=1, help="mu, optimizer steps per batch (ratio/clip bind when > 1)")
-    o.add_argument("--clip-eps", type=float, default=0.2, help="PPO clip epsilon (both sides unless --clip-high)")
+    o.add_argument(
+        "--updates-per-batch",
+        type=int,
+        default=1,
+        help="mu, optimizer steps per batch (ratio/clip bind when > 1)",
+    )
+    o.add_argument(
+        "--clip-eps", type=float, default=0.2, help="PPO clip epsilon (both sides unless --clip-high)"
+    )
     o.add_argument("--clip-high", type=float, default=None, help="upper clip epsilon (DAPO clip-higher)")
     o.add_argument("--dual-clip", type=float, default=None, help="dual-clip constant c > 1")
-    o.add_argument("--aggregation", default="token_mean", help=f"loss aggregation: {', '.join(sorted(LOSS_AGGREGATIONS))}")
+    o.add_argument(
+        "--aggregation",
+        default="token_mean",
+        help=f"loss aggregation: {', '.join(sorted(LOSS_AGGREGATIONS))}",
+    )
     o.add_argument("--kl-coef", type=float, default=0.0, help="KL-to-initial-policy loss weight (default 0)")
     t = p.add_argument_group("optimization")
     t.add_argument("--optimizer", default="sgd", help=f"optimizer: {', '.join(OPTIMIZERS)}")
@@ -72,7 +98,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Simulate rftlab's objectives on bandits (vectorized over seeds) and compare with theory.",
     )
     sub = bandit.add_subparsers(dest="bandit_command", required=True, metavar="{run,pipeline,theory}")
-    run = sub.add_parser("run", help="simulate one configuration over many seeds", description="Simulate one configuration.")
+    run = sub.add_parser(
+        "run", help="simulate one configuration over many seeds", description="Simulate one configuration."
+    )
     _run_args(run)
     run.set_defaults(func=cmd_run)
     pipe = sub.add_parser(
@@ -82,7 +110,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     pipe.add_argument("--out", required=True, type=Path, help="output directory")
     pipe.add_argument("--quick", action="store_true", help="small scale (smoke test, ~1 min)")
-    pipe.add_argument("--seed", type=int, default=0, help="generator seed shared by all variants (paired seeds)")
+    pipe.add_argument(
+        "--seed", type=int, default=0, help="generator seed shared by all variants (paired seeds)"
+    )
     pipe.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     pipe.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pipe.set_defaults(func=cmd_pipeline)
@@ -108,7 +138,12 @@ def build_env(a: argparse.Namespace):
         return KArmedEnv(arms=a.arms, optimal=a.optimal, p0=a.p0)
     if a.env == "sequence":
         return SequenceEnv(
-            vocab=a.vocab, length=a.length, context=a.context, rule=a.rule, target_len=a.target_len, modulus=a.modulus
+            vocab=a.vocab,
+            length=a.length,
+            context=a.context,
+            rule=a.rule,
+            target_len=a.target_len,
+            modulus=a.modulus,
         )
     return CorrelatedEnv(
         arms=a.arms,
@@ -162,7 +197,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     (a.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     _plot_run(a.out, res)
     final = res.metrics["optimal_mass"][-1]
-    print(f"optimal mass after {cfg.rounds} rounds: {float(final.mean()):.4f} ± {float(final.std()):.4f} (mean ± std over {a.seeds} seeds) -> {path}")
+    print(
+        f"optimal mass after {cfg.rounds} rounds: {float(final.mean()):.4f} ± {float(final.std()):.4f} (mean ± std over {a.seeds} seeds) -> {path}"
+    )
     return 0
 
 
@@ -190,7 +227,7 @@ def cmd_pipeline(a: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, a.threads))
     findings = run_pipeline(a.out, quick=a.quick, seed=a.seed, progress=not a.no_progress)
     for f in findings:
-        print(f"[{f['verdict']:>12}] {f['layer']}: {f['finding'].split(' (rule')[0].split(' (final')[0]}")
+        print(f"[{f['verdict']:>12}] {f['layer']}: {f['finding'][:110]}")
     print(f"report: {a.out / 'report.html'}")
     return 0
 
@@ -201,7 +238,10 @@ def cmd_theory(a: argparse.Namespace) -> int:
     check(a.arms >= 2, f"--arms must be an integer >= 2 (got {a.arms})")
     check(0.0 < a.p0 < 1.0, f"--p0 must be in the open interval (0, 1) (got {a.p0})")
     check(a.rounds >= 1, f"--rounds must be >= 1 (got {a.rounds})")
-    check(a.advantage in ADVANTAGES, f"unknown --advantage {a.advantage!r}; valid: {', '.join(sorted(ADVANTAGES))}")
+    check(
+        a.advantage in ADVANTAGES,
+        f"unknown --advantage {a.advantage!r}; valid: {', '.join(sorted(ADVANTAGES))}",
+    )
     check(
         a.reward_design in REWARD_DESIGNS,
         f"unknown --reward-design {a.reward_design!r}; valid: {', '.join(sorted(REWARD_DESIGNS))}",
@@ -223,8 +263,12 @@ def cmd_theory(a: argparse.Namespace) -> int:
         (a.out / "theory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     for t in sorted({0, a.rounds // 4, a.rounds // 2, a.rounds}):
         r = rows[t]
-        print(f"round {t:>6}: exact {r['exact_mean']:.4f} ± {r['exact_std']:.4f}  ode {r['ode']:.4f}  P(no success) {r['p_no_success']:.4f}")
-    print(f"P(no correct rollout in {a.rounds} rounds, G={a.rollouts}) = {failure_probability(a.p0, a.rounds, a.rollouts):.6g}")
+        print(
+            f"round {t:>6}: exact {r['exact_mean']:.4f} ± {r['exact_std']:.4f}  ode {r['ode']:.4f}  P(no success) {r['p_no_success']:.4f}"
+        )
+    print(
+        f"P(no correct rollout in {a.rounds} rounds, G={a.rollouts}) = {failure_probability(a.p0, a.rounds, a.rollouts):.6g}"
+    )
     return 0
 
 

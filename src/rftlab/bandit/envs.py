@@ -278,7 +278,9 @@ class PooledSoftmax(BanditPolicy):
 
     def logp(self, actions: Tensor) -> Tensor:
         u = self.used
-        return _PooledLogp.apply(self.z[:, :u], actions, self.log_count[:, :u], self._log_norm()).unsqueeze(-1)
+        return _PooledLogp.apply(self.z[:, :u], actions, self.log_count[:, :u], self._log_norm()).unsqueeze(
+            -1
+        )
 
     def freeze_reference(self) -> None:
         env = self.env
@@ -392,7 +394,10 @@ class SequenceEnv:
         check(self.length >= 1, f"--length must be >= 1 (got {self.length})")
         check(0 <= self.context <= 2, f"--context must be 0, 1 or 2 (got {self.context})")
         check(self.rule in ("sum_mod", "prefix"), f"--rule must be sum_mod or prefix (got {self.rule!r})")
-        check(1 <= self.target_len <= self.length, f"--target-len must be in [1, length] (got {self.target_len})")
+        check(
+            1 <= self.target_len <= self.length,
+            f"--target-len must be in [1, length] (got {self.target_len})",
+        )
         check(self.modulus >= 2, f"--modulus must be >= 2 (got {self.modulus})")
 
     def make_rule(self) -> Rule:
@@ -436,7 +441,9 @@ class SequenceSoftmax(BanditPolicy):
             ctx = torch.zeros(S, rollouts, dtype=torch.long)
             tokens = torch.empty(S, rollouts, L, dtype=torch.long)
             for pos in range(L):
-                logits = self.table[:, pos].gather(1, ctx[..., None].expand(-1, -1, self.env.vocab))  # (S, G, V)
+                logits = self.table[:, pos].gather(
+                    1, ctx[..., None].expand(-1, -1, self.env.vocab)
+                )  # (S, G, V)
                 tok = sample_categorical(logits, gen, 1).squeeze(-1)  # (S, G)
                 tokens[..., pos] = tok
                 ctx = self.next_ctx[ctx, tok]

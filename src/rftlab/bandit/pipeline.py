@@ -23,7 +23,7 @@ from torch import Tensor
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv
 from rftlab.bandit.optim import OptimConfig
 from rftlab.bandit.simulate import SimConfig, SimResult, simulate
-from rftlab.bandit.theory import failure_probability, minimalist_exact, mean_field_trajectory
+from rftlab.bandit.theory import failure_probability, mean_field_trajectory, minimalist_exact
 
 Z = 2.576  # 99% two-sided normal quantile for the paired intervals
 DELTA = 0.05  # smallest difference in optimal mass (Pass@1) counted as meaningful
@@ -118,7 +118,11 @@ def run_pipeline(
             "L0 minimalist learns the training example and generalizes; dynamics vary across seeds "
             "(rule: agrees if mean final train mass > 0.9 in both envs and the held-out gain CI > 0)",
             "L0",
-            "agrees" if learns and lo_gain > 0 else "disagrees" if not learns or hi_gain < 0 else "inconclusive",
+            "agrees"
+            if learns and lo_gain > 0
+            else "disagrees"
+            if not learns or hi_gain < 0
+            else "inconclusive",
             karmed_final_mass_mean=float(final.mean()),
             karmed_final_mass_theory=float(theory["mean"][-1]),
             karmed_frac_seeds_above_0_9=float((final > 0.9).float().mean()),
@@ -141,9 +145,12 @@ def run_pipeline(
         l1[name] = (none_r, grpo_r)
     none_c, grpo_c = l1["correlated"]
     none_k, grpo_k = l1["karmed"]
-    d_unstable = paired_ci(downward_moves(grpo_c.metrics["optimal_mass"]), downward_moves(none_c.metrics["optimal_mass"]))
+    d_unstable = paired_ci(
+        downward_moves(grpo_c.metrics["optimal_mass"]), downward_moves(none_c.metrics["optimal_mass"])
+    )
     d_unstable_test = paired_ci(
-        downward_moves(grpo_c.metrics["test_optimal_mass"]), downward_moves(none_c.metrics["test_optimal_mass"])
+        downward_moves(grpo_c.metrics["test_optimal_mass"]),
+        downward_moves(none_c.metrics["test_optimal_mass"]),
     )
     d_test = paired_ci(grpo_c.metrics["test_optimal_mass"][-1], none_c.metrics["test_optimal_mass"][-1])
     d_k = paired_ci(grpo_k.metrics["optimal_mass"][-1], none_k.metrics["optimal_mass"][-1])
@@ -208,14 +215,26 @@ def run_pipeline(
         ("karmed/adam", karm, adam, None),
         ("correlated/sgd", corr, base, None),
         # token-mean divides a sequence's gradient by L = 10: lr 10 gives each token SGD's unit step
-        ("sequence/sgd", seq, SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5), sc.seq_seeds),
-        ("sequence/adam", seq, SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5), sc.seq_seeds),
+        (
+            "sequence/sgd",
+            seq,
+            SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5),
+            sc.seq_seeds,
+        ),
+        (
+            "sequence/adam",
+            seq,
+            SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5),
+            sc.seq_seeds,
+        ),
     ):
         l3[label] = {d: run(env, cfg.with_(reward_design=d), n) for d in ("binary", "pm1", "neg")}
         res = l3[label]
         for design in ("neg", "pm1"):
             d = paired_ci(res[design].metrics["optimal_mass"][-1], res["binary"].metrics["optimal_mass"][-1])
-            ref_gain = float((res["binary"].metrics["optimal_mass"][-1] - res["binary"].metrics["optimal_mass"][0]).mean())
+            ref_gain = float(
+                (res["binary"].metrics["optimal_mass"][-1] - res["binary"].metrics["optimal_mass"][0]).mean()
+            )
             findings.append(
                 _finding(
                     f"L3 negative reward ({design}) makes training fail [{label}] (final train mass vs {{0,1}}; rule: "
@@ -271,7 +290,9 @@ def run_pipeline(
             "makes no claim here (its next layer); reported for the batch question, verdict inconclusive by design",
             "next",
             "inconclusive",
-            final_test_mass={str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()},
+            final_test_mass={
+                str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()
+            },
             final_train_mass={str(n): float(r.metrics["optimal_mass"][-1].mean()) for n, r in inst.items()},
             test_mass_16_minus_1=list(d_inst),
         )

@@ -20,7 +20,15 @@ import torch  # noqa: E402
 N_TRACES = 8  # individual seed trajectories drawn in thin lines
 
 
-def _band(ax, res, name: str = "optimal_mass", label: str = "", color=None, x_scale: float = 1.0, traces: bool = False):
+def _band(
+    ax,
+    res,
+    name: str = "optimal_mass",
+    label: str = "",
+    color=None,
+    x_scale: float = 1.0,
+    traces: bool = False,
+):
     x = torch.tensor(res.rounds, dtype=torch.float32) * x_scale
     m, s = res.mean(name), res.std(name)
     (line,) = ax.plot(x, m, label=label, color=color, lw=2)

@@ -51,6 +51,7 @@ class SimConfig:
     baseline_step: float | None = None  # running_mean baseline: None = exact mean, else EMA step
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval_every: int = 1  # record metrics every this many rounds
+    fast_reinforce: bool = True  # mu = 1, no KL: reuse the objective's ratio-1 gradient (identical result)
 
     def __post_init__(self) -> None:
         check(self.rounds >= 1, f"--rounds must be >= 1 (got {self.rounds})")
@@ -92,15 +93,56 @@ class SimResult:
         return self.metrics[name].mean(-1)
 
     def std(self, name: str = "optimal_mass") -> Tensor:
-        return self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
+        return (
+            self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
+        )
+
+
+def _ratio_one_gradient(rollouts: int, tokens: int, cfg: SimConfig, dtype: torch.dtype) -> Tensor:
+    """d loss / d logp (1, G, T) of `clipped_policy_loss` at ratio 1 with A = 1 and a full mask.
+
+    At the single update of a batch (mu = 1) the ratio is exactly 1, both branches of the clipped
+    surrogate (and the dual clip) are inactive, and the loss is linear in A: d loss / d logp_{g,t} =
+    A_g * this tensor. Computed by autograd through rftlab.objectives itself (nothing re-derived), so
+    every aggregation keeps its own normalization.
+    """
+    key = (rollouts, tokens, cfg.aggregation, cfg.clip_low, cfg.clip_high, cfg.dual_clip, dtype)
+    if key not in _PROBES:
+        logp = torch.zeros(1, rollouts, tokens, dtype=dtype, requires_grad=True)
+        loss, _ = clipped_policy_loss(
+            logp,
+            logp.detach(),
+            torch.ones(1, rollouts, dtype=dtype),
+            torch.ones(1, rollouts, tokens, dtype=dtype),
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            dual_clip=cfg.dual_clip,
+            aggregation=cfg.aggregation,
+        )
+        _PROBES[key] = torch.autograd.grad(loss.sum(), logp)[0]
+    return _PROBES[key]
+
+
+_PROBES: dict[tuple, Tensor] = {}
 
 
 def policy_update(policy, actions: Tensor, adv: Tensor, cfg: SimConfig, step: int) -> int:
     """mu optimizer steps of the clipped surrogate (+ KL) on one batch; returns the updated step count.
 
     actions (S, G, ...) with logp (S, G, T); adv (S, G). The per-seed losses (S,) are summed, so each
-    seed's parameters get exactly the gradient of their own loss.
+    seed's parameters get exactly the gradient of their own loss. With mu = 1 and no KL (and
+    `cfg.fast_reinforce`), the loss's gradient w.r.t. logp is taken as A * (its value at A = 1, ratio 1)
+    -- the same number autograd would produce, without rebuilding the surrogate's graph every round
+    (tests/bandit/test_envs.py checks both paths give the same trajectory).
     """
+    if cfg.fast_reinforce and cfg.updates_per_batch == 1 and cfg.kl_coef == 0:
+        logp = policy.logp(actions)  # (S, G, T)
+        weight = adv.to(logp.dtype)[..., None] * _ratio_one_gradient(
+            logp.shape[1], logp.shape[2], cfg, logp.dtype
+        )
+        grads = torch.autograd.grad(logp, policy.params, grad_outputs=weight)
+        optimizer_step(policy, list(grads), cfg.optim, step + 1)
+        return step + 1
     ref_logp = policy.ref_logp(actions) if cfg.kl_coef > 0 else None
     logp = policy.logp(actions)  # (S, G, T)
     old_logp = logp.detach()  # the parameters that drew the batch: ratio 1 at the first update

@@ -74,7 +74,7 @@ def minimalist_exact(arms: int, p0: float, lr: float, rounds: int) -> dict[str, 
     law = torch.zeros(rounds + 1, dtype=torch.float64)
     law[0] = 1.0
     mean, sq, none = [p0], [p0 * p0], [1.0]
-    for t in range(1, rounds + 1):
+    for _ in range(rounds):
         moved = law * p_n
         law = law - moved
         law[1:] += moved[:-1]
@@ -121,7 +121,9 @@ def expected_next_mass(
     return mean, float((weight * (p_new - mean) ** 2).sum())
 
 
-def _advantages_given_successes(c: int, rollouts: int, advantage: str, reward_design: str) -> tuple[float, float]:
+def _advantages_given_successes(
+    c: int, rollouts: int, advantage: str, reward_design: str
+) -> tuple[float, float]:
     """(A of a correct rollout, A of a wrong rollout) in a group with c correct of G."""
     wrong, right = REWARD_DESIGNS[reward_design]
     rewards = torch.tensor([right] * c + [wrong] * (rollouts - c), dtype=torch.float64)
@@ -203,7 +205,13 @@ def mean_field_trajectory(
 
 
 def failure_probability(
-    p0: float, rounds: int, rollouts: int = 1, *, arms: int | None = None, lr: float = 0.0, weight_decay: float = 0.0
+    p0: float,
+    rounds: int,
+    rollouts: int = 1,
+    *,
+    arms: int | None = None,
+    lr: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> float:
     """P(not one correct rollout in T rounds) for rewards {0, 1}: prod_{t<T} (1 - p_t)^G.
 

@@ -79,7 +79,9 @@ def _num(x: float) -> float | None:
 # ----------------------------------------------------------------------------- loading
 
 
-def curve_from_rows(rows: list[dict], *, seed: int = 0, total_rounds: int | None = None, name: str = "") -> RunCurve:
+def curve_from_rows(
+    rows: list[dict], *, seed: int = 0, total_rounds: int | None = None, name: str = ""
+) -> RunCurve:
     """A RunCurve from metrics.jsonl rows (eval rows carry `split: "eval"`)."""
     evals: dict[int, dict] = {}
     for row in rows:
@@ -92,7 +94,9 @@ def curve_from_rows(rows: list[dict], *, seed: int = 0, total_rounds: int | None
     per_round = list({int(r["round"]): r for r in per_round}.values())
     rollouts_total = np.array([r.get("rollouts_total", 0) for r in per_round], dtype=float)
     previous = np.concatenate([[0.0], rollouts_total[:-1]])
-    correct = np.array([r.get("correct/mean", 0.0) or 0.0 for r in per_round], dtype=float) * (rollouts_total - previous)
+    correct = np.array([r.get("correct/mean", 0.0) or 0.0 for r in per_round], dtype=float) * (
+        rollouts_total - previous
+    )
     return RunCurve(
         seed=seed,
         rounds=np.array([r["round"] for r in ordered], dtype=float),
@@ -201,7 +205,9 @@ def _group_std(curves: Sequence[RunCurve], key: str) -> float:
     common = sorted(set.intersection(*(set(c.rounds.tolist()) for c in curves)))
     if not common:
         return float("nan")
-    mat = np.array([[getattr(c, key)[np.searchsorted(c.rounds, r)] for r in common] for c in curves])  # (S, E)
+    mat = np.array(
+        [[getattr(c, key)[np.searchsorted(c.rounds, r)] for r in common] for c in curves]
+    )  # (S, E)
     return float(np.nanmean(np.nanstd(mat, axis=0, ddof=1)))
 
 
@@ -290,10 +296,14 @@ def bootstrap_ci(values: np.ndarray, *, n_boot: int = BOOTSTRAP, seed: int = CI_
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))  # (n_boot, S)
     means = v[idx].mean(axis=1)
     alpha = (1 - level) / 2
-    return Estimate(float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), len(v))
+    return Estimate(
+        float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), len(v)
+    )
 
 
-def _bootstrap_group(fn: Callable[[list[int]], float], n: int, n_boot: int, seed: int, level: float) -> Estimate:
+def _bootstrap_group(
+    fn: Callable[[list[int]], float], n: int, n_boot: int, seed: int, level: float
+) -> Estimate:
     value = fn(list(range(n)))
     if n == 0 or not math.isfinite(value):
         return Estimate(value, float("nan"), float("nan"), n)
@@ -312,7 +322,9 @@ def estimate(curves: Sequence[RunCurve], metric: str, ctx: Context = Context(), 
     if metric_kind(metric) == "seed":
         return bootstrap_ci(seed_values(curves, metric, ctx), n_boot=n_boot, seed=seed)
     fn = METRICS[metric]
-    return _bootstrap_group(lambda idx: fn([curves[i] for i in idx], ctx), len(curves), n_boot // 4, seed, 0.95)
+    return _bootstrap_group(
+        lambda idx: fn([curves[i] for i in idx], ctx), len(curves), n_boot // 4, seed, 0.95
+    )
 
 
 def pair_by_seed(a: Sequence[RunCurve], b: Sequence[RunCurve]) -> tuple[list[RunCurve], list[RunCurve]]:
@@ -328,7 +340,9 @@ def paired_difference(variant: Sequence[RunCurve], reference: Sequence[RunCurve]
     """Variant - reference, paired by seed, with a 95% bootstrap interval over the shared seeds."""
     a, b = pair_by_seed(variant, reference)
     if metric_kind(metric) == "seed":
-        return bootstrap_ci(seed_values(a, metric, ctx) - seed_values(b, metric, ctx), n_boot=n_boot, seed=seed)
+        return bootstrap_ci(
+            seed_values(a, metric, ctx) - seed_values(b, metric, ctx), n_boot=n_boot, seed=seed
+        )
     fn = METRICS[metric]
     return _bootstrap_group(lambda idx: fn([a[i] for i in idx], ctx) - fn([b[i] for i in idx], ctx),
                             len(a), n_boot // 4, seed, 0.95)  # fmt: skip

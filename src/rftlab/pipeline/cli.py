@@ -58,10 +58,15 @@ def add_parser(subparsers) -> None:
                         "sequential in this process")  # fmt: skip
     p.add_argument("--workers", type=int, help="parallel runs (default: the machine's cores; torch threads = "
                    "cores / workers)")  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="the spec's quick mode: 2 seeds and few rounds (smoke test)")
+    p.add_argument(
+        "--quick", action="store_true", help="the spec's quick mode: 2 seeds and few rounds (smoke test)"
+    )
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="run only these layers")
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep finished runs' checkpoints (default: deleted once summary.json is written)")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep finished runs' checkpoints (default: deleted once summary.json is written)",
+    )
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and a time estimate")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
@@ -71,7 +76,9 @@ def add_parser(subparsers) -> None:
                               description="Analyse a pipeline directory's runs and (re)write DIR/report.html, "
                                           "DIR/findings.json, DIR/analysis.json and DIR/figures/.")  # fmt: skip
     r.add_argument("dir", help="pipeline directory (from rftlab pipeline --out)")
-    r.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})")
+    r.add_argument(
+        "--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})"
+    )
     r.set_defaults(func=_report)
 
     c = subparsers.add_parser("compare", help="compare run directories: a table and a figure",

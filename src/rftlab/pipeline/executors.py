@@ -114,7 +114,9 @@ def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None 
         except Exception as err:  # a run's failure is data for the report, not the end of the sweep
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             (out / "error.txt").write_text(traceback.format_exc())
-            return RunResult(task.name, "failed", time.perf_counter() - t0, resume, f"{type(err).__name__}: {first}")
+            return RunResult(
+                task.name, "failed", time.perf_counter() - t0, resume, f"{type(err).__name__}: {first}"
+            )
         (out / "error.txt").unlink(missing_ok=True)
         if not keep_checkpoint:
             import shutil
@@ -260,7 +262,9 @@ def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, Run
             include_dashboard=False, log_to_driver=False)  # fmt: skip
     remote = ray.remote(_ray_entry)
     refs = {
-        remote.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=0).remote(t, train_fn, keep_checkpoint): t
+        remote.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=0).remote(
+            t, train_fn, keep_checkpoint
+        ): t
         for t in todo
     }
     results = {}
@@ -272,7 +276,9 @@ def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, Run
                 try:
                     res = ray.get(ref)
                 except Exception as err:  # the task's worker died
-                    res = RunResult(task.name, "failed", error=f"ray task died: {type(err).__name__}: {str(err)[:200]}")
+                    res = RunResult(
+                        task.name, "failed", error=f"ray task died: {type(err).__name__}: {str(err)[:200]}"
+                    )
                 results[task.name] = res
                 bar.update(res)
     except KeyboardInterrupt:

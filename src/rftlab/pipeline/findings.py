@@ -60,11 +60,17 @@ def _check_condition(where: str, cond: dict, keys: tuple[str, ...]) -> None:
             raise ConfigError(f"unknown pipeline key {where}.{key}; valid keys: {', '.join(keys)}")
     metric = cond.get("metric")
     if metric not in analysis.METRICS:
-        raise ConfigError(f"{where}.metric={metric!r} is not allowed; choose one of: {', '.join(analysis.METRICS)}")
+        raise ConfigError(
+            f"{where}.metric={metric!r} is not allowed; choose one of: {', '.join(analysis.METRICS)}"
+        )
     if cond.get("compare", "paired") not in COMPARES:
-        raise ConfigError(f"{where}.compare={cond.get('compare')!r} is not allowed; choose one of: {', '.join(COMPARES)}")
+        raise ConfigError(
+            f"{where}.compare={cond.get('compare')!r} is not allowed; choose one of: {', '.join(COMPARES)}"
+        )
     if cond.get("rule") not in RULES:
-        raise ConfigError(f"{where}.rule={cond.get('rule')!r} is not allowed; choose one of: {', '.join(RULES)}")
+        raise ConfigError(
+            f"{where}.rule={cond.get('rule')!r} is not allowed; choose one of: {', '.join(RULES)}"
+        )
     threshold = cond.get("threshold", 0.0)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise ConfigError(f"{where}.threshold={threshold!r}: expected a number")
@@ -90,12 +96,16 @@ def validate_claim(where: str, claim: dict, variants: list[str], reference: str)
         _check_condition(where, claim, CLAIM_KEYS)
     for name in claim.get("variants") or []:
         if name not in variants:
-            raise ConfigError(f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})")
+            raise ConfigError(
+                f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})"
+            )
     paired = any(c.get("compare", "paired") == "paired" for c in (conditions or [claim]))
     if paired and reference in (claim.get("variants") or []):
         raise ConfigError(f"{where}.variants: the reference {reference!r} cannot be compared with itself")
     if claim.get("combine", "each") not in COMBINES:
-        raise ConfigError(f"{where}.combine={claim.get('combine')!r} is not allowed; choose one of: {', '.join(COMBINES)}")
+        raise ConfigError(
+            f"{where}.combine={claim.get('combine')!r} is not allowed; choose one of: {', '.join(COMBINES)}"
+        )
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -113,7 +123,13 @@ def verdict(rule: str, threshold: float, est: Estimate, *, min_seeds: int = MIN_
     if rule == "at_most":
         return "agrees" if high <= t else "disagrees" if low > 0 else "inconclusive"
     if rule == "differs":
-        return "agrees" if (low > 0 or high < 0) else "disagrees" if (-t <= low and high <= t) else "inconclusive"
+        return (
+            "agrees"
+            if (low > 0 or high < 0)
+            else "disagrees"
+            if (-t <= low and high <= t)
+            else "inconclusive"
+        )
     raise ValueError(f"unknown rule {rule!r}")
 
 
@@ -172,7 +188,9 @@ def evaluate_claims(layer: str, claims: Sequence[dict], groups: dict[str, Sequen
                 if not curves or (compare == "paired" and not groups.get(reference)):
                     est = Estimate(float("nan"), float("nan"), float("nan"), 0)
                 elif compare == "paired":
-                    est = analysis.paired_difference(curves, groups[reference], c["metric"], ctx, n_boot=n_boot)
+                    est = analysis.paired_difference(
+                        curves, groups[reference], c["metric"], ctx, n_boot=n_boot
+                    )
                 else:
                     est = analysis.estimate(curves, c["metric"], ctx, n_boot=n_boot)
                 v = verdict(c["rule"], c.get("threshold", 0.0), est)
@@ -183,7 +201,12 @@ def evaluate_claims(layer: str, claims: Sequence[dict], groups: dict[str, Sequen
                                 "text": _describe(c["metric"], compare, name, reference, est)})  # fmt: skip
             rows.append({"variant": name, "verdict": combine_all(verdicts) if len(conds) > 1 else verdicts[0],
                          "numbers": numbers, "available": bool(curves)})  # fmt: skip
-        base = {"layer": layer, "finding": claim["finding"], "says": claim.get("says", ""), "rule": rule_text(claim)}
+        base = {
+            "layer": layer,
+            "finding": claim["finding"],
+            "says": claim.get("says", ""),
+            "rule": rule_text(claim),
+        }
         combine = claim.get("combine", "each")
         if combine == "each":
             for row in rows:

@@ -296,7 +296,9 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
     if layers:
         unknown = [name for name in layers if name not in {layer.name for layer in spec.layers}]
         if unknown:
-            raise ConfigError(f"--layers: no layer {unknown[0]!r}; layers: {', '.join(x.name for x in spec.layers)}")
+            raise ConfigError(
+                f"--layers: no layer {unknown[0]!r}; layers: {', '.join(x.name for x in spec.layers)}"
+            )
     base = _base_dict(spec)
     runs: list[PlannedRun] = []
     first_name: dict[str, str] = {}  # config hash -> run name prefix of its first occurrence
@@ -308,7 +310,9 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
             cfg0 = variant_config(spec, layer, variant, 0, quick=quick, base=base).to_dict()
             h = config_hash(cfg0)
             if h in seen:
-                raise ConfigError(f"layer {layer.name}: variants {seen[h]} and {variant.name} have the same config")
+                raise ConfigError(
+                    f"layer {layer.name}: variants {seen[h]} and {variant.name} have the same config"
+                )
             seen[h] = variant.name
             prefix = first_name.setdefault(h, f"{_slug(layer.name)}__{_slug(variant.name)}__{h}")
             for seed in range(n_seeds):
@@ -333,9 +337,15 @@ def spec_to_dict(spec: PipelineSpec) -> dict:
         "seeds": spec.seeds,
         "quick": {"seeds": spec.quick_seeds, "overrides": dict(spec.quick_overrides)},
         "layers": [
-            {"name": layer.name, "finding": layer.finding, "base": dict(layer.base), "reference": layer.reference,
-             "variants": {v.name: variant(v) for v in layer.variants}, "claims": list(layer.claims),
-             "note": layer.note}
+            {
+                "name": layer.name,
+                "finding": layer.finding,
+                "base": dict(layer.base),
+                "reference": layer.reference,
+                "variants": {v.name: variant(v) for v in layer.variants},
+                "claims": list(layer.claims),
+                "note": layer.note,
+            }
             for layer in spec.layers
         ],  # fmt: skip
     }

@@ -29,7 +29,9 @@ PAIRED_METRICS = [
 def read_pipeline(out: str | Path) -> dict:
     path = Path(out) / PIPELINE_FILE
     if not path.is_file():
-        raise RftlabError(f"{out} is not a pipeline directory (no {PIPELINE_FILE}); run `rftlab pipeline` first")
+        raise RftlabError(
+            f"{out} is not a pipeline directory (no {PIPELINE_FILE}); run `rftlab pipeline` first"
+        )
     return json.loads(path.read_text())
 
 
@@ -43,7 +45,9 @@ def load_groups(out: Path, entries: list[dict], layer: str) -> tuple[dict[str, l
         groups.setdefault(e["variant"], [])
         run_dir = out / "runs" / e["run"]
         if not (run_dir / "summary.json").is_file():
-            problems.append({**e, "reason": e.get("reason") or ("not finished" if run_dir.exists() else "not run")})
+            problems.append(
+                {**e, "reason": e.get("reason") or ("not finished" if run_dir.exists() else "not run")}
+            )
             continue
         try:
             groups[e["variant"]].append(analysis.load_run(run_dir, seed=e["seed"]))
@@ -52,7 +56,9 @@ def load_groups(out: Path, entries: list[dict], layer: str) -> tuple[dict[str, l
     return groups, problems
 
 
-def summarize(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> tuple[dict, dict[str, dict[str, list[RunCurve]]]]:
+def summarize(
+    out: str | Path, *, n_boot: int = analysis.BOOTSTRAP
+) -> tuple[dict, dict[str, dict[str, list[RunCurve]]]]:
     """(analysis dict, curves per layer and variant)."""
     out = Path(out)
     data = read_pipeline(out)
@@ -83,7 +89,9 @@ def summarize(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> tuple[dic
                     row["metrics"][m] = analysis.estimate(curves, m, ctx, n_boot=n_boot).as_dict()
                 if v.name != layer.reference and ref:
                     for m in PAIRED_METRICS:
-                        row["paired"][m] = analysis.paired_difference(curves, ref, m, ctx, n_boot=n_boot).as_dict()
+                        row["paired"][m] = analysis.paired_difference(
+                            curves, ref, m, ctx, n_boot=n_boot
+                        ).as_dict()
             variants.append(row)
         layer_findings = findings.evaluate_claims(layer.name, layer.claims, groups, layer.reference, ctx,
                                                   n_boot=n_boot)  # fmt: skip

@@ -119,7 +119,9 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
     for r in runs:
         key = (r.model, r.config["model"]["device"])
         if key not in missing:
-            missing[key] = model_status(r.model, device=key[1], check_cuda=check_cuda) if check_models else None
+            missing[key] = (
+                model_status(r.model, device=key[1], check_cuda=check_cuda) if check_models else None
+            )
     statuses: dict[str, dict] = {}
     for r in runs:
         reason = missing[(r.model, r.config["model"]["device"])]
@@ -143,7 +145,9 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
                "executor": executor, "workers": n_workers}  # fmt: skip
     if dry_run:
         for t in tasks:
-            print(f"  {t.name}  ~{estimate_seconds(t.config):.0f} s{'  (finished)' if is_finished(t.out) else ''}")
+            print(
+                f"  {t.name}  ~{estimate_seconds(t.config):.0f} s{'  (finished)' if is_finished(t.out) else ''}"
+            )
         return {"runs": unique, "done": already, "failed": 0, "skipped": len(statuses)}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_pipeline_file(out, spec, runs, statuses, options)

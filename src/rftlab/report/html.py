@@ -53,7 +53,11 @@ def _fmt(x, signed: bool = False) -> str:
 def _cell(est: dict | None, signed: bool = False) -> str:
     if not est or est.get("value") is None:
         return '<td class="num">–</td>'
-    ci = "" if est.get("low") is None else f"<br><small>[{_fmt(est['low'], signed)}, {_fmt(est['high'], signed)}]</small>"
+    ci = (
+        ""
+        if est.get("low") is None
+        else f"<br><small>[{_fmt(est['low'], signed)}, {_fmt(est['high'], signed)}]</small>"
+    )
     return f'<td class="num">{_fmt(est["value"], signed)}{ci}<br><small>n={est["n"]}</small></td>'
 
 
@@ -69,9 +73,9 @@ def _findings_table(items: list[dict]) -> str:
     for f in items:
         numbers = "<br>".join(_e(n["text"]) + f" → <b>{_e(n['verdict'])}</b>" for n in f["numbers"])
         rows.append(
-            f'<tr><td>{_e(f["layer"])}</td><td>{_e(f["finding"])}'
+            f"<tr><td>{_e(f['layer'])}</td><td>{_e(f['finding'])}"
             + (f'<br><span class="note">{_e(f["says"])}</span>' if f.get("says") else "")
-            + f'</td><td>{_e(f["variant"])}</td><td>{numbers}</td>'
+            + f"</td><td>{_e(f['variant'])}</td><td>{numbers}</td>"
             f'<td class="verdict {_e(f["verdict"])}">{_e(f["verdict"])}</td>'
             f'<td class="note">{_e(f["rule"])}</td></tr>'
         )
@@ -108,9 +112,14 @@ def _paired_table(layer: dict) -> str:
 def _variants_list(layer: dict) -> str:
     items = []
     for v in layer["variants"]:
-        over = ", ".join(f"<code>{_e(k)}={_e(json.dumps(val))}</code>" for k, val in v["overrides"].items()) or "(layer base)"
+        over = (
+            ", ".join(f"<code>{_e(k)}={_e(json.dumps(val))}</code>" for k, val in v["overrides"].items())
+            or "(layer base)"
+        )
         note = f' <span class="note">— {_e(v["note"])}</span>' if v["note"] else ""
-        problems = "".join(f'<br><span class="problem">{_e(v["name"])}: {_e(p)}</span>' for p in v["problems"])
+        problems = "".join(
+            f'<br><span class="problem">{_e(v["name"])}: {_e(p)}</span>' for p in v["problems"]
+        )
         items.append(f"<li><b>{_e(v['name'])}</b> [{_e(v['model'])}]: {over}{note}{problems}</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
@@ -126,7 +135,9 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
         png = plot_layer(curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}.png",
                          title=f"{layer['name']}")  # fmt: skip
         ctx = layer["context"]
-        base = ", ".join(f"<code>{_e(k)}={_e(json.dumps(v))}</code>" for k, v in layer["base"].items()) or "none"
+        base = (
+            ", ".join(f"<code>{_e(k)}={_e(json.dumps(v))}</code>" for k, v in layer["base"].items()) or "none"
+        )
         sections.append(
             f'<h2 id="{_safe(layer["name"])}">{_e(layer["name"])}</h2>'
             f"<p><b>Paper:</b> {_e(layer['finding'])}</p>"
@@ -144,7 +155,9 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
     problem_lines = sorted({f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}"
                             for p in problems})  # fmt: skip
     opts = result["options"]
-    counts = {k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")}
+    counts = {
+        k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")
+    }
     header = (
         f"<h1>rftlab pipeline report: {_e(result['name'])}{' (quick)' if opts.get('quick') else ''}</h1>"
         f"<p>{_e(result['description'])}</p>"

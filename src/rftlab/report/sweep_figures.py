@@ -48,7 +48,9 @@ def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title
     else:
         for ax in axes.flat:
             ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10)
+    fig.suptitle(
+        title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,9 @@ def plot_compare(curves: Sequence[RunCurve], labels: Sequence[str], path: str | 
     panels = [("train", "rounds"), ("test", "rounds"), ("train", "rollouts"), ("test", "rollouts")]
     for ax, (y, x) in zip(axes.flat, panels, strict=True):
         for i, (c, label) in enumerate(zip(curves, labels, strict=True)):
-            ax.plot(getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label)
+            ax.plot(
+                getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label
+            )
         ax.set_xlabel("round" if x == "rounds" else "rollouts consumed")
         ax.set_ylabel(f"{y} Pass@1")
         ax.set_ylim(-0.02, 1.02)

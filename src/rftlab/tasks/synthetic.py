@@ -251,8 +251,8 @@ def generate_problems(
     split: str = "test",
     min_steps: int = 1,
     max_steps: int = 2,
-    max_value: int = 20,
-    max_result: int = 40,
+    max_value: int = 12,
+    max_result: int = 25,
     max_factor: int = 5,
     ops: Sequence[str] = ("+", "-"),
     templates: Sequence[str] = DEFAULT_TEMPLATES,
@@ -411,7 +411,7 @@ def generate_pretraining_samples(
     fw = format_weights or DEFAULT_FORMAT_WEIGHTS
     sw = style_weights or DEFAULT_STYLE_WEIGHTS
     ew = error_weights or DEFAULT_ERROR_WEIGHTS
-    knobs = dict(min_steps=1, max_steps=2, max_value=20, max_result=40, max_factor=5, ops=("+", "-"),
+    knobs = dict(min_steps=1, max_steps=2, max_value=12, max_result=25, max_factor=5, ops=("+", "-"),
                  templates=DEFAULT_TEMPLATES)
     knobs.update(problem_knobs)
     test_fraction = knobs.pop("test_fraction", TEST_FRACTION)

@@ -1,0 +1,59 @@
+"""The command line: --help everywhere, one-line errors without tracebacks, non-zero exit."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rftlab.cli import build_parser, main
+
+
+def rftlab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rftlab.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def subcommands() -> list[list[str]]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    found = []
+    for name, sub in action.choices.items():
+        found.append([name])
+        for inner in sub._actions:
+            if getattr(inner, "choices", None) and isinstance(inner.choices, dict):
+                found += [[name, child] for child in inner.choices]
+    return found
+
+
+@pytest.mark.parametrize("command", subcommands(), ids=lambda c: " ".join(c))
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "tiny", "objective.advantage=bogus"], "objective.advantage='bogus' is not allowed; choose one of"),
+        (["run", "tiny", "rollout.temperature=-1"], "rollout.temperature=-1.0 is out of range; allowed (0, 5]"),
+        (["run", "tiny", "modle.name=x"], "unknown config key modle (did you mean model?)"),
+        (["run", "/no/such/config.yaml"], "config file not found: /no/such/config.yaml"),
+        (["run", "tiny", "data.dataset=/no/such/data.jsonl", "--out", "{tmp}/r"], "/no/such/data.jsonl"),
+        (["run", "tiny", "model.name=/no/such/model", "--out", "{tmp}/r2"], "/no/such/model"),
+    ],
+)
+def test_user_mistakes_print_one_line_and_exit_2(args, message, tmp_path):
+    done = rftlab(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert done.returncode == 2
+    err = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert err[-1].startswith("rftlab: error: ") and message in err[-1], done.stderr
+
+
+def test_config_show_and_fields(capsys):
+    assert main(["config", "show", "tiny", "seed=5"]) == 0
+    assert "seed: 5" in capsys.readouterr().out
+    assert main(["config", "fields"]) == 0
+    out = capsys.readouterr().out
+    assert "objective.clip_eps_low" in out and "rollout.rollouts_per_round" in out
