@@ -30,8 +30,14 @@ def run(tmp_path, name, extra=(), **kw):
     return out, summary
 
 
-def test_smoke_run_writes_a_well_formed_run_directory(tmp_path):
-    out, summary = run(tmp_path, "a", ["optim.lr=1e-3"])
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted run that several tests compare against (runs are the slow part)."""
+    return run(tmp_path_factory.mktemp("reference"), "a")
+
+
+def test_smoke_run_writes_a_well_formed_run_directory(reference_run):
+    out, summary = reference_run
     for name in ["config.yaml", "metrics.jsonl", "summary.json", "rollouts.jsonl.gz", "pass_at_1.png"]:
         assert (out / name).is_file(), name
     rows = read_jsonl(out / "metrics.jsonl")
@@ -51,14 +57,14 @@ def test_smoke_run_writes_a_well_formed_run_directory(tmp_path):
         assert 0 <= summary["base"][key] <= 1 and 0 <= summary["final"][key] <= 1
     assert summary["rounds"] == 4 and summary["wall_seconds"] > 0
 
-    # the parameters moved (AdamW steps every round, even with reward 0)
+    # the parameters moved (AdamW steps every round: weight decay moves them even with reward 0)
     initial = trainer.load_policy("tiny").model.state_dict()
     final = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)["model"]
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
 
 
-def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
-    a, _ = run(tmp_path, "a")
+def test_same_seed_same_metrics_and_other_seed_differs(tmp_path, reference_run):
+    a, _ = reference_run
     b, _ = run(tmp_path, "b")
     c, _ = run(tmp_path, "c", ["seed=1"])
     rows_a, rows_b = read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl")
@@ -66,8 +72,8 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path):
     assert deterministic(rows_a) != deterministic(read_jsonl(c / "metrics.jsonl"))
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    whole, _ = run(tmp_path, "whole", ["train.rounds=5", "run.checkpoint_every=2"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, reference_run):
+    whole, _ = reference_run  # 4 rounds, checkpoints at rounds 2 and 4
 
     real_update = trainer.policy_update
     calls = {"n": 0}
@@ -75,13 +81,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     def dies_in_round_4(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt  # killed mid-round, after the round-2 checkpoint and some logging
+            raise KeyboardInterrupt  # killed mid-round 4, after the round-2 checkpoint and round-3 logging
         return real_update(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
-    cfg = load_config("tiny", FAST + ["train.rounds=5", "run.checkpoint_every=2"])
+    cfg = load_config("tiny", FAST)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(cfg, tmp_path / "killed")
+    assert max(r["round"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == 3
     monkeypatch.setattr(trainer, "policy_update", real_update)
     trainer.train(cfg, tmp_path / "killed", resume=True)
 
@@ -122,3 +129,18 @@ def test_kl_to_reference_and_group_advantages(tmp_path):
     assert rows[1]["loss/kl"] > 0  # after one step the policy has left the reference
     assert all(r["rollouts_total"] == 3 * r["round"] for r in rows)
     assert all(abs(r["adv/mean"]) < 1e-5 for r in rows)  # GRPO advantages have zero group mean
+
+
+@pytest.mark.parametrize("step_on_zero_signal", [True, False])
+def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
+    """verl steps on an all-zero-advantage batch (weight decay and momentum still move); the knob skips it."""
+    cfg = load_config("tiny", FAST + [f"optim.step_on_zero_signal={str(step_on_zero_signal).lower()}"])
+    policy = trainer.load_policy("tiny")
+    optimizer = trainer.build_optimizer(cfg, policy.model.parameters())
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    batch = trainer.generate(policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], max_new_tokens=16, seed=0)
+    metrics = trainer.policy_update(cfg, policy, None, optimizer, batch, torch.zeros(1))
+    moved = any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
+    assert moved is step_on_zero_signal
+    assert metrics["train/stepped"] == float(step_on_zero_signal)
+    assert metrics["grad_norm"] == 0.0

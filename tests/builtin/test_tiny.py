@@ -34,7 +34,9 @@ def test_shipped_model_loads_offline_as_a_real_architecture(name):
     assert isinstance(model, LlamaForCausalLM)
     assert next(model.parameters()).dtype == torch.float32
     assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000
-    assert tok.eos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id != tok.pad_token_id
+    assert (
+        tok.eos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id != tok.pad_token_id
+    )
     assert model.config.vocab_size >= len(tok)
     report = json.loads((path / "build_report.json").read_text())
     assert report["profile"] == name and "in_distribution" in report["eval"]
@@ -45,13 +47,16 @@ def test_chat_template_and_tokenizer(name):
     _, tok = _load(BUILTIN / name)
     assert tok.chat_template
     p = generate_problems(1, seed=0)[0]
-    prompt = tok.apply_chat_template([{"role": "user", "content": p.user_message()}], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": p.user_message()}], add_generation_prompt=True, tokenize=False
+    )
     assert prompt == f"<|user|>{p.user_message()}\n<|assistant|>"
     text = p.metadata["solution"] + " \\boxed{1,234} Answer: 56"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text  # lossless (byte-level)
-    assert "1" in tok.convert_ids_to_tokens(tok("x 1234", add_special_tokens=False)["input_ids"])  # digits split
+    assert "1" in tok.convert_ids_to_tokens(
+        tok("x 1234", add_special_tokens=False)["input_ids"]
+    )  # digits split
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -60,18 +65,31 @@ def test_generation_from_a_real_prompt_terminates_with_eos(name):
     torch.manual_seed(0)
     problems = generate_problems(4, seed=1)
     for p in problems:
-        prompt = tok.apply_chat_template([{"role": "user", "content": p.user_message()}], add_generation_prompt=True,
-                                         tokenize=False)
+        prompt = tok.apply_chat_template(
+            [{"role": "user", "content": p.user_message()}], add_generation_prompt=True, tokenize=False
+        )
         enc = tok(prompt, return_tensors="pt")
         t0 = time.time()
-        out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=128,
-                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        out = model.generate(
+            **enc,
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            max_new_tokens=128,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
         dt = time.time() - t0
         new = out[0, enc["input_ids"].shape[1] :].tolist()
         assert tok.eos_token_id in new, tok.decode(new)
         assert dt < 5.0  # well under a second on an idle CPU; generous for shared machines
-    greedy = model.generate(**enc, do_sample=False, max_new_tokens=128, eos_token_id=tok.eos_token_id,
-                            pad_token_id=tok.pad_token_id)
+    greedy = model.generate(
+        **enc,
+        do_sample=False,
+        max_new_tokens=128,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     assert greedy[0, -1].item() == tok.eos_token_id
 
 

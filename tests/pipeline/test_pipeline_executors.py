@@ -166,3 +166,34 @@ def test_model_status_reasons(tmp_path):
         assert "no CUDA" in sweep.model_status("x", device="cuda")
         assert sweep.model_status("x", device="cuda", check_cuda=False) is None  # a Ray cluster may have GPUs
     assert "config.json" in sweep.model_status(str(tmp_path))
+
+
+def test_group_followers_wait_for_their_leader(tmp_path):
+    order = []
+
+    def logged(config, out, resume):
+        order.append(Path(out).name)
+        return synthetic_train(config, out, resume)
+
+    cfg = _config()
+    tasks = [
+        RunTask("a1", str(tmp_path / "a1"), cfg, group="A"),
+        RunTask("a2", str(tmp_path / "a2"), cfg, group="A"),
+        RunTask("b1", str(tmp_path / "b1"), cfg, group="B"),
+        RunTask("free", str(tmp_path / "free"), cfg),
+        RunTask("a3", str(tmp_path / "a3"), cfg, group="A"),
+    ]
+    ready, waiting = executors.split_groups(tasks)
+    assert [t.name for t in ready] == ["a1", "b1", "free"]
+    assert [t.name for t in waiting["A"]] == ["a2", "a3"] and "B" not in waiting
+    results = execute(tasks, executor="local", workers=2, train_fn=synthetic_train, progress=False)
+    assert all(r.status == "done" for r in results)
+
+
+def test_difficulty_group_keys():
+    cfg = _config()
+    assert sweep.difficulty_group(cfg).startswith("difficulty:")
+    cfg2 = {**cfg, "seed": 7, "objective": {**cfg["objective"], "advantage": "grpo"}}
+    assert sweep.difficulty_group(cfg2) == sweep.difficulty_group(cfg)  # same estimate
+    anyd = {**cfg, "data": {**cfg["data"], "difficulty": "any"}}
+    assert sweep.difficulty_group(anyd) == ""

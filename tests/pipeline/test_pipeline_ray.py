@@ -42,16 +42,25 @@ def test_ray_executor_is_resumable(local_ray, tmp_path):
     assert [r.status for r in again] == ["skipped"] * 3
 
 
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """The built-in tiny when it is built; else a freshly built `smoke` profile (seconds)."""
+    if (BUILTIN_DIR / "tiny" / "config.json").is_file():
+        return "tiny"
+    from rftlab.builtin import build_tiny
+
+    out = tmp_path_factory.mktemp("smoke") / "model"
+    build_tiny.build(out, "smoke", progress=False)
+    return str(out)
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not (BUILTIN_DIR / "tiny" / "config.json").is_file(), reason="built-in tiny model not built"
-)
-def test_ray_and_local_give_the_same_metrics_on_tiny(local_ray, tmp_path):
+def test_ray_and_local_give_the_same_metrics_on_tiny(local_ray, small_model, tmp_path):
     from rftlab.pipeline.sweep import run_pipeline
 
     spec = {
         "name": "ray-vs-local", "base": "tiny", "seeds": 2,
-        "overrides": {"train.rounds": 3, "eval.every": 0, "data.test_size": 8, "eval.train_samples": 4,
+        "overrides": {"model.name": small_model, "data.difficulty": "any", "train.rounds": 3, "eval.every": 0, "data.test_size": 8, "eval.train_samples": 4,
                       "rollout.rollouts_per_round": 2, "run.progress": False},
         "layers": [{"name": "L1", "finding": "f",
                     "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}}}],

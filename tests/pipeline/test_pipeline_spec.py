@@ -54,7 +54,7 @@ def test_paper_layers_cover_the_notes_table():
     # equal budget B x G in L6-budget
     for v in spec.layer("L6-budget").variants:
         c = by[("L6-budget", v.name, 0)]
-        assert c["train"]["examples_per_round"] * c["rollout"]["rollouts_per_round"] == 8
+        assert c["train"]["examples_per_round"] * c["rollout"]["rollouts_per_round"] == 4
         assert c["data"]["train_examples"] > 1
     # identical configs are shared: the minimalist is L2's G1, L3's binary, L4's medium, L5's tiny
     runs0 = {(r.layer, r.variant): r.run for r in runs if r.seed == 0}
@@ -72,7 +72,7 @@ def test_paired_seeds_and_quick_overrides():
     by = {(r.layer, r.variant): r.config for r in quick if r.seed == 0}
     assert by[("L0-minimalist", "minimalist")]["train"]["rounds"] == spec.quick_overrides["train.rounds"]
     assert (
-        by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 8
+        by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 4
     )  # the variant's own quick overrides
     assert len(plan(spec, seeds=3)) == 3 * len(runs) // spec.seeds
 

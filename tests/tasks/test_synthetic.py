@@ -68,8 +68,18 @@ def test_steps_knob(steps):
 
 
 def test_ops_templates_and_range_knobs():
-    ps = generate_problems(60, seed=2, ops=("*",), templates=("farm",), max_value=9, max_result=60, max_factor=3,
-                           min_steps=1, max_steps=2, split="all")
+    ps = generate_problems(
+        60,
+        seed=2,
+        ops=("*",),
+        templates=("farm",),
+        max_value=9,
+        max_result=60,
+        max_factor=3,
+        min_steps=1,
+        max_steps=2,
+        split="all",
+    )
     assert all(set(p.metadata["ops"]) == {"*"} and p.metadata["template"] == "farm" for p in ps)
     for p in ps:
         nums = [int(x) for x in re.findall(r"\d+", p.metadata["solution"])]
@@ -113,7 +123,13 @@ def test_pretraining_texts_mix_formats_and_errors():
 
 
 def test_pretraining_format_weights_knob():
-    samples = generate_pretraining_samples(200, seed=0, format_weights={"hash": 1.0}, error_weights={"none": 1.0},
-                                           ops=("+",), templates=("shop",))
+    samples = generate_pretraining_samples(
+        200,
+        seed=0,
+        format_weights={"hash": 1.0},
+        error_weights={"none": 1.0},
+        ops=("+",),
+        templates=("shop",),
+    )
     assert all(s.response.endswith(f"#### {s.problem.answer}") for s in samples)
     assert all(s.problem.metadata["template"] == "shop" for s in samples)

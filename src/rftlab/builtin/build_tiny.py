@@ -58,7 +58,7 @@ class Profile:
     vocab_size: int = 640  # BPE vocabulary incl. 256 bytes and the special tokens
     max_positions: int = 256  # longer than the longest prompt + response
     # optimization
-    steps: int = 1200
+    steps: int = 900
     batch_size: int = 32
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
@@ -76,10 +76,20 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(),
     # One template, one operation: masters its own narrow world, not the broad test distribution.
-    "tiny-narrow": Profile(problem_knobs={"templates": ("shop",), "ops": ("+",)}),
+    "tiny-narrow": Profile(steps=500, problem_knobs={"templates": ("shop",), "ops": ("+",)}),
     # For tests: runs end to end in well under a minute.
-    "smoke": Profile(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, steps=8, batch_size=8,
-                     warmup_steps=2, eval_problems=4, eval_samples=2, max_new_tokens=48),
+    "smoke": Profile(
+        hidden_size=64,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=128,
+        steps=8,
+        batch_size=8,
+        warmup_steps=2,
+        eval_problems=4,
+        eval_samples=2,
+        max_new_tokens=48,
+    ),
 }
 
 
@@ -120,13 +130,19 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>",
-        additional_special_tokens=SPECIAL_TOKENS[2:], padding_side="left", model_max_length=4096,
+        tokenizer_object=tok,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=SPECIAL_TOKENS[2:],
+        padding_side="left",
+        model_max_length=4096,
     )
     hf.chat_template = CHAT_TEMPLATE
     return hf
@@ -136,10 +152,18 @@ def build_model(p: Profile, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=p.hidden_size, intermediate_size=p.intermediate_size,
-        num_hidden_layers=p.num_layers, num_attention_heads=p.num_heads, num_key_value_heads=p.num_heads,
-        max_position_embeddings=p.max_positions, tie_word_embeddings=True, rope_theta=10000.0,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=p.hidden_size,
+        intermediate_size=p.intermediate_size,
+        num_hidden_layers=p.num_layers,
+        num_attention_heads=p.num_heads,
+        num_key_value_heads=p.num_heads,
+        max_position_embeddings=p.max_positions,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
     )
     model = LlamaForCausalLM(cfg)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -159,31 +183,55 @@ def prompt_text(tokenizer, problem: Problem) -> str:
 
 
 @torch.no_grad()
-def sample_responses(model, tokenizer, problems: list[Problem], n: int, *, temperature: float = 1.0,
-                     max_new_tokens: int = 128, batch_size: int = 256) -> list[list[str]]:
+def sample_responses(
+    model,
+    tokenizer,
+    problems: list[Problem],
+    n: int,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 128,
+    batch_size: int = 256,
+) -> list[list[str]]:
     """`n` responses per problem (greedy when temperature == 0)."""
     model.eval()
     prompts = [prompt_text(tokenizer, p) for p in problems for _ in range(n)]
     out: list[str] = []
     for i in range(0, len(prompts), batch_size):
         enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, padding_side="left")
-        kw = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 else dict(do_sample=False)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, **kw)
+        kw = (
+            dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
+            if temperature > 0
+            else dict(do_sample=False)
+        )
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **kw,
+        )
         out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return [out[j * n : (j + 1) * n] for j in range(len(problems))]
 
 
 def evaluate(model, tokenizer, problems: list[Problem], *, samples: int, max_new_tokens: int = 128) -> dict:
     """Held-out measurements: strict and any-format accuracy at T=1 and greedy, per-problem Pass@1."""
-    sampled = sample_responses(model, tokenizer, problems, samples, temperature=1.0, max_new_tokens=max_new_tokens)
+    sampled = sample_responses(
+        model, tokenizer, problems, samples, temperature=1.0, max_new_tokens=max_new_tokens
+    )
     greedy = sample_responses(model, tokenizer, problems, 1, temperature=0.0, max_new_tokens=max_new_tokens)
-    per_problem = [sum(strict_correct(r, p.answer) for r in rs) / len(rs) for p, rs in zip(problems, sampled)]
-    flat = [(r, p.answer) for p, rs in zip(problems, sampled) for r in rs]
-    gflat = [(rs[0], p.answer) for p, rs in zip(problems, greedy)]
+    per_problem = [
+        sum(strict_correct(r, p.answer) for r in rs) / len(rs)
+        for p, rs in zip(problems, sampled, strict=True)
+    ]
+    flat = [(r, p.answer) for p, rs in zip(problems, sampled, strict=True) for r in rs]
+    gflat = [(rs[0], p.answer) for p, rs in zip(problems, greedy, strict=True)]
     bins = [0.0, 0.1, 0.3, 0.6, 0.9, 1.0001]
-    hist = {f"[{lo:g},{min(hi, 1):g}{']' if hi > 1 else ')'}": sum(lo <= x < hi for x in per_problem)
-            for lo, hi in zip(bins, bins[1:])}
+    hist = {
+        f"[{lo:g},{min(hi, 1):g}{']' if hi > 1 else ')'}": sum(lo <= x < hi for x in per_problem)
+        for lo, hi in zip(bins[:-1], bins[1:], strict=True)
+    }
     return {
         "problems": len(problems),
         "samples_per_problem": samples,
@@ -195,7 +243,9 @@ def evaluate(model, tokenizer, problems: list[Problem], *, samples: int, max_new
         "per_problem_pass_at_1_histogram": hist,
         "share_problems_pass_at_1_in_0.1_0.6": _mean(0.1 <= x <= 0.6 for x in per_problem),
         "mean_response_chars_t1": _mean(len(r) for r, _ in flat),
-        "examples_t1": [{"question": problems[0].question, "response": sampled[0][j]} for j in range(min(3, samples))],
+        "examples_t1": [
+            {"question": problems[0].question, "response": sampled[0][j]} for j in range(min(3, samples))
+        ],
     }
 
 
@@ -209,8 +259,15 @@ def _mean(xs) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
-def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None = None, threads: int = 1,
-          progress: bool = True) -> dict:
+def build(
+    out: Path,
+    profile: str = "tiny",
+    seed: int = 0,
+    *,
+    steps: int | None = None,
+    threads: int = 1,
+    progress: bool = True,
+) -> dict:
     from tqdm import tqdm
 
     p = PROFILES[profile]
@@ -224,13 +281,17 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
     # data: a fresh train-split sample per step, drawn once up front
     n = p.steps * p.batch_size
     samples = generate_pretraining_samples(n, seed, format_weights=p.format_weights, **p.problem_knobs)
-    tok_texts = generate_pretraining_samples(4000, seed + 10_000, format_weights=p.format_weights, **p.problem_knobs)
+    tok_texts = generate_pretraining_samples(
+        4000, seed + 10_000, format_weights=p.format_weights, **p.problem_knobs
+    )
     tokenizer = build_tokenizer(
         [s.problem.user_message() + "\n" + s.response for s in tok_texts], p.vocab_size
     )
-    prompts = tokenizer([prompt_text(tokenizer, s.problem) for s in samples], add_special_tokens=False)["input_ids"]
+    prompts = tokenizer([prompt_text(tokenizer, s.problem) for s in samples], add_special_tokens=False)[
+        "input_ids"
+    ]
     responses = tokenizer([s.response for s in samples], add_special_tokens=False)["input_ids"]
-    seqs = [(pr, rs + [tokenizer.eos_token_id]) for pr, rs in zip(prompts, responses)]
+    seqs = [(pr, rs + [tokenizer.eos_token_id]) for pr, rs in zip(prompts, responses, strict=True)]
     max_len = max(len(a) + len(b) for a, b in seqs)
     if max_len > p.max_positions:
         raise ValueError(f"longest sample has {max_len} tokens > max_positions {p.max_positions}")
@@ -239,8 +300,11 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
     n_params = sum(t.numel() for t in model.parameters())
     decay = [t for t in model.parameters() if t.dim() >= 2]
     no_decay = [t for t in model.parameters() if t.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=p.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": p.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=p.lr,
+        betas=(0.9, 0.95),
+    )
 
     def lr_at(step: int) -> float:
         if step < p.warmup_steps:
@@ -277,17 +341,22 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
     # evaluate on held-out problems of the same distribution
     torch.manual_seed(seed + 1)
     held_out = generate_problems(p.eval_problems, seed=10_000 + seed, split="test", **p.problem_knobs)
-    metrics = {"in_distribution": evaluate(model, tokenizer, held_out, samples=p.eval_samples,
-                                           max_new_tokens=p.max_new_tokens)}
+    metrics = {
+        "in_distribution": evaluate(
+            model, tokenizer, held_out, samples=p.eval_samples, max_new_tokens=p.max_new_tokens
+        )
+    }
     if p.problem_knobs:  # a narrow profile: also measure on the default (broad) distribution
         broad = generate_problems(p.eval_problems, seed=10_000 + seed, split="test")
-        metrics["default_distribution"] = evaluate(model, tokenizer, broad, samples=p.eval_samples,
-                                                   max_new_tokens=p.max_new_tokens)
+        metrics["default_distribution"] = evaluate(
+            model, tokenizer, broad, samples=p.eval_samples, max_new_tokens=p.max_new_tokens
+        )
 
     # save
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out)
     report = {
         "profile": profile,
         "seed": seed,
@@ -296,7 +365,9 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
         "settings": asdict(p),
         "longest_sample_tokens": max_len,
         "final_train_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
-        "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
+        "loss_curve": [
+            round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)
+        ],
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__,
@@ -307,21 +378,48 @@ def build(out: Path, profile: str = "tiny", seed: int = 0, *, steps: int | None 
     return report
 
 
+def _portable_tokenizer_config(out: Path) -> None:
+    """Let transformers 4.x load it too: its class name for the fast tokenizer, the template inline."""
+    path = out / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg["chat_template"] = CHAT_TEMPLATE
+    cfg.setdefault("additional_special_tokens", SPECIAL_TOKENS[2:])
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rftlab build-tiny", description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: the shipped rftlab/builtin/<profile>/)")
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation")
-    ap.add_argument("--steps", type=int, default=None, help="override the profile's number of optimizer steps")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1 is the robust choice on a shared machine; 2 is faster when idle)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the shipped rftlab/builtin/<profile>/)",
+    )
+    ap.add_argument(
+        "--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation"
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="override the profile's number of optimizer steps"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is the robust choice on a shared machine; 2 is faster when idle)",
+    )
     args = ap.parse_args(argv)
     out = args.out or BUILTIN_DIR / args.profile
     report = build(out, args.profile, args.seed, steps=args.steps, threads=args.threads)
     ev = report["eval"]["in_distribution"]
     print(f"saved {out}  ({report['parameters']:,} params, {report['wall_seconds']:.0f} s)")
-    print(f"held-out strict Pass@1 T=1 {ev['strict_pass_at_1_t1']:.3f}  greedy {ev['strict_pass_at_1_greedy']:.3f}  "
-          f"any-format T=1 {ev['any_format_correct_t1']:.3f}  '####' share {ev['hash_format_share_t1']:.3f}")
+    print(
+        f"held-out strict Pass@1 T=1 {ev['strict_pass_at_1_t1']:.3f}  greedy {ev['strict_pass_at_1_greedy']:.3f}  "
+        f"any-format T=1 {ev['any_format_correct_t1']:.3f}  '####' share {ev['hash_format_share_t1']:.3f}"
+    )
     return 0
 
 

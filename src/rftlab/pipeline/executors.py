@@ -4,7 +4,8 @@ Each run is a `RunTask` (its resolved config as plain data and its run directory
 decides what a task needs: a run whose `summary.json` exists is finished and skipped; a run with
 a `config.yaml` resumes from its checkpoint (`train(..., resume=True)`); otherwise it starts. A
 lock file (`flock`) keeps two sweeps from writing the same run directory at once, and is released
-by the OS when its holder dies. A failed run is recorded, not fatal: the sweep goes on.
+by the OS when its holder dies. A failed run is recorded (`<run>/error.txt`), not fatal: the sweep
+goes on. In worker processes a run's output goes to `<run>/log.txt`, not over the progress bar.
 
 - `local` (default): a process pool of `workers` processes (default: the machine's cores, or
   `RFTLAB_CPUS`), each with torch threads = cores / workers; workers die with the parent.
@@ -12,6 +13,9 @@ by the OS when its holder dies. A failed run is recorded, not fatal: the sweep g
   GPU; results are written by the task into the run directory (shared storage on a cluster).
   Connects to `address` (or `RAY_ADDRESS`) or reuses an initialized Ray; else starts a local one.
 - `inline`: one after another in this process (debugging, tests).
+
+Runs with the same `group` (e.g. the same difficulty estimate to compute and cache) start only after
+the group's first run has finished, so two workers never compute the same cached estimate at once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class RunTask:
     config: dict  # resolved configuration (plain data)
     num_cpus: int = 1
     num_gpus: float = 0.0
+    group: str = ""  # runs sharing a group wait for its first run (which fills a shared cache) to finish
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,35 @@ def _init_worker(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
+@contextlib.contextmanager
+def _output_to(path: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (file descriptors 1 and 2) to a file: a worker's run log."""
+    import sys
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
 def _worker_run(task: RunTask, train_fn, keep_checkpoint: bool) -> RunResult:
-    return run_one(task, train_fn, keep_checkpoint)
+    """In a worker process: the run's output goes to <run>/log.txt, not over the sweep's progress bar."""
+    if is_finished(task.out):
+        return RunResult(task.name, "skipped")
+    with _output_to(Path(task.out) / "log.txt"):
+        return run_one(task, train_fn, keep_checkpoint)
 
 
 class Progress:
@@ -196,6 +228,19 @@ def execute(tasks: list[RunTask], *, executor: str = "local", workers: int | Non
     return [results[t.name] for t in tasks]
 
 
+def split_groups(todo: list[RunTask]) -> tuple[list[RunTask], dict[str, list[RunTask]]]:
+    """(runs that may start now, runs waiting for their group's first run): order is kept."""
+    ready, waiting, leaders = [], {}, set()
+    for t in todo:
+        if t.group and t.group in leaders:
+            waiting.setdefault(t.group, []).append(t)
+        else:
+            ready.append(t)
+            if t.group:
+                leaders.add(t.group)
+    return ready, waiting
+
+
 def _execute_local(todo, workers, train_fn, keep_checkpoint, bar) -> dict[str, RunResult]:
     """A spawn process pool; if a worker process dies (OOM kill, segfault) the pool breaks, and the
     runs it took down are tried once more in a fresh pool (they resume from their checkpoints)."""
@@ -211,12 +256,15 @@ def _execute_local(todo, workers, train_fn, keep_checkpoint, bar) -> dict[str, R
         ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
         with ProcessPoolExecutor(max_workers=workers_now, mp_context=ctx, initializer=_init_worker,
                                  initargs=(threads,)) as pool:  # fmt: skip
-            pending = {pool.submit(_worker_run, t, train_fn, keep_checkpoint): t for t in todo}
+            ready, waiting = split_groups(todo)
+            pending = {pool.submit(_worker_run, t, train_fn, keep_checkpoint): t for t in ready}
             try:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in done:
                         task = pending.pop(fut)
+                        for follower in waiting.pop(task.group, []) if task.group else []:
+                            pending[pool.submit(_worker_run, follower, train_fn, keep_checkpoint)] = follower
                         try:
                             res = fut.result()
                         except BrokenProcessPool:
@@ -244,7 +292,7 @@ def _ray_entry(task: RunTask, train_fn, keep_checkpoint: bool) -> RunResult:
     import torch
 
     torch.set_num_threads(max(1, task.num_cpus))
-    return run_one(task, train_fn, keep_checkpoint)
+    return _worker_run(task, train_fn, keep_checkpoint)
 
 
 def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, RunResult]:
@@ -261,18 +309,22 @@ def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, Run
         ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else ray.init(
             include_dashboard=False, log_to_driver=False)  # fmt: skip
     remote = ray.remote(_ray_entry)
-    refs = {
-        remote.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=0).remote(
+
+    def submit(t: RunTask):
+        return remote.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, max_retries=0).remote(
             t, train_fn, keep_checkpoint
-        ): t
-        for t in todo
-    }
+        )
+
+    first, waiting = split_groups(todo)
+    refs = {submit(t): t for t in first}
     results = {}
     try:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
                 task = refs.pop(ref)
+                for follower in waiting.pop(task.group, []) if task.group else []:
+                    refs[submit(follower)] = follower
                 try:
                     res = ray.get(ref)
                 except Exception as err:  # the task's worker died

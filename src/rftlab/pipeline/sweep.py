@@ -26,7 +26,7 @@ PIPELINE_FILE = "pipeline.json"
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
 # estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
-COST = {"startup": 6.0, "round": 0.25, "rollout": 0.12, "eval_seq": 0.02, "model": {"smollm2-135m": 12.0}}
+COST = {"startup": 3.0, "round": 0.09, "rollout": 0.022, "eval_seq": 0.016, "model": {"smollm2-135m": 60.0}}
 
 
 def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) -> str | None:
@@ -78,6 +78,27 @@ def estimate_seconds(config: dict) -> float:
     return seconds * COST["model"].get(config["model"]["name"], 1.0)
 
 
+def difficulty_group(config: dict) -> str:
+    """Runs that need the same base-Pass@1 estimate (selection.py caches it): one computes, then the rest."""
+    d, r, m = config["data"], config["rollout"], config["model"]
+    if d["difficulty"] == "any" or d["train_example_ids"]:
+        return ""
+    key = (
+        m["name"],
+        d["dataset"],
+        d["train_split"],
+        d["prompt_style"],
+        d["answer_format"],
+        d["difficulty_pool"],
+        d["difficulty_samples"],
+        d["selection_seed"],
+        r["temperature"],
+        r["top_p"],
+        r["max_new_tokens"],
+    )
+    return "difficulty:" + "|".join(map(str, key))
+
+
 def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask]:
     tasks, seen = [], set()
     for r in runs:
@@ -86,8 +107,15 @@ def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask
         seen.add(r.run)
         gpu = wants_gpu(r.config)
         tasks.append(RunTask(r.run, str(out / "runs" / r.run), r.config, num_cpus=cpus_per_run,
-                             num_gpus=1.0 if gpu else 0.0))  # fmt: skip
-    return sorted(tasks, key=lambda t: -estimate_seconds(t.config))  # longest first: no long tail
+                             num_gpus=1.0 if gpu else 0.0, group=difficulty_group(r.config)))  # fmt: skip
+    tasks.sort(key=lambda t: -estimate_seconds(t.config))  # longest first: no long tail at the end
+    # each group's cheapest run goes first: it fills the shared cache, and its followers wait less
+    leaders = {}
+    for t in reversed(tasks):
+        if t.group:
+            leaders[t.group] = t
+    first = sorted(leaders.values(), key=lambda t: estimate_seconds(t.config))
+    return first + [t for t in tasks if t not in first]
 
 
 def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict],

@@ -40,8 +40,18 @@ TEST_FRACTION = 0.1  # share of the question space that is held out (hash of the
 # ---------------------------------------------------------------------------------------------
 
 _NAMES = [
-    ("Tom", "he"), ("Anna", "she"), ("Ben", "he"), ("Mia", "she"), ("Sam", "he"), ("Lily", "she"),
-    ("Max", "he"), ("Emma", "she"), ("Leo", "he"), ("Zoe", "she"), ("Jack", "he"), ("Ava", "she"),
+    ("Tom", "he"),
+    ("Anna", "she"),
+    ("Ben", "he"),
+    ("Mia", "she"),
+    ("Sam", "he"),
+    ("Lily", "she"),
+    ("Max", "he"),
+    ("Emma", "she"),
+    ("Leo", "he"),
+    ("Zoe", "she"),
+    ("Jack", "he"),
+    ("Ava", "she"),
 ]
 
 
@@ -72,7 +82,11 @@ TEMPLATES: dict[str, Template] = {
                 "-": "{Pron} gives away {n} {item}.",
                 "*": "Then the number of {item} {pron} has becomes {n} times as large.",
             },
-            solution_steps={"+": "After buying {n} more, ", "-": "After giving away {n}, ", "*": "After it becomes {n} times as large, "},
+            solution_steps={
+                "+": "After buying {n} more, ",
+                "-": "After giving away {n}, ",
+                "*": "After it becomes {n} times as large, ",
+            },
             who="{name}",
             has="has",
             question="How many {item} does {name} have now?",
@@ -87,7 +101,11 @@ TEMPLATES: dict[str, Template] = {
                 "-": "{Pron} spends {n} dollars.",
                 "*": "Then the money {pron} has becomes {n} times as large.",
             },
-            solution_steps={"+": "After earning {n}, ", "-": "After spending {n}, ", "*": "After making it {n} times as much, "},
+            solution_steps={
+                "+": "After earning {n}, ",
+                "-": "After spending {n}, ",
+                "*": "After making it {n} times as much, ",
+            },
             who="{name}",
             has="has",
             question="How many dollars does {name} have now?",
@@ -102,7 +120,11 @@ TEMPLATES: dict[str, Template] = {
                 "-": "At the next stop, {n} people get off.",
                 "*": "Then the number of passengers becomes {n} times as large.",
             },
-            solution_steps={"+": "After {n} get on, ", "-": "After {n} get off, ", "*": "After it becomes {n} times as large, "},
+            solution_steps={
+                "+": "After {n} get on, ",
+                "-": "After {n} get off, ",
+                "*": "After it becomes {n} times as large, ",
+            },
             who="the bus",
             has="has",
             question="How many passengers are on the bus now?",
@@ -117,7 +139,11 @@ TEMPLATES: dict[str, Template] = {
                 "-": "It gives {n} old books away.",
                 "*": "Then its number of books becomes {n} times as large.",
             },
-            solution_steps={"+": "After buying {n} new books, ", "-": "After giving {n} away, ", "*": "After it becomes {n} times as large, "},
+            solution_steps={
+                "+": "After buying {n} new books, ",
+                "-": "After giving {n} away, ",
+                "*": "After it becomes {n} times as large, ",
+            },
             who="the library",
             has="has",
             question="How many books does the library have now?",
@@ -132,7 +158,11 @@ TEMPLATES: dict[str, Template] = {
                 "-": "The farmer sells {n} {item}.",
                 "*": "Then the number of {item} becomes {n} times as large.",
             },
-            solution_steps={"+": "After buying {n} more, ", "-": "After selling {n}, ", "*": "After it becomes {n} times as large, "},
+            solution_steps={
+                "+": "After buying {n} more, ",
+                "-": "After selling {n}, ",
+                "*": "After it becomes {n} times as large, ",
+            },
             who="the farm",
             has="has",
             question="How many {item} does the farm have now?",
@@ -181,8 +211,15 @@ def _apply(x: int, op: str, n: int) -> int:
 
 
 def _sample_chain(
-    rng: random.Random, *, min_steps: int, max_steps: int, max_value: int, max_result: int, max_factor: int,
-    ops: Sequence[str], templates: Sequence[str],
+    rng: random.Random,
+    *,
+    min_steps: int,
+    max_steps: int,
+    max_value: int,
+    max_result: int,
+    max_factor: int,
+    ops: Sequence[str],
+    templates: Sequence[str],
 ) -> _Chain:
     tname = rng.choice(list(templates))
     t = TEMPLATES[tname]
@@ -276,8 +313,14 @@ def generate_problems(
         if tries > 200 * n + 10_000:
             raise ValueError(f"could only draw {len(out)} distinct {split} problems of {n}; widen the knobs")
         c = _sample_chain(
-            rng, min_steps=min_steps, max_steps=max_steps, max_value=max_value, max_result=max_result,
-            max_factor=max_factor, ops=ops, templates=templates,
+            rng,
+            min_steps=min_steps,
+            max_steps=max_steps,
+            max_value=max_value,
+            max_result=max_result,
+            max_factor=max_factor,
+            ops=ops,
+            templates=templates,
         )
         q = _question(c)
         if q in seen or (split != "all" and split_of(q, test_fraction) != split):
@@ -337,7 +380,13 @@ ANSWER_FORMATS: dict[str, str] = {
     "total": "{total}",
     "boxed": "\\boxed{{{n}}}",
 }
-DEFAULT_FORMAT_WEIGHTS = {"hash": 0.3, "the_answer_is": 0.2, "answer_colon": 0.2, "total": 0.15, "boxed": 0.15}
+DEFAULT_FORMAT_WEIGHTS = {
+    "hash": 0.3,
+    "the_answer_is": 0.2,
+    "answer_colon": 0.2,
+    "total": 0.15,
+    "boxed": 0.15,
+}
 # reasoning styles: GSM8K lines with <<>> annotations, plain "a + b = c" lines, terse equations only
 DEFAULT_STYLE_WEIGHTS = {"gsm8k": 0.6, "plain": 0.25, "terse": 0.15}
 # errors: an arithmetic slip in one step (propagated), or a skipped step
@@ -357,7 +406,12 @@ class PretrainingSample:
 
 
 def render_response(
-    problem: Problem, rng: random.Random, *, answer_format: str, style: str, error: str,
+    problem: Problem,
+    rng: random.Random,
+    *,
+    answer_format: str,
+    style: str,
+    error: str,
 ) -> tuple[str, int]:
     """A response to a synthetic `problem` in one answer format / reasoning style, possibly wrong."""
     c: _Chain = problem.metadata["_chain"]
@@ -411,12 +465,26 @@ def generate_pretraining_samples(
     fw = format_weights or DEFAULT_FORMAT_WEIGHTS
     sw = style_weights or DEFAULT_STYLE_WEIGHTS
     ew = error_weights or DEFAULT_ERROR_WEIGHTS
-    knobs = dict(min_steps=1, max_steps=2, max_value=12, max_result=25, max_factor=5, ops=("+", "-"),
-                 templates=DEFAULT_TEMPLATES)
+    knobs = dict(
+        min_steps=1,
+        max_steps=2,
+        max_value=12,
+        max_result=25,
+        max_factor=5,
+        ops=("+", "-"),
+        templates=DEFAULT_TEMPLATES,
+    )
     knobs.update(problem_knobs)
     test_fraction = knobs.pop("test_fraction", TEST_FRACTION)
-    _check_knobs(knobs["min_steps"], knobs["max_steps"], knobs["max_value"], knobs["max_result"],
-                 knobs["ops"], knobs["templates"], "train")
+    _check_knobs(
+        knobs["min_steps"],
+        knobs["max_steps"],
+        knobs["max_value"],
+        knobs["max_result"],
+        knobs["ops"],
+        knobs["templates"],
+        "train",
+    )
     rng = random.Random(f"rftlab.synthetic.pretrain:{seed}")
     out: list[PretrainingSample] = []
     while len(out) < n:
