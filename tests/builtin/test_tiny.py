@@ -94,13 +94,51 @@ def test_generation_from_a_real_prompt_terminates_with_eos(name):
 
 
 def test_strict_and_any_format_checks():
-    assert bt.strict_correct("a\n#### 14", "14")
-    assert bt.strict_correct("#### 3\n#### 1,400", "1400")
-    assert not bt.strict_correct("The answer is 14.", "14")
-    assert not bt.strict_correct("#### 15", "14")
-    assert bt.final_number_correct("So Tom has 14 apples now.", "14")
-    assert bt.final_number_correct("\\boxed{14}", "14")
-    assert not bt.final_number_correct("12+2=15", "14")
+    """The two rewards build_tiny's report counts with: the project's, with these arguments."""
+    from rftlab.rewards import score
+
+    def strict(r, a):
+        return score(r, a, "gsm8k_strict")
+
+    def any_format(r, a):
+        return score(r, a, "auto", allow_last_number=True)
+
+    assert strict("a\n#### 14", "14")
+    assert strict("#### 3\n#### 1,400", "1400")
+    assert not strict("The answer is 14.", "14")
+    assert not strict("#### 15", "14")
+    assert any_format("So Tom has 14 apples now.", "14")
+    assert any_format("\\boxed{14}", "14")
+    assert not any_format("12+2=15", "14")
+    # where it is not "the last number": a stated answer wins over numbers after it
+    assert any_format("#### 14\nCheck: 10 + 4", "14")
+    assert any_format("The answer is 14. That is 2 more than 12", "14")
+
+
+@pytest.mark.parametrize("name", SHIPPED[:1])
+def test_evaluate_reports_every_field_through_the_project_rollout(name):
+    model, tok = _load(BUILTIN / name)
+    tok.padding_side = "right"
+    policy = bt.as_policy(name, model, tok)
+    assert tok.padding_side == "left" and policy.prompt_text(generate_problems(1, seed=0)[0]).endswith(
+        "<|assistant|>"
+    )
+    problems = generate_problems(3, seed=10_000, split="test")
+    ev = bt.evaluate(policy, problems, samples=2, max_new_tokens=64, seed=1)
+    assert ev["problems"] == 3 and ev["samples_per_problem"] == 2
+    for key in (
+        "strict_pass_at_1_t1",
+        "any_format_correct_t1",
+        "hash_format_share_t1",
+        "strict_pass_at_1_greedy",
+        "any_format_correct_greedy",
+        "share_problems_pass_at_1_in_0.1_0.6",
+    ):
+        assert 0.0 <= ev[key] <= 1.0, key
+    assert sum(ev["per_problem_pass_at_1_histogram"].values()) == 3
+    assert ev["mean_response_chars_t1"] > 0
+    assert [e["question"] for e in ev["examples_t1"]] == [problems[0].question] * 2
+    assert ev == bt.evaluate(policy, problems, samples=2, max_new_tokens=64, seed=1)  # seeded
 
 
 @pytest.mark.slow
@@ -110,3 +148,19 @@ def test_build_script_runs_end_to_end(tmp_path):
     report = json.loads((tmp_path / "build_report.json").read_text())
     assert report["settings"]["steps"] == 8 and report["architecture"] == "LlamaForCausalLM"
     assert tok.chat_template and (tmp_path / "model.safetensors").exists()
+    assert tok.padding_side == "left" and tok.pad_token_id != tok.eos_token_id
+    ev = report["eval"]["in_distribution"]
+    assert set(ev) == {
+        "problems",
+        "samples_per_problem",
+        "strict_pass_at_1_t1",
+        "any_format_correct_t1",
+        "hash_format_share_t1",
+        "strict_pass_at_1_greedy",
+        "any_format_correct_greedy",
+        "per_problem_pass_at_1_histogram",
+        "share_problems_pass_at_1_in_0.1_0.6",
+        "mean_response_chars_t1",
+        "examples_t1",
+    }
+    assert ev["problems"] == 4 and ev["samples_per_problem"] == 2 and len(ev["examples_t1"]) == 2

@@ -10,8 +10,10 @@ Recipe (one loop, top to bottom):
 3. Pretrain a `LlamaForCausalLM` (a few million parameters) on
    `apply_chat_template(user turn, add_generation_prompt=True) + response + eos`, loss on the
    response tokens only, AdamW with warmup and cosine decay.
-4. Measure on held-out (test-split) problems: strict `#### N` Pass@1 at temperature 1 and
-   greedily, the share of answers right in any format, the per-problem Pass@1 distribution.
+4. Measure on held-out (test-split) problems, with the project's own rollout
+   (`rftlab.rollout.generate` on a `rftlab.policy.Policy`) and reward (`rftlab.rewards.score`):
+   strict `#### N` Pass@1 at temperature 1 and greedily, the share of answers right in any
+   format, the per-problem Pass@1 distribution.
 5. Save with `save_pretrained` (fp32 safetensors) plus `build_report.json`.
 
 Deterministic for a seed on a given machine and thread count.
@@ -24,13 +26,15 @@ import json
 import math
 import os
 import random
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from rftlab.policy import Policy
+from rftlab.rewards import score
+from rftlab.rollout import generate
 from rftlab.tasks.problem import Problem
 from rftlab.tasks.synthetic import DEFAULT_FORMAT_WEIGHTS, generate_pretraining_samples, generate_problems
 
@@ -94,28 +98,6 @@ PROFILES: dict[str, Profile] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# scoring (local strict check; rftlab.rewards.score(..., "gsm8k_strict") is the project's own)
-# ---------------------------------------------------------------------------------------------
-
-_NUM = re.compile(r"-?\d[\d,]*")
-
-
-def strict_correct(response: str, reference: str) -> bool:
-    """GSM8K strict: the number right after the last `####` equals the reference."""
-    i = response.rfind("####")
-    if i < 0:
-        return False
-    m = re.match(r"\s*(-?\d[\d,]*)", response[i + 4 :])
-    return bool(m) and m.group(1).replace(",", "") == reference
-
-
-def final_number_correct(response: str, reference: str) -> bool:
-    """Any format: the last number in the response equals the reference."""
-    nums = _NUM.findall(response)
-    return bool(nums) and nums[-1].replace(",", "") == reference
-
-
-# ---------------------------------------------------------------------------------------------
 # tokenizer and model
 # ---------------------------------------------------------------------------------------------
 
@@ -172,61 +154,64 @@ def build_model(p: Profile, tokenizer):
     return model
 
 
-def prompt_text(tokenizer, problem: Problem) -> str:
-    msgs = [{"role": "user", "content": problem.user_message()}]
-    return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+def as_policy(name: str, model, tokenizer) -> Policy:
+    """Wrap a freshly built model as the project's Policy, set up as `rftlab.policy.load_policy` does."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # prompts left-padded so every response starts at one column
+    return Policy(name=name, model=model, tokenizer=tokenizer, device=next(model.parameters()).device)
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------------
 
+# `rftlab.evaluation.evaluate` computes strict Pass@1 the same way (generate, then score each
+# response), but it keeps only per-problem counts, not the responses, and the any-format share,
+# the `####` share, the lengths and the examples below need the texts; calling it as well would
+# generate every response twice. So this generates once with `rftlab.rollout.generate` and scores
+# with `rftlab.rewards.score`, the same two pieces that function is made of.
 
-@torch.no_grad()
-def sample_responses(
-    model,
-    tokenizer,
+
+def evaluate(
+    policy: Policy,
     problems: list[Problem],
-    n: int,
     *,
-    temperature: float = 1.0,
+    samples: int,
     max_new_tokens: int = 128,
+    seed: int = 0,
     batch_size: int = 256,
-) -> list[list[str]]:
-    """`n` responses per problem (greedy when temperature == 0)."""
-    model.eval()
-    prompts = [prompt_text(tokenizer, p) for p in problems for _ in range(n)]
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, padding_side="left")
-        kw = (
-            dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            if temperature > 0
-            else dict(do_sample=False)
-        )
-        gen = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **kw,
-        )
-        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    return [out[j * n : (j + 1) * n] for j in range(len(problems))]
+) -> dict:
+    """Held-out measurements: strict and any-format accuracy at T=1 and greedy, per-problem Pass@1.
 
+    Strict is the paper's GSM8K reward (`gsm8k_strict`: the number after the last `#### N`).
+    Any format is `auto` extraction with `allow_last_number=True`: a `####` line, else the last
+    `\\boxed{}`, else "the answer is"/"Answer:", else the last number in the text. (Until this used
+    the project's reward it was the last number only, so e.g. `#### 14` followed by more numbers
+    counted as wrong; numbers are now compared by value, `14.0` == `14`.)
+    """
+    prompts = [policy.prompt_text(p) for p in problems]
+    common = dict(max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    sampled = generate(policy, prompts, samples_per_prompt=samples, temperature=1.0, **common)
+    greedy = generate(policy, prompts, greedy=True, **common)
+    answers = [p.answer for p in problems]
 
-def evaluate(model, tokenizer, problems: list[Problem], *, samples: int, max_new_tokens: int = 128) -> dict:
-    """Held-out measurements: strict and any-format accuracy at T=1 and greedy, per-problem Pass@1."""
-    sampled = sample_responses(
-        model, tokenizer, problems, samples, temperature=1.0, max_new_tokens=max_new_tokens
-    )
-    greedy = sample_responses(model, tokenizer, problems, 1, temperature=0.0, max_new_tokens=max_new_tokens)
-    per_problem = [
-        sum(strict_correct(r, p.answer) for r in rs) / len(rs)
-        for p, rs in zip(problems, sampled, strict=True)
-    ]
-    flat = [(r, p.answer) for p, rs in zip(problems, sampled, strict=True) for r in rs]
-    gflat = [(rs[0], p.answer) for p, rs in zip(problems, greedy, strict=True)]
+    def strict_ok(batch) -> list[bool]:
+        return [
+            score(t, answers[i], "gsm8k_strict") for t, i in zip(batch.texts, batch.prompt_index, strict=True)
+        ]
+
+    def any_format_ok(batch) -> list[bool]:
+        return [
+            score(t, answers[i], "auto", allow_last_number=True)
+            for t, i in zip(batch.texts, batch.prompt_index, strict=True)
+        ]
+
+    strict_t1 = strict_ok(sampled)
+    correct = [0] * len(problems)
+    for ok, i in zip(strict_t1, sampled.prompt_index, strict=True):
+        correct[i] += ok
+    per_problem = [c / samples for c in correct]
     bins = [0.0, 0.1, 0.3, 0.6, 0.9, 1.0001]
     hist = {
         f"[{lo:g},{min(hi, 1):g}{']' if hi > 1 else ')'}": sum(lo <= x < hi for x in per_problem)
@@ -235,16 +220,16 @@ def evaluate(model, tokenizer, problems: list[Problem], *, samples: int, max_new
     return {
         "problems": len(problems),
         "samples_per_problem": samples,
-        "strict_pass_at_1_t1": _mean(strict_correct(r, a) for r, a in flat),
-        "any_format_correct_t1": _mean(final_number_correct(r, a) for r, a in flat),
-        "hash_format_share_t1": _mean("####" in r for r, _ in flat),
-        "strict_pass_at_1_greedy": _mean(strict_correct(r, a) for r, a in gflat),
-        "any_format_correct_greedy": _mean(final_number_correct(r, a) for r, a in gflat),
+        "strict_pass_at_1_t1": _mean(strict_t1),
+        "any_format_correct_t1": _mean(any_format_ok(sampled)),
+        "hash_format_share_t1": _mean("####" in t for t in sampled.texts),
+        "strict_pass_at_1_greedy": _mean(strict_ok(greedy)),
+        "any_format_correct_greedy": _mean(any_format_ok(greedy)),
         "per_problem_pass_at_1_histogram": hist,
         "share_problems_pass_at_1_in_0.1_0.6": _mean(0.1 <= x <= 0.6 for x in per_problem),
-        "mean_response_chars_t1": _mean(len(r) for r, _ in flat),
-        "examples_t1": [
-            {"question": problems[0].question, "response": sampled[0][j]} for j in range(min(3, samples))
+        "mean_response_chars_t1": _mean(len(t) for t in sampled.texts),
+        "examples_t1": [  # rows are grouped by prompt: the first `samples` answer problems[0]
+            {"question": problems[0].question, "response": sampled.texts[j]} for j in range(min(3, samples))
         ],
     }
 
@@ -287,7 +272,9 @@ def build(
     tokenizer = build_tokenizer(
         [s.problem.user_message() + "\n" + s.response for s in tok_texts], p.vocab_size
     )
-    prompts = tokenizer([prompt_text(tokenizer, s.problem) for s in samples], add_special_tokens=False)[
+    model = build_model(p, tokenizer)  # the first use of torch's RNG: the same init as ever
+    policy = as_policy(profile, model, tokenizer)
+    prompts = tokenizer([policy.prompt_text(s.problem) for s in samples], add_special_tokens=False)[
         "input_ids"
     ]
     responses = tokenizer([s.response for s in samples], add_special_tokens=False)["input_ids"]
@@ -296,7 +283,6 @@ def build(
     if max_len > p.max_positions:
         raise ValueError(f"longest sample has {max_len} tokens > max_positions {p.max_positions}")
 
-    model = build_model(p, tokenizer)
     n_params = sum(t.numel() for t in model.parameters())
     decay = [t for t in model.parameters() if t.dim() >= 2]
     no_decay = [t for t in model.parameters() if t.dim() < 2]
@@ -338,18 +324,17 @@ def build(
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
     train_s = time.time() - t0
 
-    # evaluate on held-out problems of the same distribution
-    torch.manual_seed(seed + 1)
+    # evaluate on held-out problems of the same distribution (`generate` seeds torch per call)
     held_out = generate_problems(p.eval_problems, seed=10_000 + seed, split="test", **p.problem_knobs)
     metrics = {
         "in_distribution": evaluate(
-            model, tokenizer, held_out, samples=p.eval_samples, max_new_tokens=p.max_new_tokens
+            policy, held_out, samples=p.eval_samples, max_new_tokens=p.max_new_tokens, seed=seed + 1
         )
     }
     if p.problem_knobs:  # a narrow profile: also measure on the default (broad) distribution
         broad = generate_problems(p.eval_problems, seed=10_000 + seed, split="test")
         metrics["default_distribution"] = evaluate(
-            model, tokenizer, broad, samples=p.eval_samples, max_new_tokens=p.max_new_tokens
+            policy, broad, samples=p.eval_samples, max_new_tokens=p.max_new_tokens, seed=seed + 2
         )
 
     # save
