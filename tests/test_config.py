@@ -63,7 +63,7 @@ def test_override_values_are_parsed_as_yaml():
         ("objectiv.advantage=none", "unknown config key objectiv (did you mean objective?)"),
         ("objective.advantag=none", "unknown config key objective.advantag (did you mean objective.advantage?)"),
         ("train.examples_per_round=2", "train.examples_per_round=2 exceeds data.train_examples=1"),
-        ("eval.pass_k=[2]", "eval.pass_k contains 2; each k must be an integer in [1, 1]"),
+        ("eval.pass_k=[3]", "eval.pass_k contains 3; each k must be an integer in [1, 2]"),
         ("run.log_rollouts=maybe", "run.log_rollouts='maybe': expected true or false"),
         ("objective.dual_clip=1.0", "objective.dual_clip=1.0 is out of range; allowed (1, inf]"),
         ("seed", "must look like key=value"),

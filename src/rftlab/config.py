@@ -146,6 +146,8 @@ class RunConfig:
     checkpoint_every: int = spec(25, "save a resumable checkpoint every N rounds; 0 = only at the end", range=(0, 10**9))
     log_rollouts: bool = spec(True, "write every rollout (text, reward) to rollouts.jsonl.gz")
     progress: bool = spec(True, "show a progress bar")
+    threads: int = spec(0, "torch CPU threads; 0 = torch's default (all cores). Use 1 per run when runs share cores",
+                        range=(0, 1024))
 
 
 @dataclass(frozen=True)

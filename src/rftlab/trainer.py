@@ -234,6 +234,8 @@ def evaluate_round(
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started = time.perf_counter()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)  # oversubscribed OpenMP threads spin: 10-30x slower
     torch.manual_seed(cfg.seed)
 
     # ---- task (first: a bad data file fails before a model is loaded), policy, reference

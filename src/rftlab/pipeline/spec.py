@@ -20,6 +20,7 @@ A spec (YAML, or a built-in name in `rftlab/pipelines/`) looks like
           slow-model:                                 # long form: a choice plus budget adjustments
             set: {model.name: smollm2-135m, train.rounds: 30}
             quick: {train.rounds: 2}                  # applied after the quick overrides
+            seeds: 2                                  # at most 2 seeds (0, 1) for this variant
             note: why the budget differs
         claims: [...]                                 # testable findings, see rftlab.pipeline.findings
 
@@ -48,7 +49,7 @@ from rftlab.config import Config, ConfigError, apply_overrides, config_from_dict
 SPEC_KEYS = ("name", "description", "base", "overrides", "seeds", "quick", "layers")
 QUICK_KEYS = ("seeds", "overrides")
 LAYER_KEYS = ("name", "finding", "base", "reference", "variants", "claims", "note")
-VARIANT_LONG_KEYS = ("set", "quick", "note")
+VARIANT_LONG_KEYS = ("set", "quick", "note", "seeds")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Variant:
     overrides: dict[str, Any]  # dotted key -> value, on top of the layer base
     quick: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    seeds: int | None = None  # at most this many seeds (0..n-1) for an expensive variant; None = all
 
 
 @dataclass(frozen=True)
@@ -211,9 +213,11 @@ def spec_from_dict(data: dict, *, source_dir: str = ".") -> PipelineSpec:
             vwhere = f"{where}.variants.{vname}"
             if isinstance(vraw, dict) and "set" in vraw:
                 _check_keys(vwhere, vraw, VARIANT_LONG_KEYS)
+                cap = vraw.get("seeds")
                 variants.append(Variant(str(vname), flatten_overrides(f"{vwhere}.set", vraw["set"]),
                                         flatten_overrides(f"{vwhere}.quick", vraw.get("quick")),
-                                        str(vraw.get("note", ""))))  # fmt: skip
+                                        str(vraw.get("note", "")),
+                                        None if cap is None else _seeds(f"{vwhere}.seeds", cap)))  # fmt: skip
             else:
                 variants.append(Variant(str(vname), flatten_overrides(vwhere, vraw)))
         reference = raw.get("reference", variants[0].name)
@@ -315,7 +319,7 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
                 )
             seen[h] = variant.name
             prefix = first_name.setdefault(h, f"{_slug(layer.name)}__{_slug(variant.name)}__{h}")
-            for seed in range(n_seeds):
+            for seed in range(min(n_seeds, variant.seeds or n_seeds)):
                 cfg = variant_config(spec, layer, variant, seed, quick=quick, base=base).to_dict()
                 runs.append(PlannedRun(layer.name, variant.name, seed, f"{prefix}__seed{seed}", cfg))
     return runs
@@ -325,8 +329,9 @@ def spec_to_dict(spec: PipelineSpec) -> dict:
     """A plain mapping that `spec_from_dict` turns back into the same spec (saved with a pipeline)."""
 
     def variant(v: Variant) -> Any:
-        if v.quick or v.note:
-            return {"set": dict(v.overrides), "quick": dict(v.quick), "note": v.note}
+        if v.quick or v.note or v.seeds:
+            out = {"set": dict(v.overrides), "quick": dict(v.quick), "note": v.note}
+            return {**out, "seeds": v.seeds} if v.seeds else out
         return dict(v.overrides)
 
     return {
