@@ -9,7 +9,9 @@ from rftlab.cli import build_parser, main
 
 
 def rftlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rftlab.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "rftlab.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def subcommands() -> list[list[str]]:
@@ -35,8 +37,14 @@ def test_every_command_has_help(command, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "tiny", "objective.advantage=bogus"], "objective.advantage='bogus' is not allowed; choose one of"),
-        (["run", "tiny", "rollout.temperature=-1"], "rollout.temperature=-1.0 is out of range; allowed (0, 5]"),
+        (
+            ["run", "tiny", "objective.advantage=bogus"],
+            "objective.advantage='bogus' is not allowed; choose one of",
+        ),
+        (
+            ["run", "tiny", "rollout.temperature=-1"],
+            "rollout.temperature=-1.0 is out of range; allowed (0, 5]",
+        ),
         (["run", "tiny", "modle.name=x"], "unknown config key modle (did you mean model?)"),
         (["run", "/no/such/config.yaml"], "config file not found: /no/such/config.yaml"),
         (["run", "tiny", "data.dataset=/no/such/data.jsonl", "--out", "{tmp}/r"], "/no/such/data.jsonl"),

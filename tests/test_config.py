@@ -57,11 +57,20 @@ def test_override_values_are_parsed_as_yaml():
         ("rollout.rollouts_per_round=0", "rollout.rollouts_per_round=0 is out of range; allowed [1, 1024]"),
         ("optim.lr=abc", "optim.lr='abc': expected a number"),
         ("train.rounds=1.5", "train.rounds=1.5: expected an integer"),
-        ("objective.advantage=ppo", "objective.advantage='ppo' is not allowed; choose one of: grpo, mean, none"),
-        ("objective.reward_design=x", "objective.reward_design='x' is not allowed; choose one of: binary, neg, pm1"),
+        (
+            "objective.advantage=ppo",
+            "objective.advantage='ppo' is not allowed; choose one of: grpo, mean, none",
+        ),
+        (
+            "objective.reward_design=x",
+            "objective.reward_design='x' is not allowed; choose one of: binary, neg, pm1",
+        ),
         ("optim.optimizer=adam", "optim.optimizer='adam' is not allowed; choose one of: adamw, sgd"),
         ("objectiv.advantage=none", "unknown config key objectiv (did you mean objective?)"),
-        ("objective.advantag=none", "unknown config key objective.advantag (did you mean objective.advantage?)"),
+        (
+            "objective.advantag=none",
+            "unknown config key objective.advantag (did you mean objective.advantage?)",
+        ),
         ("train.examples_per_round=2", "train.examples_per_round=2 exceeds data.train_examples=1"),
         ("eval.pass_k=[3]", "eval.pass_k contains 3; each k must be an integer in [1, 2]"),
         ("run.log_rollouts=maybe", "run.log_rollouts='maybe': expected true or false"),

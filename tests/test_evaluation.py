@@ -42,4 +42,7 @@ def test_wilson_interval_contains_estimate_and_is_bounded():
             assert 0.0 <= low <= c / n <= high <= 1.0
     low, high = wilson_interval(0, 16)
     assert low == 0.0 and 0.15 < high < 0.25  # Wilson upper bound for 0/16 is about 0.194
-    assert wilson_interval(8, 16)[1] - wilson_interval(8, 16)[0] > wilson_interval(100, 200)[1] - wilson_interval(100, 200)[0]
+    assert (
+        wilson_interval(8, 16)[1] - wilson_interval(8, 16)[0]
+        > wilson_interval(100, 200)[1] - wilson_interval(100, 200)[0]
+    )

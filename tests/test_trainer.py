@@ -138,7 +138,9 @@ def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
     policy = trainer.load_policy("tiny")
     optimizer = trainer.build_optimizer(cfg, policy.model.parameters())
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
-    batch = trainer.generate(policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], max_new_tokens=16, seed=0)
+    batch = trainer.generate(
+        policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], max_new_tokens=16, seed=0
+    )
     metrics = trainer.policy_update(cfg, policy, None, optimizer, batch, torch.zeros(1))
     moved = any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
     assert moved is step_on_zero_signal

@@ -44,7 +44,11 @@ def format_summary(summary: dict, out: Path) -> str:
         f"== rftlab summary: {summary['model']} on {summary['dataset']}, seed {summary['seed']}, "
         f"training example(s) {', '.join(summary['train_example_ids'])}",
         f"   train-example Pass@1  base {b['train_pass_at_1']:.3f}  ->  final {f['train_pass_at_1']:.3f}"
-        + (f"   (>= 0.9 first at round {reached})" if reached is not None else "   (never >= 0.9 at an evaluation)"),
+        + (
+            f"   (>= 0.9 first at round {reached})"
+            if reached is not None
+            else "   (never >= 0.9 at an evaluation)"
+        ),
         f"   test Pass@1           base {b['test_pass_at_1']:.3f}  ->  final {f['test_pass_at_1']:.3f}"
         f"   (best {summary['best_test']['test_pass_at_1']:.3f} at round {summary['best_test']['round']})",
         f"   {summary['rounds']} rounds, {summary['rollouts_total']} rollouts, {summary['wall_seconds']:.1f} s wall "
@@ -66,6 +70,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     _, cfg = _load(args)
     started = time.perf_counter()
+    if cfg.run.threads:
+        import torch
+
+        torch.set_num_threads(cfg.run.threads)
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                          use_chat_template=cfg.model.use_chat_template)  # fmt: skip
     train_split, test_set = load_task(cfg)
@@ -86,7 +94,7 @@ def _eval(args: argparse.Namespace) -> int:
                     samples=cfg.eval.test_samples, greedy=cfg.eval.test_mode == "greedy",
                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                     max_new_tokens=cfg.rollout.max_new_tokens, seed=derive_seed(cfg.seed, 0, "eval/test"),
-                    batch_size=cfg.eval.batch_size)  # fmt: skip
+                    batch_size=cfg.eval.batch_size, progress="test")  # fmt: skip
     rates = list(per_problem.values())
     report = {
         "model": cfg.model.name, "dataset": cfg.data.dataset, "answer_format": answer_format,
@@ -138,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rftlab",
         description="Reinforcement fine-tuning of LLMs with verifiable rewards, bottom-up (arXiv 2601.14599).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks on errors")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log more, and show tracebacks on errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train one configuration with one seed",
@@ -154,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "first N training candidates (cached) and the configured test subset.")  # fmt: skip
     ev.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     ev.add_argument("overrides", nargs="*", help="dotted overrides")
-    ev.add_argument("--train-problems", type=int, default=50, help="training candidates to estimate (default 50)")
+    ev.add_argument(
+        "--train-problems", type=int, default=50, help="training candidates to estimate (default 50)"
+    )
     ev.add_argument("--samples", type=int, default=16, help="samples per training candidate (default 16)")
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)

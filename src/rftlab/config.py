@@ -29,7 +29,12 @@ INF = math.inf
 
 def spec(default: Any, help: str, *, range: tuple[float, float] | None = None, choices=None, open_low=False):
     """A dataclass field with its documentation: one-line help, and a closed range or a set of choices."""
-    meta = {"help": help, "range": range, "choices": tuple(choices) if choices else None, "open_low": open_low}
+    meta = {
+        "help": help,
+        "range": range,
+        "choices": tuple(choices) if choices else None,
+        "open_low": open_low,
+    }
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -37,8 +42,12 @@ def spec(default: Any, help: str, *, range: tuple[float, float] | None = None, c
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = spec("tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory")
-    dtype: str = spec("float32", "parameter dtype for training and rollout", choices=["float32", "bfloat16", "float16"])
+    name: str = spec(
+        "tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory"
+    )
+    dtype: str = spec(
+        "float32", "parameter dtype for training and rollout", choices=["float32", "bfloat16", "float16"]
+    )
     device: str = spec("auto", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     use_chat_template: bool = spec(True, "wrap the prompt in the tokenizer's chat template when it has one")
 
@@ -51,34 +60,48 @@ class DataConfig:
     )
     train_split: str = spec("train", "split the training examples are drawn from")
     test_split: str = spec("test", "held-out split for test Pass@1")
-    prompt_style: str = spec("auto", "prompt suffix: auto (from the dataset), gsm8k (####), math (\\boxed{}), none",
-                             choices=["auto", "gsm8k", "math", "none"])
+    prompt_style: str = spec(
+        "auto",
+        "prompt suffix: auto (from the dataset), gsm8k (####), math (\\boxed{}), none",
+        choices=["auto", "gsm8k", "math", "none"],
+    )
     answer_format: str = spec(
         "auto",
         "reward's answer extraction: auto (gsm8k_strict for gsm8k prompts, boxed for math), gsm8k_strict, boxed, any",
         choices=["auto", "gsm8k_strict", "boxed", "any"],
     )
-    train_examples: int = spec(1, "number of distinct training examples (the paper's minimalist: 1)", range=(1, 100000))
+    train_examples: int = spec(
+        1, "number of distinct training examples (the paper's minimalist: 1)", range=(1, 100000)
+    )
     train_example_ids: list = spec([], "explicit training example ids (overrides difficulty selection)")
     difficulty: str = spec(
         "medium",
         "pick training examples by base Pass@1 bucket: easy [0.6,0.9], medium [0.1,0.6], hard (0,0.1), extreme (=0), any",
         choices=["easy", "medium", "hard", "extreme", "any"],
     )
-    difficulty_pool: int = spec(48, "candidate problems whose base Pass@1 is estimated for selection", range=(1, 100000))
-    selection_seed: int = spec(0, "seed of the candidate pool and its Pass@1 estimate (same example for every run seed)",
-                               range=(0, 2**31 - 1))
+    difficulty_pool: int = spec(
+        48, "candidate problems whose base Pass@1 is estimated for selection", range=(1, 100000)
+    )
+    selection_seed: int = spec(
+        0,
+        "seed of the candidate pool and its Pass@1 estimate (same example for every run seed)",
+        range=(0, 2**31 - 1),
+    )
     difficulty_samples: int = spec(16, "samples per candidate when estimating base Pass@1", range=(1, 4096))
-    test_size: int = spec(200, "held-out problems for test Pass@1 (a fixed subset: the first N)", range=(1, 1000000))
-    on_bad_row: str = spec("error", "a malformed data row stops the load, or is skipped and counted",
-                           choices=["error", "skip"])
+    test_size: int = spec(
+        200, "held-out problems for test Pass@1 (a fixed subset: the first N)", range=(1, 1000000)
+    )
+    on_bad_row: str = spec(
+        "error", "a malformed data row stops the load, or is skipped and counted", choices=["error", "skip"]
+    )
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     rollouts_per_round: int = spec(1, "G: responses sampled per training example per round", range=(1, 1024))
-    temperature: float = spec(1.0, "sampling temperature of rollouts (and of sampled evaluation)", range=(0.0, 5.0),
-                              open_low=True)
+    temperature: float = spec(
+        1.0, "sampling temperature of rollouts (and of sampled evaluation)", range=(0.0, 5.0), open_low=True
+    )
     top_p: float = spec(1.0, "nucleus sampling threshold", range=(0.0, 1.0), open_low=True)
     max_new_tokens: int = spec(160, "response budget in tokens (the paper: 1024)", range=(1, 65536))
     engine: str = spec("hf", "generation engine", choices=["hf"])
@@ -86,25 +109,44 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    advantage: str = spec("none", "advantage estimator: none (raw reward, the minimalist), grpo, mean, rloo, running_mean")
+    advantage: str = spec(
+        "none", "advantage estimator: none (raw reward, the minimalist), grpo, mean, rloo, running_mean"
+    )
     reward_design: str = spec("binary", "reward for (wrong, right): binary (0,1), pm1 (-1,1), neg (-1,0)")
-    aggregation: str = spec("token_mean", "loss aggregation: token_mean, seq_mean_token_mean, seq_mean_token_sum_norm")
+    aggregation: str = spec(
+        "token_mean", "loss aggregation: token_mean, seq_mean_token_mean, seq_mean_token_sum_norm"
+    )
     clip_eps_low: float = spec(0.2, "clip range below 1: ratio >= 1 - eps", range=(0.0, 0.999))
-    clip_eps_high: float = spec(0.2, "clip range above 1: ratio <= 1 + eps (DAPO's clip-higher when > low)",
-                                range=(0.0, 10.0))
-    dual_clip: float | None = spec(None, "dual-clip constant c > 1 for negative advantages (verl: 3.0); null = off",
-                                   range=(1.0, INF), open_low=True)
-    updates_per_batch: int = spec(1, "mu: optimizer steps on each batch of rollouts (ratio and clip bind when > 1)",
-                                  range=(1, 256))
-    kl_coef: float = spec(0.0, "coefficient of the KL loss to the frozen reference policy (the paper: 0.001)",
-                          range=(0.0, 100.0))
-    kl_estimator: str = spec("k3", "per-token KL estimator: k1, k2, k3 (verl's low_var_kl)",
-                             choices=["k1", "k2", "k3"])
+    clip_eps_high: float = spec(
+        0.2, "clip range above 1: ratio <= 1 + eps (DAPO's clip-higher when > low)", range=(0.0, 10.0)
+    )
+    dual_clip: float | None = spec(
+        None,
+        "dual-clip constant c > 1 for negative advantages (verl: 3.0); null = off",
+        range=(1.0, INF),
+        open_low=True,
+    )
+    updates_per_batch: int = spec(
+        1, "mu: optimizer steps on each batch of rollouts (ratio and clip bind when > 1)", range=(1, 256)
+    )
+    kl_coef: float = spec(
+        0.0,
+        "coefficient of the KL loss to the frozen reference policy (the paper: 0.001)",
+        range=(0.0, 100.0),
+    )
+    kl_estimator: str = spec(
+        "k3", "per-token KL estimator: k1, k2, k3 (verl's low_var_kl)", choices=["k1", "k2", "k3"]
+    )
     adv_eps: float = spec(1e-6, "constant added to the group std by grpo", range=(0.0, 1.0))
-    baseline_step: float | None = spec(None, "running_mean baseline: null = exact mean of past rewards, else EMA step",
-                                       range=(0.0, 1.0), open_low=True)
-    norm_tokens: int | None = spec(None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens",
-                                   range=(1, 1e9))
+    baseline_step: float | None = spec(
+        None,
+        "running_mean baseline: null = exact mean of past rewards, else EMA step",
+        range=(0.0, 1.0),
+        open_low=True,
+    )
+    norm_tokens: int | None = spec(
+        None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens", range=(1, 1e9)
+    )
 
 
 @dataclass(frozen=True)
@@ -124,18 +166,25 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     rounds: int = spec(200, "training rounds (one batch of rollouts each)", range=(0, 10_000_000))
-    examples_per_round: int = spec(1, "B: training examples per round (sampled without replacement per round)",
-                                   range=(1, 100000))
-    micro_batch_size: int = spec(0, "sequences per forward/backward chunk (gradient accumulation); 0 = all at once",
-                                 range=(0, 100000))
+    examples_per_round: int = spec(
+        1, "B: training examples per round (sampled without replacement per round)", range=(1, 100000)
+    )
+    micro_batch_size: int = spec(
+        0, "sequences per forward/backward chunk (gradient accumulation); 0 = all at once", range=(0, 100000)
+    )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every: int = spec(25, "evaluate every N rounds (and always at round 0 and at the end); 0 = only those", range=(0, 10**9))
+    every: int = spec(
+        25, "evaluate every N rounds (and always at round 0 and at the end); 0 = only those", range=(0, 10**9)
+    )
     train_samples: int = spec(16, "n samples per training example for its Pass@1 estimate", range=(1, 4096))
-    test_mode: str = spec("greedy", "test Pass@1 from one greedy response (the paper) or n samples",
-                          choices=["greedy", "sample"])
+    test_mode: str = spec(
+        "greedy",
+        "test Pass@1 from one greedy response (the paper) or n samples",
+        choices=["greedy", "sample"],
+    )
     test_samples: int = spec(4, "n samples per test problem when test_mode=sample", range=(1, 4096))
     pass_k: list = spec([1], "k values for the unbiased pass@k on test (each k <= test_samples)")
     batch_size: int = spec(64, "prompts per generation batch during evaluation", range=(1, 100000))
@@ -143,11 +192,16 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    checkpoint_every: int = spec(25, "save a resumable checkpoint every N rounds; 0 = only at the end", range=(0, 10**9))
+    checkpoint_every: int = spec(
+        25, "save a resumable checkpoint every N rounds; 0 = only at the end", range=(0, 10**9)
+    )
     log_rollouts: bool = spec(True, "write every rollout (text, reward) to rollouts.jsonl.gz")
     progress: bool = spec(True, "show a progress bar")
-    threads: int = spec(0, "torch CPU threads; 0 = torch's default (all cores). Use 1 per run when runs share cores",
-                        range=(0, 1024))
+    threads: int = spec(
+        0,
+        "torch CPU threads; 0 = torch's default (all cores). Use 1 per run when runs share cores",
+        range=(0, 1024),
+    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +210,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "task and example selection"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "sampling"})
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"help": "advantage and loss"})
+    objective: ObjectiveConfig = field(
+        default_factory=ObjectiveConfig, metadata={"help": "advantage and loss"}
+    )
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimizer"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "round loop"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
@@ -304,7 +360,9 @@ def _check_cross_fields(cfg: Config) -> None:
                 f"(n = eval.test_samples with test_mode=sample, else 1)"
             )
     if cfg.objective.clip_eps_low >= 1.0:
-        raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
+        raise ConfigError(
+            f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)"
+        )
 
 
 # ----------------------------------------------------------------------------- loading

@@ -86,6 +86,7 @@ def evaluate(
     max_new_tokens: int,
     seed: int,
     batch_size: int,
+    progress: str | None = None,
 ) -> EvalResult:
     """Generate `samples` responses (or one greedy response) per problem and score them."""
     from rftlab.rewards import extract_answer
@@ -102,6 +103,7 @@ def evaluate(
         greedy=greedy,
         seed=seed,
         batch_size=batch_size,
+        progress=progress,
     )
     correct = [0] * len(problems)
     formatted = 0

@@ -73,7 +73,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise RftlabError(f"model.device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
+        raise RftlabError(
+            f"model.device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RftlabError(f"model.device={name!r} but no CUDA device is available; use model.device=cpu")
     return device
@@ -127,7 +129,9 @@ def resolve_model_path(name: str) -> str:
     if name in LOCAL_BUILTINS:
         path = BUILTIN_DIR / name
         if not (path / "config.json").is_file():
-            raise RftlabError(f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}")
+            raise RftlabError(
+                f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}"
+            )
         return str(path)
     if name == SMOLLM2_NAME:
         target = cache_dir() / "models" / SMOLLM2_NAME
@@ -143,7 +147,9 @@ def resolve_model_path(name: str) -> str:
     return name  # a hub id
 
 
-def load_policy(name: str, *, dtype: str = "float32", device: str = "auto", use_chat_template: bool = True) -> Policy:
+def load_policy(
+    name: str, *, dtype: str = "float32", device: str = "auto", use_chat_template: bool = True
+) -> Policy:
     """Load a built-in, a local directory or a hub model as a Policy (train mode off; caller decides)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -165,7 +171,9 @@ def load_policy(name: str, *, dtype: str = "float32", device: str = "auto", use_
     target = resolve_device(device)
     model.to(target)
     model.eval()
-    return Policy(name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template)
+    return Policy(
+        name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template
+    )
 
 
 def response_logp(

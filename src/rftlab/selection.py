@@ -65,7 +65,9 @@ class DifficultySettings:
 def model_fingerprint(policy: Policy) -> str:
     """Cheap identity of the weights: a hash of a few parameter values (changes if the model does)."""
     digest = hashlib.sha256()
-    for name, param in list(policy.model.named_parameters())[:: max(1, len(list(policy.model.parameters())) // 8)]:
+    for name, param in list(policy.model.named_parameters())[
+        :: max(1, len(list(policy.model.parameters())) // 8)
+    ]:
         digest.update(name.encode())
         digest.update(param.detach().flatten()[:256].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -97,6 +99,7 @@ def estimate_difficulty(
             max_new_tokens=settings.max_new_tokens,
             seed=settings.seed,
             batch_size=batch_size,
+            progress=f"base Pass@1 of {len(missing)} candidates",
         )
         cached.update({p.id: c / result.n for p, c in zip(missing, result.correct, strict=True)})
         file.parent.mkdir(parents=True, exist_ok=True)

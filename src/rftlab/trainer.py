@@ -38,7 +38,13 @@ from rftlab.policy import Policy, load_policy, response_logp
 from rftlab.rewards import score
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
-from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, model_fingerprint, select_by_difficulty
+from rftlab.selection import (
+    DifficultySettings,
+    candidate_pool,
+    estimate_difficulty,
+    model_fingerprint,
+    select_by_difficulty,
+)
 from rftlab.tasks import load_problems
 from rftlab.tasks.problem import Problem
 
@@ -65,7 +71,9 @@ def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
         raise RftlabError(f"data.dataset={cfg.data.dataset!r} gave an empty train or test split")
     held_out: set[str] = set(cfg.data.train_example_ids)
     if cfg.data.train_split == cfg.data.test_split:
-        held_out |= {p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)}
+        held_out |= {
+            p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+        }
     test_set = [p for p in test_split if p.id not in held_out][: cfg.data.test_size]
     if not test_set:
         raise RftlabError(
@@ -83,7 +91,9 @@ def choose_training_examples(
         by_id = {p.id: p for p in train_split}
         missing = [i for i in cfg.data.train_example_ids if i not in by_id]
         if missing:
-            raise RftlabError(f"data.train_example_ids: no example with id {missing[0]!r} in {cfg.data.dataset}")
+            raise RftlabError(
+                f"data.train_example_ids: no example with id {missing[0]!r} in {cfg.data.dataset}"
+            )
         return [by_id[i] for i in cfg.data.train_example_ids], {}
     pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
     if cfg.data.difficulty == "any":
@@ -139,8 +149,12 @@ def policy_update(
         with torch.no_grad():
             ref_policy = Policy(policy.name, reference, policy.tokenizer, device)
             ref_logp = torch.cat(
-                [response_logp(ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature)[0]
-                 for c in chunks]
+                [
+                    response_logp(
+                        ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature
+                    )[0]
+                    for c in chunks
+                ]
             )
 
     old_logp = torch.zeros_like(mask, dtype=torch.float32)
@@ -154,12 +168,20 @@ def policy_update(
         for c in chunks:
             # forward: (n, T) log-probs of the sampled tokens under the current weights
             logp, entropy = response_logp(
-                policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature, with_entropy=update == 0
+                policy,
+                *(a[c] for a in args),
+                mask[c],
+                temperature=cfg.rollout.temperature,
+                with_entropy=update == 0,
             )
             if update == 0:
                 old_logp[c] = logp.detach()  # theta_old = the rollout policy, which is these weights
             # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
-            share = (mask[c].sum() / total_tokens) if obj.aggregation == "token_mean" else (c.stop - c.start) / n_seq
+            share = (
+                (mask[c].sum() / total_tokens)
+                if obj.aggregation == "token_mean"
+                else (c.stop - c.start) / n_seq
+            )
             loss, m = objectives.clipped_policy_loss(
                 logp, old_logp[c], adv[c], mask[c],
                 clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
@@ -176,7 +198,10 @@ def policy_update(
             sums["loss/policy"] += loss.item() * w
             sums["clip/frac"] += float(m["clip/frac"]) * w
             sums["clip/frac_dual"] += float(m["clip/frac_dual"]) * w
-            ratio_max, ratio_min = max(ratio_max, float(m["ratio/max"])), min(ratio_min, float(m["ratio/min"]))
+            ratio_max, ratio_min = (
+                max(ratio_max, float(m["ratio/max"])),
+                min(ratio_min, float(m["ratio/min"])),
+            )
             if entropy is not None:
                 sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -190,7 +215,9 @@ def policy_update(
             metrics["grad_norm"] = float(grad_norm)
         metrics["train/stepped"] = float(stepped)
         if update == obj.updates_per_batch - 1:  # clipping only binds after the first update
-            metrics.update({"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min})
+            metrics.update(
+                {"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min}
+            )
     optimizer.zero_grad(set_to_none=True)
     policy.model.eval()
     return metrics
@@ -208,10 +235,14 @@ def evaluate_round(
                   top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
                   batch_size=cfg.eval.batch_size)  # fmt: skip
     on_train: EvalResult = evaluate(policy, train_examples, samples=cfg.eval.train_samples, greedy=False,
-                                    seed=derive_seed(cfg.seed, round_, "eval/train"), **common)  # fmt: skip
+                                    seed=derive_seed(cfg.seed, round_, "eval/train"),
+                                    progress=f"eval train (round {round_})" if cfg.run.progress else None,
+                                    **common)  # fmt: skip
     greedy = cfg.eval.test_mode == "greedy"
     on_test: EvalResult = evaluate(policy, test_set, samples=cfg.eval.test_samples, greedy=greedy,
-                                   seed=derive_seed(cfg.seed, round_, "eval/test"), **common)  # fmt: skip
+                                   seed=derive_seed(cfg.seed, round_, "eval/test"),
+                                   progress=f"eval test (round {round_})" if cfg.run.progress else None,
+                                   **common)  # fmt: skip
     row = {
         "train/pass_at_1": on_train.pass_at_1,
         "train/pass_at_1_low": on_train.interval[0],
@@ -264,7 +295,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     else:
         if resume:
             run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
-        train_examples, base_estimates = choose_training_examples(cfg, policy, train_split, style, answer_format)
+        train_examples, base_estimates = choose_training_examples(
+            cfg, policy, train_split, style, answer_format
+        )
         state = {
             "round": 0,
             "train_example_ids": [p.id for p in train_examples],
@@ -311,7 +344,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         # ---- advantage: per rollout, from its group (and the running baseline for running_mean)
         adv = advantage_fn(rewards, baseline=state["baseline"][pick], eps=cfg.objective.adv_eps)  # (B, G)
         new_baseline, new_count = objectives.update_running_baseline(
-            state["baseline"][pick], state["baseline_count"][pick], rewards, cfg.objective.baseline_step)
+            state["baseline"][pick], state["baseline_count"][pick], rewards, cfg.objective.baseline_step
+        )
         state["baseline"][pick], state["baseline_count"][pick] = new_baseline, new_count
 
         # ---- loss and optimizer step(s)

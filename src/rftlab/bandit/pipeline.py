@@ -13,6 +13,7 @@ a verdict says what the model shows under these settings, nothing more.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -90,10 +91,12 @@ def run_pipeline(
     `scale` overrides the sizes chosen by `quick` (tests use a tiny one).
     """
     from rftlab.bandit.report import write_report
+    from rftlab.report.html import BANDIT_MANIFEST
 
     sc = scale or Scale.of(quick)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / BANDIT_MANIFEST).unlink(missing_ok=True)  # written again once this run has finished
     findings: list[dict] = []
     curves: dict[str, dict] = {}
     base = SimConfig(rounds=sc.rounds)
@@ -300,5 +303,18 @@ def run_pipeline(
     curves["instances"] = inst
     curves["ode"] = mean_field_trajectory(karm.p0, karm.arms, base.optim.lr, sc.rounds)
 
-    write_report(out, findings, curves, scale=sc.__dict__)
+    write_report(out, findings, curves, scale=sc.__dict__, seed=seed)
     return findings
+
+
+def ensure_pipeline(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> bool:
+    """Run the pipeline into `out` unless a finished one of the same scale and seed is there; True if it ran."""
+    from rftlab.report.html import BANDIT_MANIFEST
+
+    manifest = Path(out) / BANDIT_MANIFEST
+    if manifest.is_file():
+        done = json.loads(manifest.read_text())
+        if done.get("scale") == Scale.of(quick).__dict__ and done.get("seed") == seed:
+            return False
+    run_pipeline(Path(out), quick=quick, seed=seed, progress=progress)
+    return True

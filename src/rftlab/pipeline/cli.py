@@ -13,6 +13,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         args.spec, args.out, seeds=args.seeds, executor=args.executor, workers=args.workers, quick=args.quick,
         layers=args.layers, keep_checkpoints=args.keep_checkpoints, dry_run=args.dry_run,
         ray_address=args.ray_address, report=not args.no_report,
+        bandit="quick" if args.bandit_quick else "full" if args.bandit else None,
     )  # fmt: skip
     if args.dry_run:
         return 0
@@ -26,7 +27,7 @@ def _pipeline(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from rftlab.report.html import build_report
 
-    path = build_report(args.dir, n_boot=args.bootstrap)
+    path = build_report(args.dir, n_boot=args.bootstrap, bandit=args.bandit)
     print(f"report: {path}  findings: {path.parent / 'findings.json'}")
     return 0
 
@@ -70,6 +71,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and a time estimate")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    p.add_argument("--bandit", action="store_true",
+                   help="after the sweep, run the bandit counterparts of the layers into DIR/bandit (skipped if "
+                        "a finished one is there); the report shows them next to the LLM layers")  # fmt: skip
+    p.add_argument("--bandit-quick", action="store_true",
+                   help="like --bandit, at the bandit pipeline's quick scale (~20 s)")  # fmt: skip
     p.set_defaults(func=_pipeline)
 
     r = subparsers.add_parser("report", help="rebuild a pipeline's report.html and findings.json",
@@ -79,6 +85,9 @@ def add_parser(subparsers) -> None:
     r.add_argument(
         "--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})"
     )
+    r.add_argument("--bandit", metavar="BANDIT_DIR",
+                   help="a finished `rftlab bandit pipeline` directory whose figures and findings go next to the "
+                        "LLM layers (default: DIR/bandit if it is there)")  # fmt: skip
     r.set_defaults(func=_report)
 
     c = subparsers.add_parser("compare", help="compare run directories: a table and a figure",

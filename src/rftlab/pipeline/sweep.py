@@ -4,6 +4,9 @@
                            directory and status (done / failed / skipped: <why>)
     <out>/runs/<run>/      run directories (identical configurations share one)
     <out>/report.html, <out>/findings.json, <out>/analysis.json, <out>/figures/*.png
+    <out>/bandit/          with bandit="quick" or "full": the bandit counterparts (rftlab.bandit.pipeline),
+                           run after the sweep unless a finished one of that scale is there; the report
+                           shows them next to the LLM layers
 
 Running the same command again skips finished runs and resumes unfinished ones from their
 checkpoints, so a killed sweep finishes without redoing work and gives the same report.
@@ -134,8 +137,14 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
                  workers: int | None = None, quick: bool = False, layers: list[str] | None = None,
                  keep_checkpoints: bool = False, dry_run: bool = False, progress: bool = True,
                  ray_address: str | None = None, train_fn=None, report: bool = True,
-                 check_models: bool = True) -> dict:  # fmt: skip
-    """Plan, run and report a pipeline; returns {"runs": n, "done": .., "failed": .., "skipped": ..}."""
+                 check_models: bool = True, bandit: str | None = None) -> dict:  # fmt: skip
+    """Plan, run and report a pipeline; returns {"runs": n, "done": .., "failed": .., "skipped": ..}.
+
+    `bandit` ("quick" or "full"): also run the bandit counterparts into `<out>/bandit` (skipped when a
+    finished one of that scale is there) for the report to show next to the LLM layers.
+    """
+    if bandit not in (None, "quick", "full"):
+        raise RftlabError(f"bandit must be 'quick' or 'full', not {bandit!r}")
     spec = load_spec(source, validate=False)
     runs = plan(spec, quick=quick, seeds=seeds, layers=layers)  # validates every config first
     plan(spec, quick=not quick, seeds=1, layers=layers)  # and the other mode's, so a typo fails early
@@ -171,6 +180,8 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
             print(f"  skipping model {model} ({device}): {reason}", file=sys.stderr)
     options = {"quick": quick, "seeds": seeds or (spec.quick_seeds if quick else spec.seeds), "layers": layers,
                "executor": executor, "workers": n_workers}  # fmt: skip
+    if bandit:
+        print(f"  then the bandit counterparts ({bandit}) -> {out / 'bandit'}", file=sys.stderr)
     if dry_run:
         for t in tasks:
             print(
@@ -190,10 +201,15 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
     failed = [r for r in results if r.status in ("failed", "busy")]
     for r in failed:
         print(f"  run {r.name} {r.status}: {r.error}", file=sys.stderr)
+    if bandit:
+        from rftlab.bandit.pipeline import ensure_pipeline
+
+        if not ensure_pipeline(out / "bandit", quick=bandit == "quick", progress=progress):
+            print(f"  bandit counterparts: finished before in {out / 'bandit'}", file=sys.stderr)
     if report:
         from rftlab.report.html import build_report
 
-        build_report(out)
+        build_report(out, bandit=out / "bandit" if bandit else None)
     return {"runs": unique, "done": sum(r.status in ("done", "skipped") for r in results), "failed": len(failed),
             "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
             "results": [asdict(r) for r in results]}  # fmt: skip

@@ -16,7 +16,10 @@ def plot_run(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
     train_rows = [r for r in rows if r.get("split") == "train_round"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     rounds = [r["round"] for r in evals]
-    for key, label, color in [("train", "train example Pass@1", "tab:blue"), ("test", "test Pass@1", "tab:orange")]:
+    for key, label, color in [
+        ("train", "train example Pass@1", "tab:blue"),
+        ("test", "test Pass@1", "tab:orange"),
+    ]:
         ax.plot(rounds, [r[f"{key}/pass_at_1"] for r in evals], marker="o", ms=3, color=color, label=label)
         ax.fill_between(rounds, [r[f"{key}/pass_at_1_low"] for r in evals],
                         [r[f"{key}/pass_at_1_high"] for r in evals], color=color, alpha=0.15)  # fmt: skip

@@ -1,12 +1,20 @@
 """The pipeline report: one self-contained HTML file (figures inline as base64 PNG) and findings.json.
 
     <out>/report.html     findings table, then per layer: figure, metrics table, paired differences
-    <out>/findings.json   a list of {finding, layer, variant, verdict, rule, ours, numbers: [...]}
+    <out>/findings.json   a list of {finding, layer, variant, verdict, rule, ours, numbers: [...],
+                          source: "llm"}, then the bandit counterparts' {finding, layer, verdict,
+                          numbers: {...}, source: "bandit", llm_layer}
     <out>/analysis.json   every number in the report
     <out>/figures/*.png   the figures, also as files
 
 The verdicts are computed from the data by the rules in `rftlab.pipeline.findings`; nothing in
 the report is hand-written except the paper's findings themselves (from the spec).
+
+Bandit counterparts: with a finished `rftlab bandit pipeline` directory (`--bandit DIR`, or
+`<out>/bandit/` when it is there) every LLM layer that has a counterpart (`BANDIT_COUNTERPARTS`)
+gets a block with the bandit's figure and findings, drawn and tabled by the same helpers; bandit
+layers with no LLM layer in the report get their own section. `bandit_page` renders the bandit
+pipeline's own report.html with the same blocks.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import math
 import os
 from pathlib import Path
 
+from rftlab.errors import RftlabError
 from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, summarize
@@ -35,7 +44,18 @@ th { background: #f4f4f4; text-align: left; } td.num { text-align: right; white-
 .note { color: #555; font-size: 0.9em; } .problem { color: #a33; }
 code { background: #f4f4f4; padding: 0 .2em; } img { max-width: 100%; border: 1px solid #eee; }
 details { margin: .5em 0; }
+.bandit { border-left: 4px solid #8ab4d8; padding: .1em 0 .1em 1em; margin: 1.5em 0; }
+.bandit h3 { margin-top: .3em; }
 """
+
+BANDIT_MANIFEST = "bandit.json"  # written last by rftlab.bandit.report: a finished bandit pipeline
+# bandit layer id (the "layer" of rftlab.bandit.pipeline's findings) -> word in the LLM layer's name
+BANDIT_COUNTERPARTS = {"L0": "minimalist", "L1": "advantage", "L2": "rollouts", "L3": "reward",
+                       "L4": "difficulty"}  # fmt: skip
+BANDIT_TITLES = {"L0": "minimalist", "L1": "advantage function", "L2": "rollouts per round",
+                 "L3": "reward design", "L4": "difficulty (p0)",
+                 "next": "number of training instances (no LLM layer; cf. the batch layers)"}  # fmt: skip
+BANDIT_NUMBERS_HEAD = "what the bandit says (paired seeds; triples are mean [99% interval] of a difference)"
 
 
 def _e(text) -> str:
@@ -66,12 +86,17 @@ def _png_tag(path: Path, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _findings_table(items: list[dict]) -> str:
+def _findings_table(
+    items: list[dict], numbers_head: str = "what our data say (95% bootstrap intervals over seeds)"
+) -> str:
     if not items:
         return "<p>No claims in this spec.</p>"
     rows = []
     for f in items:
-        numbers = "<br>".join(_e(n["text"]) + f" → <b>{_e(n['verdict'])}</b>" for n in f["numbers"])
+        numbers = "<br>".join(
+            _e(n["text"]) + (f" → <b>{_e(n['verdict'])}</b>" if n.get("verdict") else "")
+            for n in f["numbers"]
+        )
         rows.append(
             f"<tr><td>{_e(f['layer'])}</td><td>{_e(f['finding'])}"
             + (f'<br><span class="note">{_e(f["says"])}</span>' if f.get("says") else "")
@@ -80,7 +105,7 @@ def _findings_table(items: list[dict]) -> str:
             f'<td class="note">{_e(f["rule"])}</td></tr>'
         )
     return ("<table><tr><th>layer</th><th>finding of the paper</th><th>variant</th>"
-            "<th>what our data say (95% bootstrap intervals over seeds)</th><th>verdict</th><th>rule</th></tr>"
+            f"<th>{_e(numbers_head)}</th><th>verdict</th><th>rule</th></tr>"
             + "".join(rows) + "</table>")  # fmt: skip
 
 
@@ -124,10 +149,115 @@ def _variants_list(layer: dict) -> str:
     return "<ul>" + "".join(items) + "</ul>"
 
 
-def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
-    """Write report.html, findings.json, analysis.json and figures/ for a pipeline directory."""
+def load_bandit(path: str | Path) -> dict:
+    """A finished bandit pipeline directory: {dir, scale, seed, figures: [{layer, caption, file}], findings}."""
+    path = Path(path)
+    if not (path / BANDIT_MANIFEST).is_file() or not (path / "findings.json").is_file():
+        raise RftlabError(f"{path} is not a finished bandit pipeline directory (no {BANDIT_MANIFEST}); run "
+                          f"`rftlab bandit pipeline --out {path}` first")  # fmt: skip
+    manifest = json.loads((path / BANDIT_MANIFEST).read_text())
+    return {"dir": path, **manifest, "findings": json.loads((path / "findings.json").read_text())}
+
+
+def bandit_counterpart(layer_name: str) -> str | None:
+    """The bandit layer id whose counterpart an LLM layer is (by `BANDIT_COUNTERPARTS`), or None."""
+    low = layer_name.lower()
+    return next((b for b, word in BANDIT_COUNTERPARTS.items() if word in low), None)
+
+
+def _split_rule(text: str) -> tuple[str, str]:
+    """A bandit finding's text "claim (...; rule: ...)" -> (claim, the parenthesis with the rule)."""
+    i = text.find("rule:")
+    j = text.rfind("(", 0, i) if i >= 0 else -1
+    if j < 0:
+        return text, ""
+    return text[:j].rstrip(), text[j + 1 :].strip().removesuffix(")")
+
+
+def _bandit_value(v) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_bandit_value(x)}" for k, x in v.items())
+    if isinstance(v, list):
+        if len(v) in (2, 3) and all(isinstance(x, int | float) for x in v):
+            lo, hi = (_fmt(x, signed=len(v) == 3) for x in v[-2:])
+            return (f"{_fmt(v[0], signed=True)} " if len(v) == 3 else "") + f"[{lo}, {hi}]"
+        return "; ".join(_bandit_value(x) for x in v)
+    if isinstance(v, float) and v != 0 and abs(v) < 0.01:
+        return f"{v:.2g}"
+    return _fmt(v) if isinstance(v, float) else str(v)
+
+
+def _bandit_row(f: dict) -> dict:
+    """A bandit finding in the shape `_findings_table` draws."""
+    finding, rule = _split_rule(f["finding"])
+    numbers = [
+        {"text": f"{k}: {_bandit_value(x)}"}
+        for k, v in f["numbers"].items()
+        for x in (v if isinstance(v, list) and v and isinstance(v[0], dict) else [v])  # a row per dict
+    ]
+    return {"layer": f["layer"], "finding": finding, "variant": "bandit", "numbers": numbers,
+            "verdict": f["verdict"], "rule": rule}  # fmt: skip
+
+
+def _bandit_layers(bandit: dict) -> list[str]:
+    seen = [x["layer"] for x in bandit["figures"]] + [f["layer"] for f in bandit["findings"]]
+    return list(dict.fromkeys(seen))
+
+
+def _bandit_block(bandit: dict, layer_id: str, heading: str = "Bandit counterpart") -> str:
+    """Figure(s) and findings of one bandit layer, in the report's look."""
+    figs = [x for x in bandit["figures"] if x["layer"] == layer_id]
+    items = [_bandit_row(f) for f in bandit["findings"] if f["layer"] == layer_id]
+    images = "".join(
+        f'<p class="note">{_e(x["caption"])}</p>' + _png_tag(Path(bandit["dir"]) / x["file"], x["caption"])
+        for x in figs
+    )
+    return (f'<div class="bandit" id="bandit-{_safe(layer_id)}"><h3>{_e(heading)}: '
+            f"{_e(BANDIT_TITLES.get(layer_id, layer_id))} <small>[bandit {_e(layer_id)}]</small></h3>"
+            + images + _findings_table(items, BANDIT_NUMBERS_HEAD) + "</div>")  # fmt: skip
+
+
+def _bandit_intro(bandit: dict, where: str) -> str:
+    counts = ", ".join(
+        f"{sum(f['verdict'] == k for f in bandit['findings'])} {k}"
+        for k in ("agrees", "disagrees", "inconclusive")
+    )
+    return (f'<p class="note">Bandit counterparts ({_e(where)}; scale {_e(json.dumps(bandit.get("scale") or {}))}, '
+            f"seed {_e(bandit.get('seed'))}): simulated with rftlab.bandit, paired seeds, 99% paired normal "
+            f"intervals; verdicts follow the fixed rule stated with each finding and describe the bandit model, "
+            f"not the LLM runs. Findings: {counts}.</p>")  # fmt: skip
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{STYLE}</style></head><body>{body}</body></html>")  # fmt: skip
+
+
+def bandit_page(bandit: dict) -> str:
+    """The bandit pipeline's own report.html: its findings table, then one block per layer."""
+    body = (
+        "<h1>Bandit counterparts of the paper's layers</h1>"
+        + _bandit_intro(bandit, "rftlab bandit pipeline")
+        + _findings_table([_bandit_row(f) for f in bandit["findings"]], BANDIT_NUMBERS_HEAD)
+        + "".join(_bandit_block(bandit, b, "Layer") for b in _bandit_layers(bandit))
+    )
+    return _page("rftlab bandit report", body)
+
+
+def build_report(
+    out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: str | Path | None = None
+) -> Path:
+    """Write report.html, findings.json, analysis.json and figures/ for a pipeline directory.
+
+    `bandit`: a finished bandit pipeline directory whose counterparts go next to the LLM layers;
+    None takes `<out>/bandit` when it holds one.
+    """
     out = Path(out)
     result, curves = summarize(out, n_boot=n_boot)
+    if bandit is None and (out / "bandit" / BANDIT_MANIFEST).is_file():
+        bandit = out / "bandit"
+    bandit_data = load_bandit(bandit) if bandit is not None else None
+    shown: dict[str, str] = {}  # bandit layer id -> the LLM layer it is shown under
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -151,6 +281,20 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
             + _paired_table(layer)
             + "<h3>Findings</h3>" + _findings_table(layer["findings"])
         )  # fmt: skip
+        counterpart = bandit_counterpart(layer["name"])
+        if bandit_data and counterpart in _bandit_layers(bandit_data):
+            shown.setdefault(counterpart, layer["name"])
+            sections.append(_bandit_block(bandit_data, counterpart))
+    bandit_json, where = [], ""
+    if bandit_data:
+        rest = [b for b in _bandit_layers(bandit_data) if b not in shown]
+        if rest:
+            sections.append('<h2 id="bandit-only">Bandit counterparts without an LLM layer here</h2>'
+                            + "".join(_bandit_block(bandit_data, b, "Bandit") for b in rest))  # fmt: skip
+        bandit_json = [
+            {**f, "source": "bandit", "llm_layer": shown.get(f["layer"])} for f in bandit_data["findings"]
+        ]
+        where = os.path.relpath(bandit_data["dir"], out)
     problems = result["problems"]
     problem_lines = sorted({f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}"
                             for p in problems})  # fmt: skip
@@ -169,15 +313,19 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP) -> Path:
         + ("<p class=\"problem\"><b>Runs missing from this report:</b><br>" + "<br>".join(map(_e, problem_lines))
            + "</p>" if problem_lines else "")
         + "<p>Layers: " + " · ".join(f'<a href="#{_safe(x["name"])}">{_e(x["name"])}</a>' for x in result["layers"])
-        + "</p><h2>Findings of the paper vs our data</h2>" + _findings_table(result["findings"])
+        + "</p>" + (_bandit_intro(bandit_data, where) if bandit_data else "")
+        + "<h2>Findings of the paper vs our data</h2>" + _findings_table(result["findings"])
     )  # fmt: skip
     glossary = "<h2>Metrics</h2><table>" + "".join(
         f"<tr><td><code>{_e(k)}</code></td><td>{_e(v)}</td></tr>" for k, v in METRIC_HELP.items()
     ) + "</table><p class=\"note\">" + _e(analysis.__doc__.strip().split("\n\n")[1]) + "</p>"  # fmt: skip
-    page = (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>rftlab report: {_e(result['name'])}</title>"
-            f"<style>{STYLE}</style></head><body>{header}{''.join(sections)}{glossary}</body></html>")  # fmt: skip
+    page = _page(f"rftlab report: {result['name']}", header + "".join(sections) + glossary)
+    if bandit_data:
+        result["bandit"] = {"dir": where, "scale": bandit_data.get("scale"), "seed": bandit_data.get("seed"),
+                            "findings": bandit_json}  # fmt: skip
     _write(out / "analysis.json", json.dumps(result, indent=1) + "\n")
-    _write(out / "findings.json", json.dumps(result["findings"], indent=1) + "\n")
+    llm_json = [{**f, "source": "llm"} for f in result["findings"]]
+    _write(out / "findings.json", json.dumps(llm_json + bandit_json, indent=1) + "\n")
     _write(out / "report.html", page)
     return out / "report.html"
 

@@ -1,4 +1,8 @@
-"""Figures of sweeps: per layer, Pass@1 vs round and vs rollouts (mean with band, thin per-seed lines)."""
+"""Figures of sweeps: per layer, Pass@1 vs round and vs rollouts (mean with band, thin per-seed lines).
+
+`style_axes` and `save_figure` give every report figure one look; the bandit counterparts'
+figures (rftlab.bandit.report) use them too, so both sit side by side in the pipeline report.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,30 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rftlab.pipeline.analysis import RunCurve, mean_curve  # noqa: E402
 
 COLORS = plt.get_cmap("tab10").colors
+
+
+def style_axes(ax, xlabel: str = "", ylabel: str = "", *, title: str = "", unit_y: bool = True,
+               legend: bool = False) -> None:  # fmt: skip
+    """The look shared by every report figure (LLM sweeps and bandit counterparts): labels, grid, y in [0, 1]."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if unit_y:
+        ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (PNG, 100 dpi) and close a report figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title: str = "") -> Path:
@@ -34,10 +62,7 @@ def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title
             xs, mean, low, high = mean_curve(curves, x=x, y=y)
             ax.plot(xs, mean, color=color, lw=2, marker="o", ms=2.5, label=f"{name} (n={len(curves)})")
             ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
+        style_axes(ax, xlabel, ylabel)
         if x == "rollouts" and any(len(cs) for cs in groups.values()):
             top = max((c.rollouts[-1] for cs in groups.values() for c in cs), default=1)
             if top > 50 * max(1, min((c.rollouts[-1] for cs in groups.values() for c in cs if c.rollouts[-1] > 0),
@@ -51,12 +76,7 @@ def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title
     fig.suptitle(
         title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_compare(curves: Sequence[RunCurve], labels: Sequence[str], path: str | Path) -> Path:
@@ -68,14 +88,6 @@ def plot_compare(curves: Sequence[RunCurve], labels: Sequence[str], path: str | 
             ax.plot(
                 getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label
             )
-        ax.set_xlabel("round" if x == "rounds" else "rollouts consumed")
-        ax.set_ylabel(f"{y} Pass@1")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
+        style_axes(ax, "round" if x == "rounds" else "rollouts consumed", f"{y} Pass@1")
     axes[0, 0].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

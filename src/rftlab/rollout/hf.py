@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from rftlab.policy import Policy
 
@@ -59,8 +60,12 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
     batch_size: int | None = None,
+    progress: str | None = None,
 ) -> RolloutBatch:
-    """Sample `samples_per_prompt` responses for each prompt (or one greedy response each)."""
+    """Sample `samples_per_prompt` responses for each prompt (or one greedy response each).
+
+    `progress`: a label for a progress bar over generation batches (shown when there are several).
+    """
     tokenizer, model = policy.tokenizer, policy.model
     rows = [p for p in prompts for _ in range(samples_per_prompt)]
     index = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
@@ -69,8 +74,12 @@ def generate(
     model.eval()
     torch.manual_seed(seed)
     parts = []
-    for start in range(0, len(rows), chunk):
-        enc = tokenizer(rows[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+    starts = range(0, len(rows), chunk)
+    bar = tqdm(starts, desc=progress, unit="batch", leave=False, disable=progress is None or len(starts) < 2)
+    for start in bar:
+        enc = tokenizer(
+            rows[start : start + chunk], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         enc = {k: v.to(policy.device) for k, v in enc.items()}
         sampling = (
             {"do_sample": False}
@@ -93,8 +102,9 @@ def generate(
     response_ids = _pad_right([p[2] for p in parts], tokenizer.pad_token_id)
     response_mask, truncated = _response_mask(response_ids, policy.eos_token_ids)
     response_ids = torch.where(response_mask.bool(), response_ids, tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(response_ids.masked_fill(~response_mask.bool(), tokenizer.pad_token_id),
-                                   skip_special_tokens=True)
+    texts = tokenizer.batch_decode(
+        response_ids.masked_fill(~response_mask.bool(), tokenizer.pad_token_id), skip_special_tokens=True
+    )
     return RolloutBatch(prompt_ids, prompt_mask, response_ids, response_mask, texts, index, truncated)
 
 

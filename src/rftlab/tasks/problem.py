@@ -7,7 +7,7 @@ from typing import Any
 
 # The paper's prompts (companion code, see shared/paper/NOTES.md): one user turn, question + suffix.
 PROMPT_SUFFIXES: dict[str, str] = {
-    "gsm8k": "Let's think step by step and output the final answer after \"####\".",
+    "gsm8k": 'Let\'s think step by step and output the final answer after "####".',
     "math": "Let's think step by step and output the final answer within \\boxed{}.",
     "none": "",
 }
