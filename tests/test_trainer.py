@@ -108,7 +108,7 @@ def test_existing_run_directory_needs_resume_and_same_config(tmp_path):
     with pytest.raises(RftlabError, match="--resume"):
         trainer.train(cfg, tmp_path / "r")
     other = load_config("tiny", FAST + ["train.rounds=1", "optim.lr=0.5"])
-    with pytest.raises(RftlabError, match="optim.lr was 3e-05, now 0.5"):
+    with pytest.raises(RftlabError, match=f"optim.lr was {cfg.optim.lr!r}, now 0.5"):
         trainer.train(other, tmp_path / "r", resume=True)
 
 
