@@ -368,34 +368,46 @@ def _check_cross_fields(cfg: Config) -> None:
 # ----------------------------------------------------------------------------- loading
 
 
+def builtin_names(folder: str) -> list[str]:
+    """Names of the YAML files shipped in the package folder `folder` (configs, pipelines)."""
+    files = resources.files("rftlab") / folder
+    return sorted(p.name[: -len(".yaml")] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
 def builtin_config_names() -> list[str]:
-    folder = resources.files("rftlab") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_names("configs")
 
 
-def _read_source(source: str | None) -> dict[str, Any]:
-    if source is None:
-        return {}
+def read_yaml_source(source: str, *, folder: str, kind: str) -> tuple[dict[str, Any], str]:
+    """(mapping, directory of the file) for a YAML path or the name of a built-in in package `folder`.
+
+    `kind` names the thing in error messages ("config", "pipeline"). One reader for configs and
+    pipeline specs, so both accept the same sources and fail with the same one-line errors.
+    """
     path = Path(source)
     if source.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
-            raise ConfigError(f"config file not found: {source}")
-        text = path.read_text()
+            raise ConfigError(f"{kind} file not found: {source}")
+        text, directory = path.read_text(), str(path.resolve().parent)
     else:
-        builtin = resources.files("rftlab") / "configs" / f"{source}.yaml"
+        builtin = resources.files("rftlab") / folder / f"{source}.yaml"
         if not builtin.is_file():
             raise ConfigError(
-                f"config {source!r} is neither a YAML file nor a built-in config; built-ins: "
-                f"{', '.join(builtin_config_names())}"
+                f"{kind} {source!r} is neither a YAML file nor a built-in {kind}; built-ins: "
+                f"{', '.join(builtin_names(folder))}"
             )
-        text = builtin.read_text()
+        text, directory = builtin.read_text(), str(Path(str(builtin)).parent)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config {source}: invalid YAML ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{kind} {source}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {source}: expected a mapping at the top level")
-    return data
+        raise ConfigError(f"{kind} {source}: expected a mapping at the top level")
+    return data, directory
+
+
+def _read_source(source: str | None) -> dict[str, Any]:
+    return {} if source is None else read_yaml_source(source, folder="configs", kind="config")[0]
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -38,13 +38,17 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from rftlab.config import Config, ConfigError, apply_overrides, config_from_dict
+from rftlab.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    builtin_names,
+    config_from_dict,
+    read_yaml_source,
+)
 
 SPEC_KEYS = ("name", "description", "base", "overrides", "seeds", "quick", "layers")
 QUICK_KEYS = ("seeds", "overrides")
@@ -110,32 +114,12 @@ class PlannedRun:
 
 
 def builtin_pipeline_names() -> list[str]:
-    folder = resources.files("rftlab") / "pipelines"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return builtin_names("pipelines")
 
 
 def read_spec_source(source: str) -> tuple[dict, str]:
     """(raw mapping, directory of the file) for a YAML path or a built-in pipeline name."""
-    path = Path(source)
-    if source.endswith((".yaml", ".yml")) or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"pipeline spec file not found: {source}")
-        text, folder = path.read_text(), str(path.resolve().parent)
-    else:
-        builtin = resources.files("rftlab") / "pipelines" / f"{source}.yaml"
-        if not builtin.is_file():
-            raise ConfigError(
-                f"pipeline {source!r} is neither a YAML file nor a built-in pipeline; built-ins: "
-                f"{', '.join(builtin_pipeline_names())}"
-            )
-        text, folder = builtin.read_text(), str(Path(str(builtin)).parent)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"pipeline {source}: invalid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"pipeline {source}: expected a mapping at the top level")
-    return data, folder
+    return read_yaml_source(source, folder="pipelines", kind="pipeline")
 
 
 def load_spec(source: str | dict, *, validate: bool = True) -> PipelineSpec:
@@ -252,15 +236,13 @@ def spec_from_dict(data: dict, *, source_dir: str = ".") -> PipelineSpec:
 
 
 def _base_dict(spec: PipelineSpec) -> dict:
-    from rftlab.config import _read_source  # the same reader load_config uses
-
     source = spec.base
     if source is None:
         return {}
     candidate = Path(spec.source_dir) / source
     if source.endswith((".yaml", ".yml")) and not Path(source).exists() and candidate.is_file():
         source = str(candidate)  # relative to the spec file
-    return _read_source(source)
+    return read_yaml_source(source, folder="configs", kind="config")[0]  # the reader load_config uses
 
 
 def variant_config(spec: PipelineSpec, layer: Layer, variant: Variant, seed: int, *, quick: bool = False,
