@@ -138,7 +138,10 @@ def _config(args: argparse.Namespace) -> int:
 def _build_tiny(args: argparse.Namespace) -> int:
     from rftlab.builtin import build_tiny
 
-    return build_tiny.main(args.rest) or 0
+    rest = list(args.rest)
+    while rest[:1] == ["--"]:
+        rest = rest[1:]
+    return build_tiny.main(rest) or 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_config)
 
     build = sub.add_parser("build-tiny", help="rebuild a built-in tiny model from scratch (pretraining)",
-                           description="Rebuild the built-in tiny model; arguments go to the build script "
-                                       "(try: rftlab build-tiny -- --help).", add_help=True)  # fmt: skip
+                           description="Rebuild a built-in tiny model (pretraining); every argument goes to "
+                                       "the build script (its options: rftlab build-tiny -- --help).", add_help=True)  # fmt: skip
     build.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the build script")
     build.set_defaults(func=_build_tiny)
 
@@ -195,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["build-tiny"] and argv[1:2] not in (["-h"], ["--help"]):
+        # the build script owns its options: `rftlab build-tiny --profile tiny` passes them through
+        argv = ["build-tiny", "--", *argv[1:]]
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
