@@ -90,7 +90,9 @@ def _eval(args: argparse.Namespace) -> int:
     per_problem = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    test = evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
+    if args.skip_test:
+        test_set = test_set[:0]
+    test = None if not test_set else evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
                     samples=cfg.eval.test_samples, greedy=cfg.eval.test_mode == "greedy",
                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                     max_new_tokens=cfg.rollout.max_new_tokens, seed=derive_seed(cfg.seed, 0, "eval/test"),
@@ -102,10 +104,10 @@ def _eval(args: argparse.Namespace) -> int:
         "train": {"problems": len(rates), "samples_each": args.samples, "pass_at_1": statistics.fmean(rates),
                   "problems_with_any_correct": sum(r > 0 for r in rates),
                   "per_problem": per_problem, "seconds": round(train_seconds, 1)},
-        "test": {"problems": len(test_set), "mode": cfg.eval.test_mode, "pass_at_1": test.pass_at_1,
-                 "interval_95": test.interval, "format_rate": test.format_rate,
-                 "mean_response_tokens": test.mean_response_tokens,
-                 "seconds": round(time.perf_counter() - t0, 1)},
+        "test": None if test is None else {
+            "problems": len(test_set), "mode": cfg.eval.test_mode, "pass_at_1": test.pass_at_1,
+            "interval_95": test.interval, "format_rate": test.format_rate,
+            "mean_response_tokens": test.mean_response_tokens, "seconds": round(time.perf_counter() - t0, 1)},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     if args.out:
@@ -114,9 +116,11 @@ def _eval(args: argparse.Namespace) -> int:
     t, s = report["train"], report["test"]
     print(f"{cfg.model.name} on {cfg.data.dataset} ({answer_format}, {cfg.rollout.max_new_tokens} new tokens)\n"
           f"  train candidates: Pass@1 {t['pass_at_1']:.3f} over {t['problems']} problems x {args.samples} samples "
-          f"({t['problems_with_any_correct']} with any correct), {t['seconds']} s\n"
-          f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, {s['interval_95'][1]:.3f}] "
-          f"on {s['problems']} problems, answer-format rate {s['format_rate']:.2f}, {s['seconds']} s")  # fmt: skip
+          f"({t['problems_with_any_correct']} with any correct), {t['seconds']} s")  # fmt: skip
+    if s is not None:
+        print(f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, "
+              f"{s['interval_95'][1]:.3f}] on {s['problems']} problems, answer-format rate "
+              f"{s['format_rate']:.2f}, {s['seconds']} s")  # fmt: skip
     return 0
 
 
@@ -171,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-problems", type=int, default=50, help="training candidates to estimate (default 50)"
     )
     ev.add_argument("--samples", type=int, default=16, help="samples per training candidate (default 16)")
+    ev.add_argument("--skip-test", action="store_true", help="only the training candidates, not the test subset")
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)
 
