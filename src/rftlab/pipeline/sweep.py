@@ -29,7 +29,9 @@ PIPELINE_FILE = "pipeline.json"
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
 # estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
-COST = {"startup": 3.0, "round": 0.09, "rollout": 0.022, "eval_seq": 0.016, "model": {"smollm2-135m": 60.0}}
+# Checked against the full `paper` sweep (2026-11-26, 2 workers): 83.6 core-minutes estimated,
+# 83.9 measured; smollm2-135m's factor is from its L5 runs there (45 s measured per 4-round run).
+COST = {"startup": 3.0, "round": 0.09, "rollout": 0.022, "eval_seq": 0.016, "model": {"smollm2-135m": 13.0}}
 
 
 def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) -> str | None:

@@ -46,6 +46,7 @@ code { background: #f4f4f4; padding: 0 .2em; } img { max-width: 100%; border: 1p
 details { margin: .5em 0; }
 .bandit { border-left: 4px solid #8ab4d8; padding: .1em 0 .1em 1em; margin: 1.5em 0; }
 .bandit h3 { margin-top: .3em; }
+.scroll { overflow-x: auto; }  /* the metric tables are wider than the page on narrow screens */
 """
 
 BANDIT_MANIFEST = "bandit.json"  # written last by rftlab.bandit.report: a finished bandit pipeline
@@ -117,7 +118,7 @@ def _metrics_table(layer: dict) -> str:
         cells = "".join(_cell(v["metrics"].get(m)) for m in TABLE_METRICS)
         rows.append(f"<tr><td><b>{_e(v['name'])}</b>{ref}<br><small>{v['finished']}/{v['seeds']} seeds, "
                     f"{v['rounds'] if v['rounds'] is not None else '–'} rounds</small></td>{cells}</tr>")  # fmt: skip
-    return f"<table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table>"
+    return f"<div class=\"scroll\"><table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table></div>"
 
 
 def _paired_table(layer: dict) -> str:
@@ -131,7 +132,7 @@ def _paired_table(layer: dict) -> str:
         return ""
     head = "".join(f'<th title="{_e(METRIC_HELP[m])}">{_e(m)}</th>' for m in PAIRED_METRICS)
     return ("<p>Paired differences (variant − reference, same seeds), mean with 95% bootstrap interval:</p>"
-            f"<table><tr><th>comparison</th>{head}</tr>{''.join(rows)}</table>")  # fmt: skip
+            f"<div class=\"scroll\"><table><tr><th>comparison</th>{head}</tr>{''.join(rows)}</table></div>")  # fmt: skip
 
 
 def _variants_list(layer: dict) -> str:
