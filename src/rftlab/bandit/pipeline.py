@@ -163,7 +163,7 @@ def run_pipeline(
         _finding(
             "L1 GRPO advantage is less stable and no better than the raw reward (G = 4, same lr; rule: "
             "agrees if GRPO's total downward movement of train or test mass is larger (CI > 0) and its final "
-            "test mass is not better by DELTA; disagrees if it is better by DELTA or less unstable on both)",
+            f"test mass is not better by {DELTA}; disagrees if it is better by {DELTA} or less unstable on both)",
             "L1",
             "agrees"
             if less_stable and not_better
@@ -241,8 +241,8 @@ def run_pipeline(
             findings.append(
                 _finding(
                     f"L3 negative reward ({design}) makes training fail [{label}] (final train mass vs {{0,1}}; rule: "
-                    f"agrees if lower by more than DELTA, disagrees if the CI excludes that; inconclusive if {{0,1}} "
-                    f"itself gained less than DELTA)",
+                    f"agrees if lower by more than {DELTA}, disagrees if the CI excludes that; inconclusive if {{0,1}} "
+                    f"itself gained less than {DELTA})",
                     "L3",
                     verdict_direction(d[1], d[2], -1) if ref_gain >= DELTA else "inconclusive",
                     final_mass_binary=float(res["binary"].metrics["optimal_mass"][-1].mean()),
