@@ -195,8 +195,15 @@ def simulate(
     count = torch.zeros(n_seeds, dtype=torch.long)
 
     successes = torch.zeros(n_seeds)  # cumulative correct rollouts per seed
-    rounds, history = [0], {k: [v.clone()] for k, v in policy.metrics().items()}
-    history["successes"] = [successes.clone()]
+    rounds = [0] + [t for t in range(1, cfg.rounds + 1) if t % cfg.eval_every == 0 or t == cfg.rounds]
+    # Preallocated, not appended: small tensors kept alive between each round's large temporaries
+    # pin glibc's heap, and RSS then grew by ~20 MB per round (5.4 GB after 300 rounds of a
+    # 1000-arm correlated bandit, 200 seeds); one block per metric keeps it flat.
+    first = policy.metrics() | {"successes": successes}
+    history = {k: torch.empty((len(rounds), *v.shape), dtype=v.dtype) for k, v in first.items()}
+    for k, v in first.items():
+        history[k][0] = v
+    row = 0
     step = 0
     for t in tqdm(range(1, cfg.rounds + 1), disable=not progress, desc="bandit", unit="round", leave=False):
         # ---- roll out and verify
@@ -218,9 +225,9 @@ def simulate(
         # ---- evaluate
         if t % cfg.eval_every == 0 or t == cfg.rounds:
             metrics = policy.metrics() | {"successes": successes}
-            rounds.append(t)
+            row += 1
             for k, v in metrics.items():
-                history[k].append(v.clone())
+                history[k][row] = v
             if on_eval is not None:
                 on_eval(t, metrics)
-    return SimResult(rounds, {k: torch.stack(v).float() for k, v in history.items()}, cfg)
+    return SimResult(rounds, {k: v.float() for k, v in history.items()}, cfg)
