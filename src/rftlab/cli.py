@@ -65,34 +65,24 @@ def _eval(args: argparse.Namespace) -> int:
 
     from rftlab.evaluation import evaluate
     from rftlab.policy import load_policy
-    from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, model_fingerprint
-    from rftlab.trainer import derive_seed, load_task
+    from rftlab.selection import candidate_pool, estimate_difficulty
+    from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
 
     _, cfg = _load(args)
     started = time.perf_counter()
-    if cfg.run.threads:
-        import torch
-
-        torch.set_num_threads(cfg.run.threads)
+    use_threads(cfg)
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                          use_chat_template=cfg.model.use_chat_template)  # fmt: skip
     train_split, test_set = load_task(cfg)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
     pool = candidate_pool(train_split, args.train_problems, cfg.data.selection_seed)
-    settings = DifficultySettings(
-        model=cfg.model.name, model_fingerprint=model_fingerprint(policy), dataset=cfg.data.dataset,
-        split=cfg.data.train_split, prompt_style=style, answer_format=answer_format,
-        samples=args.samples, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-        max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.data.selection_seed,
-    )  # fmt: skip
+    settings = difficulty_settings(cfg, policy, style, answer_format, samples=args.samples)
     t0 = time.perf_counter()
     per_problem = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if args.skip_test:
-        test_set = test_set[:0]
-    test = None if not test_set else evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
+    test = None if args.skip_test else evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
                     samples=cfg.eval.test_samples, greedy=cfg.eval.test_mode == "greedy",
                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                     max_new_tokens=cfg.rollout.max_new_tokens, seed=derive_seed(cfg.seed, 0, "eval/test"),

@@ -98,21 +98,34 @@ def choose_training_examples(
     pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
     if cfg.data.difficulty == "any":
         return pool[: cfg.data.train_examples], {}
-    settings = DifficultySettings(
+    settings = difficulty_settings(cfg, policy, style, answer_format, samples=cfg.data.difficulty_samples)
+    base = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
+    return select_by_difficulty(pool, base, cfg.data.difficulty, cfg.data.train_examples), base
+
+
+def difficulty_settings(
+    cfg: Config, policy: Policy, style: str | None, answer_format: str, *, samples: int
+) -> DifficultySettings:
+    """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config."""
+    return DifficultySettings(
         model=cfg.model.name,
         model_fingerprint=model_fingerprint(policy),
         dataset=cfg.data.dataset,
         split=cfg.data.train_split,
         prompt_style=style,
         answer_format=answer_format,
-        samples=cfg.data.difficulty_samples,
+        samples=samples,
         temperature=cfg.rollout.temperature,
         top_p=cfg.rollout.top_p,
         max_new_tokens=cfg.rollout.max_new_tokens,
         seed=cfg.data.selection_seed,
     )
-    base = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
-    return select_by_difficulty(pool, base, cfg.data.difficulty, cfg.data.train_examples), base
+
+
+def use_threads(cfg: Config) -> None:
+    """Apply run.threads (0 leaves torch's default): oversubscribed OpenMP threads spin, 10-30x slower."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -265,8 +278,7 @@ def evaluate_round(
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started = time.perf_counter()
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)  # oversubscribed OpenMP threads spin: 10-30x slower
+    use_threads(cfg)
     torch.manual_seed(cfg.seed)
 
     # ---- task (first: a bad data file fails before a model is loaded), policy, reference
