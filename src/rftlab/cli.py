@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-problems", type=int, default=50, help="training candidates to estimate (default 50)"
     )
     ev.add_argument("--samples", type=int, default=16, help="samples per training candidate (default 16)")
-    ev.add_argument("--skip-test", action="store_true", help="only the training candidates, not the test subset")
+    ev.add_argument(
+        "--skip-test", action="store_true", help="only the training candidates, not the test subset"
+    )
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)
 
