@@ -65,3 +65,22 @@ def test_config_show_and_fields(capsys):
     assert main(["config", "fields"]) == 0
     out = capsys.readouterr().out
     assert "objective.clip_eps_low" in out and "rollout.rollouts_per_round" in out
+
+
+def test_eval_reports_train_candidates_and_test_or_skips_test(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "cache"))
+    common = ["eval", "tiny", "data.test_size=3", "run.threads=1", "--train-problems", "2", "--samples", "2"]
+    assert main([*common, "--out", str(tmp_path / "full.json")]) == 0
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert full["train"]["problems"] == 2 and full["train"]["samples_each"] == 2
+    assert 0.0 <= full["train"]["pass_at_1"] <= 1.0
+    assert full["test"]["problems"] == 3 and 0.0 <= full["test"]["pass_at_1"] <= 1.0
+    assert "test (" in capsys.readouterr().out
+
+    assert main([*common, "--skip-test", "--out", str(tmp_path / "train_only.json")]) == 0
+    train_only = json.loads((tmp_path / "train_only.json").read_text())
+    assert train_only["test"] is None
+    assert train_only["train"]["per_problem"] == full["train"]["per_problem"]  # the cached estimate
+    assert "test (" not in capsys.readouterr().out
