@@ -118,7 +118,7 @@ def _metrics_table(layer: dict) -> str:
         cells = "".join(_cell(v["metrics"].get(m)) for m in TABLE_METRICS)
         rows.append(f"<tr><td><b>{_e(v['name'])}</b>{ref}<br><small>{v['finished']}/{v['seeds']} seeds, "
                     f"{v['rounds'] if v['rounds'] is not None else '–'} rounds</small></td>{cells}</tr>")  # fmt: skip
-    return f"<div class=\"scroll\"><table><tr><th>variant</th>{head}</tr>{''.join(rows)}</table></div>"
+    return f'<div class="scroll"><table><tr><th>variant</th>{head}</tr>{"".join(rows)}</table></div>'
 
 
 def _paired_table(layer: dict) -> str:
