@@ -75,7 +75,7 @@ def add_parser(subparsers) -> None:
                    help="after the sweep, run the bandit counterparts of the layers into DIR/bandit (skipped if "
                         "a finished one is there); the report shows them next to the LLM layers")  # fmt: skip
     p.add_argument("--bandit-quick", action="store_true",
-                   help="like --bandit, at the bandit pipeline's quick scale (~20 s)")  # fmt: skip
+                   help="like --bandit, at the bandit pipeline's quick scale (~15 s)")  # fmt: skip
     p.set_defaults(func=_pipeline)
 
     r = subparsers.add_parser("report", help="rebuild a pipeline's report.html and findings.json",
