@@ -49,6 +49,12 @@ def test_every_command_has_help(command, capsys):
         (["run", "/no/such/config.yaml"], "config file not found: /no/such/config.yaml"),
         (["run", "tiny", "data.dataset=/no/such/data.jsonl", "--out", "{tmp}/r"], "/no/such/data.jsonl"),
         (["run", "tiny", "model.name=/no/such/model", "--out", "{tmp}/r2"], "/no/such/model"),
+        (["eval", "tiny", "--train-problems", "0"], "--train-problems must be >= 1 (got 0)"),
+        (["eval", "tiny", "--samples", "0"], "--samples must be >= 1 (got 0)"),
+        (
+            ["pipeline", "paper", "--out", "{tmp}/p", "--seeds", "0", "--dry-run"],
+            "--seeds=0: expected a positive",
+        ),
     ],
 )
 def test_user_mistakes_print_one_line_and_exit_2(args, message, tmp_path):

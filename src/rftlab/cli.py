@@ -68,6 +68,9 @@ def _eval(args: argparse.Namespace) -> int:
     from rftlab.selection import candidate_pool, estimate_difficulty
     from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
 
+    for flag, value in (("--train-problems", args.train_problems), ("--samples", args.samples)):
+        if value < 1:
+            raise RftlabError(f"{flag} must be >= 1 (got {value})")
     _, cfg = _load(args)
     started = time.perf_counter()
     use_threads(cfg)

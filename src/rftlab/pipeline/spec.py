@@ -278,7 +278,7 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
     Raises ConfigError before anything runs if any config is invalid or a variant repeats its
     layer base's twin (two variants with the same config in one layer compare nothing).
     """
-    n_seeds = seeds or (spec.quick_seeds if quick else spec.seeds)
+    n_seeds = (spec.quick_seeds if quick else spec.seeds) if seeds is None else _seeds("--seeds", seeds)
     if layers:
         unknown = [name for name in layers if name not in {layer.name for layer in spec.layers}]
         if unknown:
