@@ -46,10 +46,29 @@ class ModelConfig:
         "tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory"
     )
     dtype: str = spec(
-        "float32", "parameter dtype for training and rollout", choices=["float32", "bfloat16", "float16"]
+        "float32",
+        "compute dtype of forward, backward and generation (bf16/fp16 via autocast over the master weights)",
+        choices=["float32", "bfloat16", "float16"],
+    )
+    master_dtype: str = spec(
+        "float32",
+        "dtype of the trained weights and optimizer state; low precision only when set explicitly "
+        "(updates below half an ulp round away)",
+        choices=["float32", "bfloat16", "float16"],
     )
     device: str = spec("auto", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     use_chat_template: bool = spec(True, "wrap the prompt in the tokenizer's chat template when it has one")
+    lora_rank: int = spec(0, "LoRA rank (peft); 0 = full fine-tune", range=(0, 65536))
+    lora_alpha: float = spec(
+        16.0, "LoRA scaling numerator: the update is (alpha / rank) B A", range=(0.0, 1e6)
+    )
+    lora_dropout: float = spec(0.0, "dropout on the LoRA input", range=(0.0, 0.999))
+    lora_target_modules: list = spec(
+        [], "module names LoRA adapts; [] = every linear layer except the output head (peft's all-linear)"
+    )
+    gradient_checkpointing: bool = spec(
+        False, "recompute activations in backward instead of storing them (less memory, ~30% more compute)"
+    )
 
 
 @dataclass(frozen=True)
@@ -171,6 +190,12 @@ class TrainConfig:
     )
     micro_batch_size: int = spec(
         0, "sequences per forward/backward chunk (gradient accumulation); 0 = all at once", range=(0, 100000)
+    )
+    logprob_chunk_tokens: int = spec(
+        0,
+        "response tokens whose full-vocabulary logits exist at once when computing log-probs and entropy; "
+        "0 = a whole micro-batch",
+        range=(0, 10**9),
     )
 
 

@@ -104,13 +104,15 @@ class RunDir:
             os.replace(tmp, self.rollouts_path)
 
     # ---------------------------------------------------------------- checkpoint
-    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    def save_checkpoint(self, model_state: dict, optimizer_state: dict, state: dict) -> None:
+        """Write {model, optimizer, state} atomically; `model_state` is what the trainer trains (all
+        weights, or only a LoRA adapter's)."""
         tmp = self.path / (CHECKPOINT + ".tmp")
         old = self.path / (CHECKPOINT + ".old")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state},
+            {"model": model_state, "optimizer": optimizer_state, "state": state},
             tmp / "trainer.pt",
         )
         if self.checkpoint_path.exists():

@@ -324,7 +324,11 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **row})
         state["base"] = row
         if cfg.train.rounds == 0:
-            run.save_checkpoint(policy.model, optimizer, {**state, "torch_rng": torch.get_rng_state()})
+            run.save_checkpoint(
+                policy.model.state_dict(),
+                optimizer.state_dict(),
+                {**state, "torch_rng": torch.get_rng_state()},
+            )
 
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
     advantage_fn = objectives.get_advantage(cfg.objective.advantage)
@@ -400,7 +404,11 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         state["round"] = round_
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
             state["wall_seconds"] = wall_before + time.perf_counter() - started
-            run.save_checkpoint(policy.model, optimizer, {**state, "torch_rng": torch.get_rng_state()})
+            run.save_checkpoint(
+                policy.model.state_dict(),
+                optimizer.state_dict(),
+                {**state, "torch_rng": torch.get_rng_state()},
+            )
         bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
                         train_p1=f"{last_eval['train/pass_at_1']:.2f}",
                         test_p1=f"{last_eval['test/pass_at_1']:.3f}")  # fmt: skip
