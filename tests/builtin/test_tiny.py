@@ -1,5 +1,4 @@
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -69,7 +68,6 @@ def test_generation_from_a_real_prompt_terminates_with_eos(name):
             [{"role": "user", "content": p.user_message()}], add_generation_prompt=True, tokenize=False
         )
         enc = tok(prompt, return_tensors="pt")
-        t0 = time.time()
         out = model.generate(
             **enc,
             do_sample=True,
@@ -79,10 +77,8 @@ def test_generation_from_a_real_prompt_terminates_with_eos(name):
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
-        dt = time.time() - t0
         new = out[0, enc["input_ids"].shape[1] :].tolist()
         assert tok.eos_token_id in new, tok.decode(new)
-        assert dt < 5.0  # well under a second on an idle CPU; generous for shared machines
     greedy = model.generate(
         **enc,
         do_sample=False,
