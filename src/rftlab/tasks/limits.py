@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _NO_LIMIT = 1_000_000_000  # tokenizers without a known limit report a huge sentinel (int(1e30))
 _SLACK_TOKENS = 2
+_BATCH = 256
 
 
 def model_context(policy) -> int | None:
@@ -65,9 +66,9 @@ def check_prompt_lengths(cfg, policy, *splits: Sequence[Problem]) -> tuple[list[
     kept: list[list[Problem]] = []
     skipped: list[tuple[str, str]] = []
     for split in splits:
+        sizes = _prompt_sizes(policy, split, style, limit, per_token)
         out = []
-        for problem in split:
-            size = _too_long(policy, problem, style, limit, per_token)
+        for problem, size in zip(split, sizes, strict=True):
             if size is None:
                 out.append(problem)
                 continue
@@ -92,16 +93,31 @@ def check_prompt_lengths(cfg, policy, *splits: Sequence[Problem]) -> tuple[list[
     return tuple(kept)
 
 
-def _too_long(policy, problem: Problem, style: str | None, limit: int, per_token: int) -> str | None:
-    """None when the prompt fits in `limit` tokens, else its length for the message ("> N" if bounded)."""
-    question_bytes = len(problem.question.encode("utf-8", "replace"))
-    if question_bytes / per_token > limit:  # certainly too long: never render or tokenize it
-        return f"at least {-(-question_bytes // per_token)}"
-    text = policy.prompt_text(problem, style)
-    size = len(text.encode("utf-8", "replace"))
-    if size + _SLACK_TOKENS <= limit:
-        return None
-    if size / per_token > limit:
-        return f"at least {-(-size // per_token)}"
-    tokens = len(policy.tokenizer(text, add_special_tokens=False)["input_ids"])
-    return None if tokens <= limit else str(tokens)
+def _prompt_sizes(
+    policy, split: Sequence[Problem], style: str | None, limit: int, per_token: int
+) -> list[str | None]:
+    """Per problem: None when its prompt fits in `limit` tokens, else its length for the message.
+
+    Decided from byte lengths where the bounds allow; the rest are tokenized in batches, exactly as
+    the rollout tokenizes them (`add_special_tokens=False`).
+    """
+    sizes: list[str | None] = [None] * len(split)
+    unsure: list[tuple[int, str]] = []
+    for i, problem in enumerate(split):
+        question_bytes = len(problem.question.encode("utf-8", "replace"))
+        if question_bytes / per_token > limit:  # certainly too long: never render or tokenize it
+            sizes[i] = f"at least {-(-question_bytes // per_token)}"
+            continue
+        text = policy.prompt_text(problem, style)
+        size = len(text.encode("utf-8", "replace"))
+        if size / per_token > limit:
+            sizes[i] = f"at least {-(-size // per_token)}"
+        elif size + _SLACK_TOKENS > limit:
+            unsure.append((i, text))
+    for start in range(0, len(unsure), _BATCH):
+        chunk = unsure[start : start + _BATCH]
+        ids = policy.tokenizer([text for _, text in chunk], add_special_tokens=False)["input_ids"]
+        for (i, _), row in zip(chunk, ids, strict=True):
+            if len(row) > limit:
+                sizes[i] = str(len(row))
+    return sizes
