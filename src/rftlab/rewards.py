@@ -59,7 +59,7 @@ ANSWER_FORMATS: tuple[str, ...] = ("auto", "gsm8k_strict", "boxed")
 # Final answers sit at the end of a response; scanning only the tail keeps huge outputs cheap.
 MAX_RESPONSE_CHARS = 100_000
 # CPU seconds a math-verify call may spend in its worker (typical calls take milliseconds; the
-# slowest legitimate one measured here, a worker's first polynomial identity, ~0.5 s).
+# slowest legitimate one measured here, a cold worker's first polynomial identity, ~0.2 s).
 MATH_VERIFY_CPU_S = 5.0
 # An extracted answer longer than this is compared as a string only, never parsed by math-verify.
 MAX_ANSWER_CHARS = 1_000

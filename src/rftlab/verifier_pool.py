@@ -6,8 +6,8 @@ cannot do that: model output such as `10^{10^{10}}` makes sympy compute a huge i
 while holding the GIL, which no thread can interrupt. A worker process can be stopped.
 
 Why CPU time, not the wall clock: a wall-clock bound makes the reward depend on how busy the machine
-is (`x^2+2x+1` vs `(x+1)^2` needs ~0.5 s of CPU on a worker's first symbolic call: under a 2 s wall
-bound it scored True alone and False with a few CPU burners running). Here each request arms
+is (`x^2+2x+1` vs `(x+1)^2` costs ~0.2 s of CPU as a worker's first polynomial comparison: under a
+2 s wall-clock bound it scored True alone and sometimes False with three CPU burners running). Here each request arms
 `ITIMER_PROF` in the worker with `cpu_budget_s` seconds of the worker's own CPU time; the signal's
 default action ends the worker even inside C code, the pair scores False and counts as a timeout,
 and a fresh worker replaces it. A request that costs less CPU than the budget gets its verdict
