@@ -66,6 +66,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rftlab.evaluation import evaluate
     from rftlab.policy import load_policy
     from rftlab.selection import candidate_pool, estimate_difficulty
+    from rftlab.tasks.limits import check_prompt_lengths
     from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
 
     for flag, value in (("--train-problems", args.train_problems), ("--samples", args.samples)):
@@ -76,7 +77,7 @@ def _eval(args: argparse.Namespace) -> int:
     use_threads(cfg)
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                          use_chat_template=cfg.model.use_chat_template)  # fmt: skip
-    train_split, test_set = load_task(cfg)
+    train_split, test_set = check_prompt_lengths(cfg, policy, *load_task(cfg))
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
     pool = candidate_pool(train_split, args.train_problems, cfg.data.selection_seed)

@@ -20,15 +20,11 @@ MATH checks the last `\\boxed{...}` for mathematical equivalence. Here that is t
    - then `math_verify` for LaTeX and symbolic answers (`\\sqrt{12}` == `2\\sqrt{3}`, intervals,
      tuples, `\\text{Evelyn}` == `Evelyn`).
 
-Why the math-verify step runs in worker processes: its own timeouts use `signal.alarm`, which fails
-off the main thread, so we call it with `parsing_timeout=None, timeout_seconds=None` and bound time
-ourselves. A thread cannot do that: model output such as `10^{10^{10}}` makes sympy compute a huge
-integer power in C while holding the GIL, which no thread can interrupt. A small pool of worker
-subprocesses can be killed; a worker that runs past `timeout_s` is killed, the answer scores False
-and a fresh worker replaces it. The workers start on the first call that needs math-verify (about a
-second, not counted against `timeout_s`); plain-number answers never need them. If a worker cannot
-be started at all, the check falls back to a daemon thread with a join timeout (bounded in the
-common case, best effort for C-level hangs) and logs one warning.
+The math-verify step runs in warm worker processes (`rftlab.verifier_pool`), bounded by
+`timeout_s` seconds of the *worker's CPU time*, not the wall clock, so a verdict is a function of
+(answer, reference) only and does not change with machine load. A pair that spends the budget
+scores False and is counted (`verifier_timeouts()`, logged by the trainer per round as
+`reward/verifier_timeouts`); verdicts are cached per process. Plain-number answers never reach it.
 
 Every function here takes arbitrary model output and never raises on it: garbage, huge strings,
 unbalanced braces, unicode, unterminated boxes all score False. Inputs are capped in length
@@ -38,18 +34,11 @@ exception raised is `ConfigError` for an unknown `answer_format`, a programming 
 
 from __future__ import annotations
 
-import atexit
-import json
 import logging
-import os
-import queue
 import re
-import subprocess
-import sys
-import threading
 from fractions import Fraction
-from pathlib import Path
 
+from rftlab import verifier_pool
 from rftlab.errors import ConfigError
 
 __all__ = [
@@ -60,6 +49,7 @@ __all__ = [
     "last_boxed",
     "reference_answer",
     "score",
+    "verifier_timeouts",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,6 +58,9 @@ ANSWER_FORMATS: tuple[str, ...] = ("auto", "gsm8k_strict", "boxed")
 
 # Final answers sit at the end of a response; scanning only the tail keeps huge outputs cheap.
 MAX_RESPONSE_CHARS = 100_000
+# CPU seconds a math-verify call may spend in its worker (typical calls take milliseconds; the
+# slowest legitimate one measured here, a cold worker's first polynomial identity, ~0.2 s).
+MATH_VERIFY_CPU_S = 5.0
 # An extracted answer longer than this is compared as a string only, never parsed by math-verify.
 MAX_ANSWER_CHARS = 1_000
 # How many `####` / `\boxed` occurrences to try, from the last one backwards.
@@ -77,6 +70,7 @@ _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _NUM_RE = re.compile(r"[+-]?" + _NUM)
 _STRICT_RE = re.compile(r"####[ \t]*(?:\\?\$[ \t]*)?([+-]?" + _NUM + ")")
 _BOX_CMD_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+_COPULA_RE = re.compile(r"\s(?:is|are|equals)\s+")
 _ANSWER_PHRASE_RE = re.compile(
     r"\banswer(?:[ \t]+is\b|[ \t]*\**[ \t]*[:=][ \t]*\**)[ \t]*:?[ \t]*\**", re.IGNORECASE
 )
@@ -177,7 +171,12 @@ def _after_answer_phrase(text: str) -> str | None:
         return None
     rest = text[last.end() :]
     lines = [ln for ln in rest.split("\n", 2)[:2] if ln.strip()]
-    return _refine(lines[0]) if lines else None
+    found = _refine(lines[0]) if lines else None
+    if found and found[0].isalpha():  # a sentence: `The largest $n$ is 34` -> what follows "is"
+        copula = _last_match(_COPULA_RE, found)
+        if copula:
+            return _refine(found[copula.end() :]) or found
+    return found
 
 
 def _last_number(text: str) -> str | None:
@@ -296,6 +295,13 @@ _FRAC_RE = re.compile(
 )
 _SLASH_RE = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*/\s*([+-]?\d+(?:\.\d+)?)")
 _SIGNED_NUM_RE = re.compile(r"([+-]?)\s*" + _NUM)
+# A backslash run of even length (escaped backslashes), then a spacing macro.
+_UNESCAPED_SPACING_RE = re.compile(r"(?<!\\)((?:\\\\)*)\\([!,;: ])")
+_SQRT_BARE_RE = re.compile(r"\\sqrt\s*(\[[^\[\]]*\])?\s*([0-9A-Za-z])")
+# Mixed numbers: `4 4/9`, `4\frac{4}{9}`, `137 \frac12` (a proper fraction after a whole number).
+_MIXED_RE = re.compile(
+    r"([+-]?)(\d+)(?:\s+(\d+)\s*/\s*(\d+)|\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d)))"
+)
 
 
 def _light(s: str) -> str:
@@ -312,8 +318,12 @@ def _light(s: str) -> str:
             s = s[span[0] : span[1]].strip()
         if s == before:
             break
-    s = re.sub(r"\\(?:left|right)(?![A-Za-z])|\\[!,;:]", "", s)
-    s = re.sub(r"\\ |~", " ", s)
+    s = re.sub(r"(\d),\s*\\!\s*(?=\d)", r"\1,", s)  # `32,\! 349`: a thousands separator
+    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
+    # spacing macros `\! \, \; \: \ ` -- but not the second backslash of a row separator `\\`
+    s = _UNESCAPED_SPACING_RE.sub(lambda m: m.group(1) + (" " if m.group(2) == " " else ""), s)
+    s = s.replace("~", " ")
+    s = _SQRT_BARE_RE.sub(r"\\sqrt\1{\2}", s)  # `\sqrt[3]2` is `\sqrt[3]{2}`
     s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s)
     s = s.replace("\\%", "").replace("%", "")
@@ -338,6 +348,12 @@ def _as_number(s: str) -> Fraction | None:
     if m:
         value = _ratio(m.group(2) or m.group(3), m.group(4) or m.group(5))
         return -value if value is not None and m.group(1) == "-" else value
+    m = _MIXED_RE.fullmatch(s)
+    if m:
+        num, den = int(m.group(3) or m.group(5) or m.group(6)), int(m.group(4) or m.group(7) or m.group(8))
+        if 0 < num < den:  # only a proper fraction makes a mixed number; `2\frac{3}{2}` is left alone
+            value = int(m.group(2)) + Fraction(num, den)
+            return -value if m.group(1) == "-" else value
     return None
 
 
@@ -350,11 +366,11 @@ def _squash(s: str) -> str:
     return re.sub(r"\s+", "", s)
 
 
-def is_equivalent(pred: str, reference: str, *, timeout_s: float = 2.0) -> bool:
+def is_equivalent(pred: str, reference: str, *, timeout_s: float = MATH_VERIFY_CPU_S) -> bool:
     """True when the extracted answer `pred` equals the bare `reference`; never raises.
 
     Plain numbers are decided exactly and at once; other answers are equal when their normalized
-    strings match or math-verify finds them equivalent within `timeout_s` seconds.
+    strings match or math-verify finds them equivalent within `timeout_s` seconds of CPU time.
     """
     try:
         if not isinstance(pred, str) or not isinstance(reference, str):
@@ -386,13 +402,13 @@ def score(
     reference: str,
     answer_format: str = "auto",
     *,
-    timeout_s: float = 2.0,
+    timeout_s: float = MATH_VERIFY_CPU_S,
     allow_last_number: bool = False,
 ) -> bool:
     """The 0/1 reward the trainer uses: does `response` contain the bare `reference` answer?
 
     `answer_format` picks the extraction (see `extract_answer`); `timeout_s` bounds the math-verify
-    step. Works from any thread and never raises on model output; an unknown `answer_format` raises
+    step in seconds of its worker's CPU time (so the verdict does not depend on machine load). Works from any thread and never raises on model output; an unknown `answer_format` raises
     ConfigError.
     """
     _check_format(answer_format)
@@ -411,214 +427,14 @@ def is_correct(response: str, reference: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# math-verify, time-bounded in worker processes
-
-
-def _import_math_verify():
-    """Import math-verify and silence its one-time "timeout disabled" warning: we bound time here."""
-    import math_verify
-    import math_verify.grader
-    import math_verify.parser
-
-    math_verify.grader.TIMEOUT_WARNING_SHOWN = True
-    math_verify.parser.TIMEOUT_WARNING_SHOWN = True
-    return math_verify
-
-
-def _mv_equal(gold: str, pred: str) -> bool:
-    """math-verify's verdict with its signal-based timeouts off (so it runs in any thread)."""
-    mv = _import_math_verify()
-    g = mv.parse("\\boxed{" + gold + "}", parsing_timeout=None)
-    p = mv.parse("\\boxed{" + pred + "}", parsing_timeout=None)
-    if not g or not p:
-        return False
-    return bool(mv.verify(g, p, timeout_seconds=None))
-
-
-def _worker_main() -> None:
-    """Worker process loop: read `[gold, pred]` JSON lines on stdin, answer `1`/`0` lines."""
-    logging.disable(logging.CRITICAL)
-    out = sys.stdout
-    try:
-        _mv_equal("1", "1")  # import and warm up before saying ready
-    except Exception:  # noqa: BLE001
-        return
-    out.write("ready\n")
-    out.flush()
-    for line in sys.stdin:
-        try:
-            gold, pred = json.loads(line)
-            ok = _mv_equal(gold, pred)
-        except Exception:  # noqa: BLE001 - any failure is a wrong answer, and the worker lives on
-            ok = False
-        out.write("1\n" if ok else "0\n")
-        out.flush()
-
-
-_STARTUP_TIMEOUT_S = 120.0
-_EOF = object()
-
-
-class _Worker:
-    """One math-verify subprocess and the thread that reads its answers into a queue."""
-
-    def __init__(self) -> None:
-        src = str(Path(__file__).resolve().parent.parent)
-        boot = f"import sys; sys.path.insert(0, {src!r}); from rftlab.rewards import _worker_main; _worker_main()"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", boot],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-        )
-        self.answers: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True, name="rftlab-verify-reader").start()
-        if self._next(_STARTUP_TIMEOUT_S) != "ready":
-            self.kill()
-            raise RuntimeError("math-verify worker did not start")
-
-    def _read(self) -> None:
-        try:
-            for line in self.proc.stdout:
-                self.answers.put(line.strip())
-        except Exception:  # noqa: BLE001
-            pass
-        self.answers.put(_EOF)
-
-    def _next(self, timeout_s: float):
-        """The next answer line, skipping anything else a library printed; None on timeout."""
-        while True:
-            try:
-                item = self.answers.get(timeout=timeout_s)
-            except queue.Empty:
-                return None
-            if item is _EOF or item in ("0", "1", "ready"):
-                return item
-
-    def ask(self, gold: str, pred: str, timeout_s: float) -> str:
-        """`"1"`/`"0"`, or `"dead"` (it had exited) or `"timeout"` (it ran past `timeout_s`, killed)."""
-        try:
-            self.proc.stdin.write(json.dumps([gold, pred]) + "\n")
-            self.proc.stdin.flush()
-        except (OSError, ValueError):
-            self.kill()
-            return "dead"
-        answer = self._next(max(timeout_s, 0.001))
-        if answer in ("0", "1"):
-            return answer
-        self.kill()
-        return "timeout"  # no answer in time, or it crashed on this input: either way, wrong
-
-    def kill(self) -> None:
-        try:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            pass
-
-
-class _WorkerPool:
-    """Idle workers shared by all threads; at most `size` alive, extra callers wait for one."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.pid = os.getpid()
-        self.cond = threading.Condition()
-        self.idle: list[_Worker] = []
-        self.alive: set[object] = set()  # workers, and placeholders for ones starting
-        self.broken = False
-
-    def acquire(self) -> _Worker | None:
-        with self.cond:
-            while not self.idle and len(self.alive) >= self.size and not self.broken:
-                self.cond.wait()
-            if self.broken:
-                return None
-            if self.idle:
-                return self.idle.pop()
-            placeholder = object()
-            self.alive.add(placeholder)  # reserve the slot while the worker starts
-        try:
-            worker = _Worker()
-        except Exception:  # noqa: BLE001 - no subprocesses here: fall back to threads
-            log.warning(
-                "math-verify worker process could not start; using a thread, time bound is best effort"
-            )
-            with self.cond:
-                self.alive.discard(placeholder)
-                self.broken = True
-                self.cond.notify_all()
-            return None
-        with self.cond:
-            self.alive.discard(placeholder)
-            self.alive.add(worker)
-        return worker
-
-    def release(self, worker: _Worker, healthy: bool) -> None:
-        with self.cond:
-            if healthy:
-                self.idle.append(worker)
-            else:
-                self.alive.discard(worker)
-            self.cond.notify()
-
-    def close(self) -> None:
-        with self.cond:
-            workers = [w for w in self.alive if isinstance(w, _Worker)]
-            self.idle.clear()
-            self.alive.clear()
-        for w in workers:
-            w.kill()
-
-
-_pool_lock = threading.Lock()
-_pool: _WorkerPool | None = None
-
-
-def _get_pool() -> _WorkerPool:
-    """The process's pool; a forked child gets its own (the parent's pipes are not its to use)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool.pid != os.getpid():
-            _pool = _WorkerPool(size=max(1, min(4, os.cpu_count() or 1)))
-        return _pool
-
-
-@atexit.register
-def _close_pool() -> None:
-    if _pool is not None and _pool.pid == os.getpid():
-        _pool.close()
+# math-verify, bounded by a worker's CPU time (rftlab.verifier_pool)
 
 
 def _math_verify_equal(gold: str, pred: str, timeout_s: float) -> bool:
-    """math-verify's verdict within `timeout_s` seconds, False past it; never raises."""
-    pool = _get_pool()
-    for _ in range(2):  # a worker found dead (it crashed on an earlier input) is replaced once
-        worker = pool.acquire()
-        if worker is None:
-            return _mv_equal_in_thread(gold, pred, timeout_s)
-        answer = worker.ask(gold, pred, timeout_s)
-        pool.release(worker, healthy=answer in ("0", "1"))
-        if answer != "dead":
-            return answer == "1"
-    return False
+    """math-verify's verdict within `timeout_s` CPU seconds of a worker, False past it; never raises."""
+    return verifier_pool.verify(gold, pred, timeout_s)
 
 
-def _mv_equal_in_thread(gold: str, pred: str, timeout_s: float) -> bool:
-    """Fallback without subprocesses: a daemon thread and a join timeout (best effort)."""
-    result: list[bool] = []
-
-    def run() -> None:
-        try:
-            result.append(_mv_equal(gold, pred))
-        except Exception:  # noqa: BLE001
-            result.append(False)
-
-    thread = threading.Thread(target=run, daemon=True, name="rftlab-verify")
-    thread.start()
-    thread.join(timeout_s)
-    return bool(result and result[0])
+def verifier_timeouts() -> int:
+    """How many verdicts in this process came from a math-verify timeout (scored False) so far."""
+    return verifier_pool.timeouts()

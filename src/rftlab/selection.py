@@ -9,9 +9,12 @@ example without paying for the estimate again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,9 @@ from rftlab.errors import RftlabError
 from rftlab.evaluation import evaluate
 from rftlab.policy import Policy, cache_dir
 from rftlab.tasks.problem import Problem
+
+log = logging.getLogger(__name__)
+_FIX = "set RFTLAB_CACHE to a writable directory to keep estimates between runs"
 
 # Base Pass@1 buckets; `low < p <= high` except where noted, so "hard" excludes exactly 0.
 BUCKETS: dict[str, tuple[float, float, str]] = {
@@ -84,7 +90,7 @@ def estimate_difficulty(
 ) -> dict[str, float]:
     """Base Pass@1 per candidate id, from the cache when this exact estimate was made before."""
     file = settings.cache_file()
-    cached: dict[str, float] = json.loads(file.read_text())["pass_at_1"] if file.is_file() else {}
+    cached = read_difficulty_cache(file, settings)
     missing = [p for p in pool if p.id not in cached]
     if missing:
         result = evaluate(
@@ -102,11 +108,71 @@ def estimate_difficulty(
             progress=f"base Pass@1 of {len(missing)} candidates",
         )
         cached.update({p.id: c / result.n for p, c in zip(missing, result.correct, strict=True)})
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"settings": settings.__dict__, "pass_at_1": cached}, indent=1))
-        os.replace(tmp, file)
+        write_difficulty_cache(file, {"settings": settings.__dict__, "pass_at_1": cached})
     return {p.id: cached[p.id] for p in pool}
+
+
+def read_difficulty_cache(file: Path, settings: DifficultySettings) -> dict[str, float]:
+    """The cached base Pass@1 per candidate id; {} when there is none or it is unusable.
+
+    A cache file that is not what this module writes (torn, garbage, edited, or made for other
+    settings) is discarded with a warning and recomputed: an estimate is cheap to redo and a wrong
+    one would silently pick another training example. An unreadable cache directory is the same
+    as an empty cache (see `write_difficulty_cache`).
+    """
+    try:
+        raw = file.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # no cache yet (a bad directory: see the write)
+        return {}
+    except OSError as err:
+        log.warning("difficulty cache %s is unreadable (%s); estimating without it (%s)", file, err, _FIX)
+        return {}
+    problem, rates = None, None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        rates = data["pass_at_1"] if isinstance(data, dict) else None
+        if not isinstance(rates, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1
+            for k, v in rates.items()
+        ):
+            problem = "no valid pass_at_1 table"
+        elif data.get("settings") != json.loads(json.dumps(settings.__dict__)):
+            problem = "made for other settings"
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        problem = f"not valid JSON: {err}"
+    if problem is None:
+        return {k: float(v) for k, v in rates.items()}
+    log.warning("difficulty cache %s is corrupt (%s); discarding it and estimating again", file, problem)
+    with contextlib.suppress(OSError):
+        file.unlink()
+    return {}
+
+
+def write_difficulty_cache(file: Path, content: dict) -> None:
+    """Write the cache atomically (temp file, fsync, rename) so no reader ever sees half a file.
+
+    An unwritable `$RFTLAB_CACHE` is a warning, not an error: the cache only saves time (an estimate
+    made without it is the same estimate), and a read-only home directory on a cluster node should
+    not stop a run that has already paid for the estimate. The warning names the path and the variable.
+    """
+    tmp = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(content, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+        tmp = None
+    except OSError as err:
+        log.warning(
+            "could not write the difficulty cache %s (%s); continuing without it (%s)", file, err, _FIX
+        )
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def select_by_difficulty(

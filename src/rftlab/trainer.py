@@ -35,7 +35,7 @@ from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
 from rftlab.policy import Policy, load_policy, response_logp
-from rftlab.rewards import score
+from rftlab.rewards import score, verifier_timeouts
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
 from rftlab.selection import (
@@ -46,6 +46,7 @@ from rftlab.selection import (
     select_by_difficulty,
 )
 from rftlab.tasks import load_problems
+from rftlab.tasks.limits import check_prompt_lengths
 from rftlab.tasks.problem import Problem
 
 
@@ -285,6 +286,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     train_split, test_set = load_task(cfg)
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
                          use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
     reference = None
     if cfg.objective.kl_coef > 0:
         reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
@@ -352,6 +354,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         t_rollout = time.perf_counter() - t0
 
         # ---- reward: verify each response, then apply the reward design
+        timeouts_before = verifier_timeouts()
         correct = torch.tensor([score(text, examples[i].answer, answer_format)
                                 for text, i in zip(batch.texts, batch.prompt_index, strict=True)],
                                dtype=torch.float32).view(B, G)  # fmt: skip
@@ -375,6 +378,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         row = {
             "round": round_, "split": "train_round",
             "reward/mean": float(rewards.mean()), "correct/mean": float(correct.mean()),
+            "reward/verifier_timeouts": verifier_timeouts() - timeouts_before,
             "adv/mean": float(adv.mean()), "adv/abs_mean": float(adv.abs().mean()),
             "adv/zero_frac": float((adv == 0).float().mean()),
             **update,
