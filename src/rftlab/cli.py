@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
     import time
 
     from rftlab.evaluation import evaluate
-    from rftlab.policy import load_policy
+    from rftlab.policy import load_policy_for
     from rftlab.selection import candidate_pool, estimate_difficulty
     from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
 
@@ -74,8 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
     _, cfg = _load(args)
     started = time.perf_counter()
     use_threads(cfg)
-    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    policy = load_policy_for(cfg.model, train=False)  # the base model: no adapter, no checkpointing
     train_split, test_set = load_task(cfg)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)

@@ -18,12 +18,18 @@ Deviations and choices, stated:
   skips it. The metric `train/stepped` says which happened.
 - Every random draw comes from a seed derived from (run seed, round, purpose), so a resumed run
   draws exactly what an uninterrupted run draws.
+- Precision: the trained weights and AdamW's state are float32 (`model.master_dtype`) and every
+  forward (rollout, evaluation, loss, reference) runs in `model.dtype` under autocast, so an update at
+  lr 1e-6 is not rounded away as it would be in bfloat16 weights. The KL reference is a frozen copy in
+  the compute dtype (with float32 compute: exactly the initial weights); with LoRA there is no copy,
+  the reference is the model with its adapter disabled, and checkpoints hold the adapter only.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -34,7 +40,7 @@ from rftlab import objectives
 from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
-from rftlab.policy import Policy, load_policy, response_logp
+from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
 from rftlab.rewards import score
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
@@ -47,6 +53,8 @@ from rftlab.selection import (
 )
 from rftlab.tasks import load_problems
 from rftlab.tasks.problem import Problem
+
+log = logging.getLogger(__name__)
 
 
 def derive_seed(seed: int, round_: int, purpose: str) -> int:
@@ -128,6 +136,20 @@ def use_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.run.threads)
 
 
+def build_reference(cfg: Config, policy: Policy) -> torch.nn.Module | None:
+    """The frozen KL reference: a copy of the initial weights in the compute dtype (none without KL).
+
+    With LoRA there is no copy: the reference is the policy with its adapter disabled. The copy is
+    made parameter by parameter (deepcopy's memo), so a float32 model never exists twice for a bf16 one.
+    """
+    if cfg.objective.kl_coef <= 0 or policy.is_lora:
+        return None
+    model = policy.model
+    memo = {id(p): torch.nn.Parameter(p.detach().to(policy.compute_dtype, copy=True), requires_grad=False)
+            for p in model.parameters()}  # fmt: skip
+    return copy.deepcopy(model, memo).eval()
+
+
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.optimizer == "sgd":
@@ -136,6 +158,22 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 # ----------------------------------------------------------------------------- one update
+
+
+@torch.no_grad()
+def reference_logp(cfg: Config, policy: Policy, reference: torch.nn.Module | None, args: list[torch.Tensor],
+                   mask: torch.Tensor, chunks: list[slice]) -> torch.Tensor:  # fmt: skip
+    """(N, T) log-probs under the frozen reference: the copy, or a LoRA policy with its adapter disabled."""
+    ref_policy = policy if reference is None else Policy(
+        policy.name, reference, policy.tokenizer, policy.device,
+        compute_dtype=policy.compute_dtype, master_dtype=policy.master_dtype, head_checked=policy.head_checked,
+    )  # fmt: skip
+    with ref_policy.reference_mode(), policy.autocast():
+        return torch.cat([
+            response_logp(ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature,
+                          chunk_tokens=cfg.train.logprob_chunk_tokens)[0]
+            for c in chunks
+        ])  # fmt: skip
 
 
 def policy_update(
@@ -158,17 +196,8 @@ def policy_update(
     adv = adv.to(device)
 
     ref_logp = None
-    if reference is not None:
-        with torch.no_grad():
-            ref_policy = Policy(policy.name, reference, policy.tokenizer, device)
-            ref_logp = torch.cat(
-                [
-                    response_logp(
-                        ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature
-                    )[0]
-                    for c in chunks
-                ]
-            )
+    if reference is not None or (policy.is_lora and obj.kl_coef > 0):
+        ref_logp = reference_logp(cfg, policy, reference, args, mask, chunks)
 
     old_logp = torch.zeros_like(mask, dtype=torch.float32)
     signal = bool(adv.abs().sum() > 0) or obj.kl_coef > 0
@@ -180,13 +209,15 @@ def policy_update(
         ratio_max, ratio_min = 0.0, float("inf")
         for c in chunks:
             # forward: (n, T) log-probs of the sampled tokens under the current weights
-            logp, entropy = response_logp(
-                policy,
-                *(a[c] for a in args),
-                mask[c],
-                temperature=cfg.rollout.temperature,
-                with_entropy=update == 0,
-            )
+            with policy.autocast():
+                logp, entropy = response_logp(
+                    policy,
+                    *(a[c] for a in args),
+                    mask[c],
+                    temperature=cfg.rollout.temperature,
+                    with_entropy=update == 0,
+                    chunk_tokens=cfg.train.logprob_chunk_tokens,
+                )
             if update == 0:
                 old_logp[c] = logp.detach()  # theta_old = the rollout policy, which is these weights
             # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
@@ -218,7 +249,7 @@ def policy_update(
             if entropy is not None:
                 sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            policy.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            policy.trainable_parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         )
         stepped = signal or cfg.optim.step_on_zero_signal
         if stepped:
@@ -283,21 +314,20 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
     # ---- task (first: a bad data file fails before a model is loaded), policy, reference
     train_split, test_set = load_task(cfg)
-    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
-    reference = None
-    if cfg.objective.kl_coef > 0:
-        reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    policy = load_policy_for(cfg.model)
+    reference = build_reference(cfg, policy)
+    if (warning := lr_resolution_warning(policy, cfg.optim.lr)) is not None:
+        log.warning("rftlab: %s", warning)
     run = RunDir(out)  # created only once data and model have loaded: a typo leaves no half-made run
     run.prepare(cfg, resume=resume)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
-    optimizer = build_optimizer(cfg, policy.model.parameters())
+    optimizer = build_optimizer(cfg, policy.trainable_parameters())
 
     # ---- resume or start: the state that carries across rounds
     checkpoint = run.load_checkpoint() if resume else None
     if checkpoint is not None:
-        policy.model.load_state_dict(checkpoint["model"])
+        policy.load_trainable_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint["state"]
         by_id = {p.id: p for p in train_split}
@@ -325,7 +355,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         state["base"] = row
         if cfg.train.rounds == 0:
             run.save_checkpoint(
-                policy.model.state_dict(),
+                policy.trainable_state_dict(),
                 optimizer.state_dict(),
                 {**state, "torch_rng": torch.get_rng_state()},
             )
@@ -405,7 +435,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
             state["wall_seconds"] = wall_before + time.perf_counter() - started
             run.save_checkpoint(
-                policy.model.state_dict(),
+                policy.trainable_state_dict(),
                 optimizer.state_dict(),
                 {**state, "torch_rng": torch.get_rng_state()},
             )
