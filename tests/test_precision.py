@@ -22,10 +22,14 @@ def moved_share_after_one_step(cfg) -> float:
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, **_master(cfg))
     optimizer = trainer.build_optimizer(cfg, [p for p in policy.model.parameters() if p.requires_grad])
     problem = trainer.load_task(cfg)[1][0]
-    batch = trainer.generate(policy, [policy.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=24, seed=0)
+    batch = trainer.generate(
+        policy, [policy.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=24, seed=0
+    )
     before = [p.detach().clone() for p in policy.model.parameters()]
     trainer.policy_update(cfg, policy, None, optimizer, batch, torch.ones(len(batch)))
-    changed = sum(int((p.detach() != b).sum()) for p, b in zip(policy.model.parameters(), before, strict=True))
+    changed = sum(
+        int((p.detach() != b).sum()) for p, b in zip(policy.model.parameters(), before, strict=True)
+    )
     return changed / sum(b.numel() for b in before)
 
 

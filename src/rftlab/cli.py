@@ -116,6 +116,14 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from rftlab.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, dtype=args.dtype)
+    print(f"exported {args.run_dir} -> {out} (load with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
 def _config(args: argparse.Namespace) -> int:
     from rftlab.config import builtin_config_names, describe_fields
 
@@ -172,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)
+
+    export = sub.add_parser("export", help="write a run's final weights as a Hugging Face model directory",
+                            description="Write the run's checkpointed weights (LoRA merged) with its tokenizer "
+                                        "and chat template, loadable by from_pretrained.")  # fmt: skip
+    export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoint/)")
+    export.add_argument("out_dir", help="new directory for the model")
+    export.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype"
+    )
+    export.set_defaults(func=_export)
 
     config = sub.add_parser("config", help="show a resolved config, list built-ins, or document every field",
                             description="Inspect configurations.")  # fmt: skip
