@@ -256,13 +256,22 @@ def load_policy_for(model_cfg: ModelConfig, *, train: bool = True) -> Policy:
     policy = load_policy(m.name, dtype=m.dtype, master_dtype=m.master_dtype, device=m.device,
                          use_chat_template=m.use_chat_template)  # fmt: skip
     if train and m.gradient_checkpointing:
-        policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(policy.model)
         if m.lora_rank:
             policy.model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still get grads
     if train and m.lora_rank:
         add_lora(policy, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout,
                  target_modules=m.lora_target_modules)  # fmt: skip
     return policy
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each block's activations in backward (non-reentrant); transformers 5 renamed the method."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def add_lora(policy: Policy, *, rank: int, alpha: float, dropout: float, target_modules: list[str]) -> None:
