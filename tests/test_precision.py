@@ -48,6 +48,13 @@ def test_bf16_compute_over_float32_master_weights_moves_every_weight():
     assert moved_share_after_one_step(cfg) >= 0.99
 
 
+def test_fp16_compute_scales_the_loss_and_moves_every_weight():
+    cfg = load_config("tiny", LR_1E6 + ["model.dtype=float16"])
+    assert load_policy(cfg.model.name, dtype="float16").grad_scaler is not None
+    assert load_policy(cfg.model.name, dtype="bfloat16").grad_scaler is None  # bf16 has float32's range
+    assert moved_share_after_one_step(cfg) >= 0.99
+
+
 def test_float32_reference_moves_every_weight():
     assert moved_share_after_one_step(load_config("tiny", LR_1E6)) >= 0.99
 

@@ -70,6 +70,7 @@ class Policy:
     compute_dtype: torch.dtype = torch.float32  # model.dtype: forward passes
     master_dtype: torch.dtype = torch.float32  # model.master_dtype: the trained weights and optimizer state
     head_checked: bool = field(default=False, repr=False)  # the chunked log-prob head matched the model once
+    grad_scaler: torch.amp.GradScaler | None = field(default=None, repr=False)  # float16 compute only
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Run forwards in the compute dtype over the master weights; a no-op when the two agree."""
@@ -246,8 +247,12 @@ def load_policy(
     target = resolve_device(device)
     model.to(target)
     model.eval()
+    # float16 (unlike bfloat16) has float32's precision but not its range: small gradients underflow
+    # to zero unless the loss is scaled up first (and the gradients down again before the step).
+    scaler = torch.amp.GradScaler(target.type) if (dtype, master_dtype) == ("float16", "float32") else None
     return Policy(name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template,
-                  compute_dtype=getattr(torch, dtype), master_dtype=getattr(torch, master_dtype))  # fmt: skip
+                  compute_dtype=getattr(torch, dtype), master_dtype=getattr(torch, master_dtype),
+                  grad_scaler=scaler)  # fmt: skip
 
 
 def load_policy_for(model_cfg: ModelConfig, *, train: bool = True) -> Policy:

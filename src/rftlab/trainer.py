@@ -160,6 +160,24 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 # ----------------------------------------------------------------------------- one update
 
 
+def optimizer_step(policy: Policy, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
+    """optimizer.step(); with float16 compute through the loss scaler (which skips a step that overflowed)."""
+    scaler = policy.grad_scaler
+    if scaler is None:
+        if stepped:
+            optimizer.step()
+        return
+    if stepped:
+        scaler.step(optimizer)
+    scaler.update()
+
+
+def checkpoint_state(state: dict, policy: Policy) -> dict:
+    """The trainer state a checkpoint holds: round state, torch's RNG, and the loss scale (float16)."""
+    scaler = {} if policy.grad_scaler is None else {"grad_scaler": policy.grad_scaler.state_dict()}
+    return {**state, "torch_rng": torch.get_rng_state(), **scaler}
+
+
 @torch.no_grad()
 def reference_logp(cfg: Config, policy: Policy, reference: torch.nn.Module | None, args: list[torch.Tensor],
                    mask: torch.Tensor, chunks: list[slice]) -> torch.Tensor:  # fmt: skip
@@ -237,7 +255,8 @@ def policy_update(
                                         aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
                 total = loss + obj.kl_coef * kl
                 sums["loss/kl"] += kl.item() * float(share)
-            (total * share).backward()
+            scaled = total * share
+            (policy.grad_scaler.scale(scaled) if policy.grad_scaler else scaled).backward()
             w = float(share)
             sums["loss/policy"] += loss.item() * w
             sums["clip/frac"] += float(m["clip/frac"]) * w
@@ -248,12 +267,13 @@ def policy_update(
             )
             if entropy is not None:
                 sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
+        if policy.grad_scaler is not None:
+            policy.grad_scaler.unscale_(optimizer)  # float16 compute: back to the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(
             policy.trainable_parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         )
         stepped = signal or cfg.optim.step_on_zero_signal
-        if stepped:
-            optimizer.step()
+        optimizer_step(policy, optimizer, stepped)
         if update == 0:
             metrics.update(sums)
             metrics["grad_norm"] = float(grad_norm)
@@ -333,6 +353,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         by_id = {p.id: p for p in train_split}
         train_examples = [by_id[i] for i in state["train_example_ids"]]
         torch.set_rng_state(state["torch_rng"])
+        if policy.grad_scaler is not None:
+            policy.grad_scaler.load_state_dict(state["grad_scaler"])
         run.truncate_logs(state["round"])
     else:
         if resume:
@@ -357,7 +379,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             run.save_checkpoint(
                 policy.trainable_state_dict(),
                 optimizer.state_dict(),
-                {**state, "torch_rng": torch.get_rng_state()},
+                checkpoint_state(state, policy),
             )
 
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
@@ -437,7 +459,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             run.save_checkpoint(
                 policy.trainable_state_dict(),
                 optimizer.state_dict(),
-                {**state, "torch_rng": torch.get_rng_state()},
+                checkpoint_state(state, policy),
             )
         bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
                         train_p1=f"{last_eval['train/pass_at_1']:.2f}",
