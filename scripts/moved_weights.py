@@ -24,7 +24,8 @@ def moved(run_dir: str) -> str:
     cfg = config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
     saved = RunDir(run_dir).load_checkpoint()["model"]
     size = (Path(run_dir) / "checkpoint" / "trainer.pt").stat().st_size
-    base = load_policy(cfg.model.name, device="cpu").model.state_dict()
+    m = cfg.model.master_dtype  # compare like with like: the base as the run stored it at the start
+    base = load_policy(cfg.model.name, dtype=m, master_dtype=m, device="cpu").model.state_dict()
     if cfg.model.lora_rank:
         policy = load_policy_for(cfg.model)
         policy.load_trainable_state_dict(saved)
