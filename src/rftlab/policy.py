@@ -418,7 +418,7 @@ def _chunked_response_logp(policy, input_ids, attention, position_ids, response_
     """
     lm = _causal_lm(policy.model)
     if not policy.head_checked:
-        _check_head(policy, lm, input_ids[:1], attention[:1], position_ids[:1])
+        _check_head(policy, lm, input_ids[0][attention[0].bool()][:16])
     hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
                               use_cache=False).last_hidden_state  # fmt: skip
     n, t = response_ids.shape
@@ -437,14 +437,18 @@ def _chunked_response_logp(policy, input_ids, attention, position_ids, response_
 
 
 @torch.no_grad()
-def _check_head(policy: Policy, lm, input_ids, attention, position_ids) -> None:
-    """Once per policy: the backbone + `head_logits` must reproduce the model's own logits."""
+def _check_head(policy: Policy, lm, tokens: torch.Tensor) -> None:
+    """Once per policy: the backbone + `head_logits` must reproduce the model's own logits.
+
+    Checked on the first (at most 16) real tokens of one sequence, so the check's own full-vocabulary
+    logits stay small.
+    """
+    input_ids = tokens.unsqueeze(0)  # (1, t)
     was_training = policy.model.training
     policy.model.eval()
     try:
-        want = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
-        hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                                  use_cache=False).last_hidden_state  # fmt: skip
+        want = policy.model(input_ids=input_ids).logits
+        hidden = lm.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
         got = head_logits(lm, hidden)
     finally:
         policy.model.train(was_training)
