@@ -61,7 +61,7 @@ def test_float32_reference_moves_every_weight():
 
 def test_pure_bf16_training_rounds_updates_away_and_warns(caplog):
     cfg = load_config("tiny", LR_1E6 + ["model.dtype=bfloat16", "model.master_dtype=bfloat16"])
-    assert moved_share_after_one_step(cfg) < 0.05  # ~1%: only weights near zero have an ulp below 1e-6
+    assert 0.001 < moved_share_after_one_step(cfg) < 0.05  # ~1%: only weights near 0 have an ulp below 1e-6
     from rftlab.policy import lr_resolution_warning
 
     policy = load_policy(cfg.model.name, dtype="bfloat16", master_dtype="bfloat16")

@@ -32,6 +32,7 @@ import importlib.util
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -286,7 +287,11 @@ def add_lora(policy: Policy, *, rank: int, alpha: float, dropout: float, target_
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
                         target_modules=list(target_modules) or "all-linear")  # fmt: skip
     try:
-        policy.model = get_peft_model(policy.model, config)
+        with (
+            warnings.catch_warnings()
+        ):  # peft calls a transformers 5 deprecated alias; not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            policy.model = get_peft_model(policy.model, config)
     except ValueError as err:  # e.g. a target module that the model does not have
         raise RftlabError(f"model.lora_target_modules={list(target_modules)}: {err}") from None
     policy.model.eval()
