@@ -194,6 +194,42 @@ def reference_logp(cfg: Config, policy: Policy, reference: torch.nn.Module | Non
         ])  # fmt: skip
 
 
+def micro_batch_backward(
+    cfg: Config, policy: Policy, inputs: list[torch.Tensor], mask: torch.Tensor, adv: torch.Tensor,
+    old_logp: torch.Tensor, ref_logp: torch.Tensor | None, share: torch.Tensor | float, *, first: bool,
+    total_tokens: torch.Tensor,
+) -> dict[str, float]:  # fmt: skip
+    """Forward, loss and backward of one micro-batch (its `share` of the batch loss); its raw metrics.
+
+    On the first update `old_logp` (this micro-batch's rows, (n, T)) is filled in place: theta_old is
+    the rollout policy, which is these weights.
+    """
+    obj = cfg.objective
+    norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
+    with policy.autocast():  # forward: (n, T) log-probs of the sampled tokens under the current weights
+        logp, entropy = response_logp(policy, *inputs, mask, temperature=cfg.rollout.temperature,
+                                      with_entropy=first, chunk_tokens=cfg.train.logprob_chunk_tokens)  # fmt: skip
+    if first:
+        old_logp.copy_(logp.detach())
+    loss, m = objectives.clipped_policy_loss(
+        logp, old_logp, adv, mask,
+        clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
+        aggregation=obj.aggregation, norm_tokens=norm_tokens,
+    )  # fmt: skip
+    total, out = loss, {"loss/kl": None, "entropy": None}
+    if ref_logp is not None:
+        kl = objectives.kl_loss(logp, ref_logp, mask, estimator=obj.kl_estimator,
+                                aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
+        total = loss + obj.kl_coef * kl
+        out["loss/kl"] = kl.item()
+    scaled = total * share
+    (policy.grad_scaler.scale(scaled) if policy.grad_scaler else scaled).backward()
+    if entropy is not None:
+        out["entropy"] = float((entropy * mask).sum() / total_tokens)
+    ratio_and_clip = {k: float(m[k]) for k in ("clip/frac", "clip/frac_dual", "ratio/max", "ratio/min")}
+    return {"loss/policy": loss.item(), **ratio_and_clip, **out}
+
+
 def policy_update(
     cfg: Config,
     policy: Policy,
@@ -209,7 +245,6 @@ def policy_update(
     chunks = [slice(i, min(i + micro, n_seq)) for i in range(0, n_seq, micro)]
     mask = batch.response_mask.to(device)
     total_tokens = mask.sum().clamp(min=1)
-    norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
     args = [t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids)]
     adv = adv.to(device)
 
@@ -226,47 +261,20 @@ def policy_update(
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
         ratio_max, ratio_min = 0.0, float("inf")
         for c in chunks:
-            # forward: (n, T) log-probs of the sampled tokens under the current weights
-            with policy.autocast():
-                logp, entropy = response_logp(
-                    policy,
-                    *(a[c] for a in args),
-                    mask[c],
-                    temperature=cfg.rollout.temperature,
-                    with_entropy=update == 0,
-                    chunk_tokens=cfg.train.logprob_chunk_tokens,
-                )
-            if update == 0:
-                old_logp[c] = logp.detach()  # theta_old = the rollout policy, which is these weights
             # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
             share = (
                 (mask[c].sum() / total_tokens)
                 if obj.aggregation == "token_mean"
                 else (c.stop - c.start) / n_seq
             )
-            loss, m = objectives.clipped_policy_loss(
-                logp, old_logp[c], adv[c], mask[c],
-                clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
-                aggregation=obj.aggregation, norm_tokens=norm_tokens,
-            )  # fmt: skip
-            total = loss
-            if ref_logp is not None:
-                kl = objectives.kl_loss(logp, ref_logp[c], mask[c], estimator=obj.kl_estimator,
-                                        aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
-                total = loss + obj.kl_coef * kl
-                sums["loss/kl"] += kl.item() * float(share)
-            scaled = total * share
-            (policy.grad_scaler.scale(scaled) if policy.grad_scaler else scaled).backward()
+            m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
+                                     None if ref_logp is None else ref_logp[c], share, first=update == 0,
+                                     total_tokens=total_tokens)  # fmt: skip
             w = float(share)
-            sums["loss/policy"] += loss.item() * w
-            sums["clip/frac"] += float(m["clip/frac"]) * w
-            sums["clip/frac_dual"] += float(m["clip/frac_dual"]) * w
-            ratio_max, ratio_min = (
-                max(ratio_max, float(m["ratio/max"])),
-                min(ratio_min, float(m["ratio/min"])),
-            )
-            if entropy is not None:
-                sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
+            for key in ("loss/policy", "loss/kl", "clip/frac", "clip/frac_dual"):
+                sums[key] += (m[key] or 0.0) * w
+            sums["entropy"] += m["entropy"] or 0.0
+            ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
         if policy.grad_scaler is not None:
             policy.grad_scaler.unscale_(optimizer)  # float16 compute: back to the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(
