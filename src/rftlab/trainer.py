@@ -18,12 +18,18 @@ Deviations and choices, stated:
   skips it. The metric `train/stepped` says which happened.
 - Every random draw comes from a seed derived from (run seed, round, purpose), so a resumed run
   draws exactly what an uninterrupted run draws.
+- Precision: the trained weights and AdamW's state are float32 (`model.master_dtype`) and every
+  forward (rollout, evaluation, loss, reference) runs in `model.dtype` under autocast, so an update at
+  lr 1e-6 is not rounded away as it would be in bfloat16 weights. The KL reference is a frozen copy in
+  the compute dtype (with float32 compute: exactly the initial weights); with LoRA there is no copy,
+  the reference is the model with its adapter disabled, and checkpoints hold the adapter only.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -34,7 +40,7 @@ from rftlab import objectives
 from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
-from rftlab.policy import Policy, load_policy, response_logp
+from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
 from rftlab.rewards import score, verifier_timeouts
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
@@ -48,6 +54,8 @@ from rftlab.selection import (
 from rftlab.tasks import load_problems
 from rftlab.tasks.limits import check_prompt_lengths
 from rftlab.tasks.problem import Problem
+
+log = logging.getLogger(__name__)
 
 
 def derive_seed(seed: int, round_: int, purpose: str) -> int:
@@ -129,6 +137,20 @@ def use_threads(cfg: Config) -> None:
         torch.set_num_threads(cfg.run.threads)
 
 
+def build_reference(cfg: Config, policy: Policy) -> torch.nn.Module | None:
+    """The frozen KL reference: a copy of the initial weights in the compute dtype (none without KL).
+
+    With LoRA there is no copy: the reference is the policy with its adapter disabled. The copy is
+    made parameter by parameter (deepcopy's memo), so a float32 model never exists twice for a bf16 one.
+    """
+    if cfg.objective.kl_coef <= 0 or policy.is_lora:
+        return None
+    model = policy.model
+    memo = {id(p): torch.nn.Parameter(p.detach().to(policy.compute_dtype, copy=True), requires_grad=False)
+            for p in model.parameters()}  # fmt: skip
+    return copy.deepcopy(model, memo).eval()
+
+
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.optimizer == "sgd":
@@ -137,6 +159,76 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
 
 
 # ----------------------------------------------------------------------------- one update
+
+
+def optimizer_step(policy: Policy, optimizer: torch.optim.Optimizer, stepped: bool) -> None:
+    """optimizer.step(); with float16 compute through the loss scaler (which skips a step that overflowed)."""
+    scaler = policy.grad_scaler
+    if scaler is None:
+        if stepped:
+            optimizer.step()
+        return
+    if stepped:
+        scaler.step(optimizer)
+    scaler.update()
+
+
+def checkpoint_state(state: dict, policy: Policy) -> dict:
+    """The trainer state a checkpoint holds: round state, torch's RNG, and the loss scale (float16)."""
+    scaler = {} if policy.grad_scaler is None else {"grad_scaler": policy.grad_scaler.state_dict()}
+    return {**state, "torch_rng": torch.get_rng_state(), **scaler}
+
+
+@torch.no_grad()
+def reference_logp(cfg: Config, policy: Policy, reference: torch.nn.Module | None, args: list[torch.Tensor],
+                   mask: torch.Tensor, chunks: list[slice]) -> torch.Tensor:  # fmt: skip
+    """(N, T) log-probs under the frozen reference: the copy, or a LoRA policy with its adapter disabled."""
+    ref_policy = policy if reference is None else Policy(
+        policy.name, reference, policy.tokenizer, policy.device,
+        compute_dtype=policy.compute_dtype, master_dtype=policy.master_dtype, head_checked=policy.head_checked,
+    )  # fmt: skip
+    with ref_policy.reference_mode(), policy.autocast():
+        return torch.cat([
+            response_logp(ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature,
+                          chunk_tokens=cfg.train.logprob_chunk_tokens)[0]
+            for c in chunks
+        ])  # fmt: skip
+
+
+def micro_batch_backward(
+    cfg: Config, policy: Policy, inputs: list[torch.Tensor], mask: torch.Tensor, adv: torch.Tensor,
+    old_logp: torch.Tensor, ref_logp: torch.Tensor | None, share: torch.Tensor | float, *, first: bool,
+    total_tokens: torch.Tensor,
+) -> dict[str, float]:  # fmt: skip
+    """Forward, loss and backward of one micro-batch (its `share` of the batch loss); its raw metrics.
+
+    On the first update `old_logp` (this micro-batch's rows, (n, T)) is filled in place: theta_old is
+    the rollout policy, which is these weights.
+    """
+    obj = cfg.objective
+    norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
+    with policy.autocast():  # forward: (n, T) log-probs of the sampled tokens under the current weights
+        logp, entropy = response_logp(policy, *inputs, mask, temperature=cfg.rollout.temperature,
+                                      with_entropy=first, chunk_tokens=cfg.train.logprob_chunk_tokens)  # fmt: skip
+    if first:
+        old_logp.copy_(logp.detach())
+    loss, m = objectives.clipped_policy_loss(
+        logp, old_logp, adv, mask,
+        clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
+        aggregation=obj.aggregation, norm_tokens=norm_tokens,
+    )  # fmt: skip
+    total, out = loss, {"loss/kl": None, "entropy": None}
+    if ref_logp is not None:
+        kl = objectives.kl_loss(logp, ref_logp, mask, estimator=obj.kl_estimator,
+                                aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
+        total = loss + obj.kl_coef * kl
+        out["loss/kl"] = kl.item()
+    scaled = total * share
+    (policy.grad_scaler.scale(scaled) if policy.grad_scaler else scaled).backward()
+    if entropy is not None:
+        out["entropy"] = float((entropy * mask).sum() / total_tokens)
+    ratio_and_clip = {k: float(m[k]) for k in ("clip/frac", "clip/frac_dual", "ratio/max", "ratio/min")}
+    return {"loss/policy": loss.item(), **ratio_and_clip, **out}
 
 
 def policy_update(
@@ -154,22 +246,12 @@ def policy_update(
     chunks = [slice(i, min(i + micro, n_seq)) for i in range(0, n_seq, micro)]
     mask = batch.response_mask.to(device)
     total_tokens = mask.sum().clamp(min=1)
-    norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
     args = [t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids)]
     adv = adv.to(device)
 
     ref_logp = None
-    if reference is not None:
-        with torch.no_grad():
-            ref_policy = Policy(policy.name, reference, policy.tokenizer, device)
-            ref_logp = torch.cat(
-                [
-                    response_logp(
-                        ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature
-                    )[0]
-                    for c in chunks
-                ]
-            )
+    if reference is not None or (policy.is_lora and obj.kl_coef > 0):
+        ref_logp = reference_logp(cfg, policy, reference, args, mask, chunks)
 
     old_logp = torch.zeros_like(mask, dtype=torch.float32)
     signal = bool(adv.abs().sum() > 0) or obj.kl_coef > 0
@@ -180,50 +262,27 @@ def policy_update(
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
         ratio_max, ratio_min = 0.0, float("inf")
         for c in chunks:
-            # forward: (n, T) log-probs of the sampled tokens under the current weights
-            logp, entropy = response_logp(
-                policy,
-                *(a[c] for a in args),
-                mask[c],
-                temperature=cfg.rollout.temperature,
-                with_entropy=update == 0,
-            )
-            if update == 0:
-                old_logp[c] = logp.detach()  # theta_old = the rollout policy, which is these weights
             # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
             share = (
                 (mask[c].sum() / total_tokens)
                 if obj.aggregation == "token_mean"
                 else (c.stop - c.start) / n_seq
             )
-            loss, m = objectives.clipped_policy_loss(
-                logp, old_logp[c], adv[c], mask[c],
-                clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
-                aggregation=obj.aggregation, norm_tokens=norm_tokens,
-            )  # fmt: skip
-            total = loss
-            if ref_logp is not None:
-                kl = objectives.kl_loss(logp, ref_logp[c], mask[c], estimator=obj.kl_estimator,
-                                        aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
-                total = loss + obj.kl_coef * kl
-                sums["loss/kl"] += kl.item() * float(share)
-            (total * share).backward()
+            m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
+                                     None if ref_logp is None else ref_logp[c], share, first=update == 0,
+                                     total_tokens=total_tokens)  # fmt: skip
             w = float(share)
-            sums["loss/policy"] += loss.item() * w
-            sums["clip/frac"] += float(m["clip/frac"]) * w
-            sums["clip/frac_dual"] += float(m["clip/frac_dual"]) * w
-            ratio_max, ratio_min = (
-                max(ratio_max, float(m["ratio/max"])),
-                min(ratio_min, float(m["ratio/min"])),
-            )
-            if entropy is not None:
-                sums["entropy"] += float((entropy * mask[c]).sum() / total_tokens)
+            for key in ("loss/policy", "loss/kl", "clip/frac", "clip/frac_dual"):
+                sums[key] += (m[key] or 0.0) * w
+            sums["entropy"] += m["entropy"] or 0.0
+            ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
+        if policy.grad_scaler is not None:
+            policy.grad_scaler.unscale_(optimizer)  # float16 compute: back to the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            policy.model.parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            policy.trainable_parameters(), cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         )
         stepped = signal or cfg.optim.step_on_zero_signal
-        if stepped:
-            optimizer.step()
+        optimizer_step(policy, optimizer, stepped)
         if update == 0:
             metrics.update(sums)
             metrics["grad_norm"] = float(grad_norm)
@@ -284,27 +343,28 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
     # ---- task (first: a bad data file fails before a model is loaded), policy, reference
     train_split, test_set = load_task(cfg)
-    policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, device=cfg.model.device,
-                         use_chat_template=cfg.model.use_chat_template)  # fmt: skip
+    policy = load_policy_for(cfg.model)
     train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
-    reference = None
-    if cfg.objective.kl_coef > 0:
-        reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+    reference = build_reference(cfg, policy)
+    if (warning := lr_resolution_warning(policy, cfg.optim.lr)) is not None:
+        log.warning("rftlab: %s", warning)
     run = RunDir(out)  # created only once data and model have loaded: a typo leaves no half-made run
     run.prepare(cfg, resume=resume)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
-    optimizer = build_optimizer(cfg, policy.model.parameters())
+    optimizer = build_optimizer(cfg, policy.trainable_parameters())
 
     # ---- resume or start: the state that carries across rounds
     checkpoint = run.load_checkpoint() if resume else None
     if checkpoint is not None:
-        policy.model.load_state_dict(checkpoint["model"])
+        policy.load_trainable_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = checkpoint["state"]
         by_id = {p.id: p for p in train_split}
         train_examples = [by_id[i] for i in state["train_example_ids"]]
         torch.set_rng_state(state["torch_rng"])
+        if policy.grad_scaler is not None:
+            policy.grad_scaler.load_state_dict(state["grad_scaler"])
         run.truncate_logs(state["round"])
     else:
         if resume:
@@ -327,9 +387,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         state["base"] = row
         if cfg.train.rounds == 0:
             run.save_checkpoint(
-                policy.model.state_dict(),
+                policy.trainable_state_dict(),
                 optimizer.state_dict(),
-                {**state, "torch_rng": torch.get_rng_state()},
+                checkpoint_state(state, policy),
             )
 
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
@@ -409,9 +469,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
             state["wall_seconds"] = wall_before + time.perf_counter() - started
             run.save_checkpoint(
-                policy.model.state_dict(),
+                policy.trainable_state_dict(),
                 optimizer.state_dict(),
-                {**state, "torch_rng": torch.get_rng_state()},
+                checkpoint_state(state, policy),
             )
         bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
                         train_p1=f"{last_eval['train/pass_at_1']:.2f}",

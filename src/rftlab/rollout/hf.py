@@ -86,14 +86,15 @@ def generate(
             if greedy
             else {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
         )
-        out = model.generate(
-            **enc,
-            **sampling,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=policy.eos_token_ids,
-            pad_token_id=tokenizer.pad_token_id,
-            repetition_penalty=1.0,
-        )
+        with policy.autocast():  # compute dtype over the master weights
+            out = model.generate(
+                **enc,
+                **sampling,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=policy.eos_token_ids,
+                pad_token_id=tokenizer.pad_token_id,
+                repetition_penalty=1.0,
+            )
         parts.append((enc["input_ids"], enc["attention_mask"], out[:, enc["input_ids"].shape[1] :]))
     model.train(was_training)
 

@@ -1,0 +1,99 @@
+"""Policy: chunked log-probs equal the whole-batch ones (values and gradients), gradient
+checkpointing changes nothing but memory, checkpoints of trainable state round-trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rftlab.config import load_config
+from rftlab.errors import RftlabError
+from rftlab.policy import load_policy, load_policy_for, response_logp
+from rftlab.rollout import generate
+
+
+def logp_and_grads(policy, batch, **kw):
+    """(logp, entropy, {name: grad}) of sum(logp * mask) under the policy."""
+    policy.model.zero_grad(set_to_none=True)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    with policy.autocast():
+        logp, entropy = response_logp(policy, *args, with_entropy=True, temperature=0.7, **kw)
+    (logp * batch.response_mask).sum().backward()
+    grads = {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
+    return logp.detach(), entropy, grads
+
+
+def assert_same(a, b, atol=1e-5):
+    (logp_a, ent_a, grad_a), (logp_b, ent_b, grad_b) = a, b
+    mask_ok = torch.isfinite(logp_a)
+    assert mask_ok.all()
+    torch.testing.assert_close(logp_a, logp_b, atol=atol, rtol=1e-5)
+    torch.testing.assert_close(ent_a, ent_b, atol=atol, rtol=1e-5)
+    assert grad_a.keys() == grad_b.keys() and grad_a
+    for name in grad_a:  # float32 sums in another order: equal to 1e-5 of the gradient's scale
+        scale = float(grad_a[name].abs().max()) + 1e-12
+        assert float((grad_a[name] - grad_b[name]).abs().max()) <= atol * scale, name
+
+
+def two_prompt_batch(policy, max_new_tokens=20):
+    prompts = ["<|user|>What is 12 + 30?\n<|assistant|>", "<|user|>Tom has 3 apples.\n<|assistant|>"]
+    return generate(policy, prompts, samples_per_prompt=2, max_new_tokens=max_new_tokens, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_policy("tiny")
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 64, 10_000])
+def test_chunked_logp_equals_whole_batch(tiny, chunk_tokens):
+    batch = two_prompt_batch(tiny)
+    assert_same(logp_and_grads(tiny, batch), logp_and_grads(tiny, batch, chunk_tokens=chunk_tokens))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    cfg = load_config("tiny", ["model.gradient_checkpointing=true"])
+    plain, checkpointed = load_policy("tiny"), load_policy_for(cfg.model)
+    assert any(getattr(m, "gradient_checkpointing", False) for m in checkpointed.model.modules())
+    batch = two_prompt_batch(plain)
+    plain.model.train(), checkpointed.model.train()
+    assert_same(logp_and_grads(plain, batch), logp_and_grads(checkpointed, batch, chunk_tokens=16))
+
+
+def test_lora_with_gradient_checkpointing_and_chunks_gets_adapter_gradients():
+    cfg = load_config("tiny", ["model.gradient_checkpointing=true", "model.lora_rank=4"])
+    policy = load_policy_for(cfg.model)
+    policy.model.train()
+    _, _, grads = logp_and_grads(policy, two_prompt_batch(policy), chunk_tokens=8)
+    assert grads and all("lora_" in n for n in grads)
+    assert any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_a_head_with_unknown_post_processing_is_refused(tiny):
+    policy = load_policy("tiny")
+    policy.model.forward = _scaled_forward(policy.model)
+    with pytest.raises(RftlabError, match="train.logprob_chunk_tokens=0"):
+        logp_and_grads(policy, two_prompt_batch(tiny, 6), chunk_tokens=4)
+
+
+def _scaled_forward(model):
+    """The model's forward with an extra logit scale that head_logits does not know about."""
+    forward = model.forward
+
+    def scaled(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits = out.logits * 3
+        return out
+
+    return scaled
+
+
+def test_trainable_state_round_trips_for_full_and_lora():
+    for overrides in ([], ["model.lora_rank=2"]):
+        cfg = load_config("tiny", overrides)
+        a, b = load_policy_for(cfg.model), load_policy_for(cfg.model)
+        with torch.no_grad():
+            for p in a.trainable_parameters():
+                p.add_(0.01)
+        b.load_trainable_state_dict(a.trainable_state_dict())
+        assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
