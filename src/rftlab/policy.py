@@ -144,6 +144,8 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").is_file():
             raise RftlabError(f"model directory {path} has no config.json")
         return str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a hub id (org/name)
+        raise RftlabError(f"model.name={name}: there is no such folder")
     return name  # a hub id
 
 
@@ -151,6 +153,7 @@ def load_policy(
     name: str, *, dtype: str = "float32", device: str = "auto", use_chat_template: bool = True
 ) -> Policy:
     """Load a built-in, a local directory or a hub model as a Policy (train mode off; caller decides)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name)
@@ -158,6 +161,8 @@ def load_policy(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    except SafetensorError as err:  # a truncated or damaged model.safetensors
+        raise RftlabError(f"model {name!r}: a weights file in {path} is damaged ({err})") from None
     except OSError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RftlabError(

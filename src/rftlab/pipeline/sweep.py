@@ -1,7 +1,8 @@
 """A pipeline end to end: spec -> plan -> (skip missing models) -> executor -> report.
 
     <out>/pipeline.json    the spec, the options, and every (layer, variant, seed) with its run
-                           directory and status (done / failed / skipped: <why>)
+                           directory and status (done / failed / skipped: <why> / busy: held by
+                           another sweep that has not finished it)
     <out>/runs/<run>/      run directories (identical configurations share one)
     <out>/report.html, <out>/findings.json, <out>/analysis.json, <out>/figures/*.png
     <out>/bandit/          with bandit="quick" or "full": the bandit counterparts (rftlab.bandit.pipeline),
@@ -22,7 +23,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rftlab.errors import RftlabError
-from rftlab.pipeline.executors import RunTask, execute, is_finished, machine_cpus, wants_gpu
+from rftlab.pipeline.executors import (
+    HELD,
+    RunResult,
+    RunTask,
+    execute,
+    is_finished,
+    machine_cpus,
+    wants_gpu,
+)
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
 
 PIPELINE_FILE = "pipeline.json"
@@ -123,6 +132,17 @@ def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask
     return first + [t for t in tasks if t not in first]
 
 
+def run_status(result: RunResult, out: str | Path) -> dict:
+    """A run's entry in pipeline.json. A run another sweep held is `done` if that sweep has finished it
+    by now, else `busy` with the reason; it is never counted as failed."""
+    if result.status in ("done", "skipped") or (result.status == "busy" and is_finished(out)):
+        return {"status": "done"} if result.status != "busy" else {"status": "done", "by": "another sweep"}
+    entry = {"status": result.status}
+    if result.error:
+        entry["reason"] = result.error
+    return entry
+
+
 def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict],
                         options: dict) -> None:  # fmt: skip
     entries = []
@@ -194,15 +214,16 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
     write_pipeline_file(out, spec, runs, statuses, options)
     results = execute(tasks, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
                       keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+    by_name = {t.name: t for t in tasks}
     for res in results:
-        entry = {"status": "done" if res.status in ("done", "skipped") else res.status}
-        if res.error:
-            entry["reason"] = res.error
-        statuses[res.name] = entry
+        statuses[res.name] = run_status(res, by_name[res.name].out)
     write_pipeline_file(out, spec, runs, statuses, options)
-    failed = [r for r in results if r.status in ("failed", "busy")]
+    failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        print(f"  run {r.name} {r.status}: {r.error}", file=sys.stderr)
+        print(f"  run {r.name} failed: {r.error}", file=sys.stderr)
+    held = [name for name, entry in statuses.items() if entry["status"] == "busy"]
+    for name in held:
+        print(f"  run {name}: {HELD} (not finished yet; run the sweep again once it is)", file=sys.stderr)
     if bandit:
         from rftlab.bandit.pipeline import ensure_pipeline
 
@@ -212,6 +233,7 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
         from rftlab.report.html import build_report
 
         build_report(out, bandit=out / "bandit" if bandit else None)
-    return {"runs": unique, "done": sum(r.status in ("done", "skipped") for r in results), "failed": len(failed),
+    return {"runs": unique, "done": sum(statuses[r.name]["status"] == "done" for r in results),
+            "failed": len(failed), "held": len(held),
             "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
             "results": [asdict(r) for r in results]}  # fmt: skip
