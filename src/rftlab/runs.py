@@ -384,25 +384,37 @@ def _read_manifest(folder: Path) -> dict | None:
 
 
 class _HashingWriter:
-    """A file wrapper for torch.save that hashes the bytes as they are written (no second read)."""
+    """A file wrapper for torch.save that hashes the bytes as they are written (no second read), writes
+    them whole, and keeps the OSError of a failed write (torch reports it only as a RuntimeError)."""
 
     def __init__(self, f):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+        self.f, self.sha, self.size, self.error = f, hashlib.sha256(), 0, None
 
     def write(self, data) -> int:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self.f.write(view) :]
+        except OSError as err:
+            self.error = err
+            raise
         self.sha.update(data)
         self.size += len(data)
-        return self.f.write(data)
+        return len(data)
 
     def flush(self) -> None:
         self.f.flush()
 
 
 def _save_hashed(obj: Any, path: Path) -> tuple[str, int]:
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:
         writer = _HashingWriter(f)
-        torch.save(obj, writer)
-        f.flush()
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
         os.fsync(f.fileno())
     return writer.sha.hexdigest(), writer.size
 
