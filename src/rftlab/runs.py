@@ -73,8 +73,8 @@ def _fault(point: str, round_: Any) -> None:
 
 
 @contextlib.contextmanager
-def run_lock(out: str | Path) -> Iterator[bool]:
-    """An exclusive, non-blocking flock on <run>/.lock; yields whether this process got it.
+def run_lock(out: str | Path, *, wait: bool = False) -> Iterator[bool]:
+    """An exclusive flock on <run>/.lock; yields whether this process got it (`wait`: block until then).
 
     Taken by `rftlab run` (fresh and --resume) and by each sweep worker, so two processes never write
     one run directory; the OS releases it when its holder dies (kill -9 included).
@@ -86,7 +86,7 @@ def run_lock(out: str | Path) -> Iterator[bool]:
         import fcntl
 
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             yield False
             return
