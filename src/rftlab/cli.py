@@ -34,6 +34,7 @@ cache: RFTLAB_CACHE (default ~/.cache/rftlab) holds derived files that are slow 
   Deleting the folder (or one of its sub-folders) is safe: it is rebuilt when next needed.
 """
 
+# disk full, quota, read-only, file too large, no permission, I/O error: one line naming the file
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EIO)
 
 
@@ -63,8 +64,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as err:
             if err.errno not in WRITE_ERRORS:
                 raise
-            where = err.filename or out
-            raise RftlabError(f"could not write {where}: {os.strerror(err.errno)}") from None
+            raise RftlabError(f"{os.strerror(err.errno)}: {err.filename or out}") from None
         except RftlabError:
             if made and not RunDir(out).has_completed_round():
                 import shutil

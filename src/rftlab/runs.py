@@ -203,13 +203,13 @@ class RunDir:
                     f"{self.config_path} is missing and the checkpoint does not record its config: "
                     f"the resumed config cannot be checked; restore config.yaml"
                 )
-            log.warning(
-                "rftlab: %s was missing or damaged; rewritten from the checkpoint's", self.config_path
-            )
+            source = "the checkpoint's config" if checkpointed is not None else "this run's config"
+            log.warning("rftlab: %s was missing or damaged; rewritten from %s", self.config_path, source)
             _atomic_write(self.config_path, cfg.to_yaml())
 
     def _saved_config(self) -> Config | None:
-        """config.yaml as a Config; None when it is missing or damaged and the checkpoint has the config."""
+        """config.yaml as a Config; None when it is missing, or damaged and nothing depends on it but the
+        checkpoint, which records the config (or there is no checkpoint: the resume starts over)."""
         if not self.config_path.exists():
             return None
         try:
@@ -219,7 +219,7 @@ class RunDir:
             return config_from_dict(data)
         except (yaml.YAMLError, RftlabError, UnicodeDecodeError, TypeError, ValueError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if self.checkpoint_config() is None:
+            if self.checkpoint_folders() and self.checkpoint_config() is None:
                 raise RftlabError(
                     f"{self.config_path} is damaged ({reason}) and no checkpoint records the config; "
                     f"restore it, or start the run again in a new --out"
