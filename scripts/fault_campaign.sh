@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every reliability test, slow ones included: the SIGKILL campaign on real `rftlab run` processes,
 # the full-disk and read-only tmpfs tests (need root to mount; skipped otherwise), the race of two
-# processes on one run, and the in-process fault tests. See RELIABILITY.md.   Usage: bash scripts/fault_campaign.sh [pytest args]
+# processes on one run, two sweeps on one directory, and the in-process fault tests. See RELIABILITY.md.
+# Usage: bash scripts/fault_campaign.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"

@@ -3,10 +3,11 @@
 Each run is a `RunTask` (its resolved config as plain data and its run directory). `run_one`
 decides what a task needs: a run whose `summary.json` exists is finished and skipped; a run with
 a `config.yaml` resumes from its checkpoint (`train(..., resume=True)`); otherwise it starts. A
-lock file (`flock`) keeps two sweeps from writing the same run directory at once, and is released
-by the OS when its holder dies (`rftlab run` takes the same lock); a run held by another process is
-reported as `busy` (held by another sweep), not as failed. A failed run is recorded (`<run>/error.txt`), not fatal: the sweep
-goes on. In worker processes a run's output goes to `<run>/log.txt`, not over the progress bar.
+lock file (`flock`, `rftlab.runs.run_lock`) keeps two processes from writing the same run directory
+at once, and is released by the OS when its holder dies; `rftlab run` takes the same lock. A run
+held by another process is reported as `busy` (held by another sweep), not as failed. A failed run is
+recorded (`<run>/error.txt`), not fatal: the sweep goes on. In worker processes a run's output goes
+to `<run>/log.txt`, not over the progress bar.
 
 - `local` (default): a process pool of `workers` processes (default: the machine's cores, or
   `RFTLAB_CPUS`), each with torch threads = cores / workers; workers die with the parent.
