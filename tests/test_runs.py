@@ -241,6 +241,9 @@ def test_non_finite_round_stops_before_logging_or_checkpointing(tmp_path):
 def test_check_finite_names_the_weight_and_accepts_finite_ones():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
+    with torch.no_grad():
+        model[0].weight.fill_(3e38)  # finite, though their sum is not: not mistaken for a broken weight
+    trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
     with pytest.raises(RftlabError, match=r"^round 3: non-finite loss/policy \(inf\)"):
         trainer.check_finite(3, {"loss/policy": float("inf")}, model, 2)
     with torch.no_grad():

@@ -245,21 +245,28 @@ def check_finite(
     round_: int, update: dict[str, float], model: torch.nn.Module, checkpoint_round: int | None
 ) -> None:
     """Stop at the first non-finite loss, gradient norm or weight, before the round is logged or
-    checkpointed, so the last checkpoint stays good. One fused reduction per trained parameter (its
-    largest |value|, NaN-propagating), no copies; reads nothing random and changes no numbers."""
+    checkpointed, so the last checkpoint stays good. Reads nothing random and changes no numbers.
+
+    Weights: one float32 sum per trained parameter (a vectorized reduction, no copy; NaN and inf
+    propagate into it), checked in one sync; only when a sum is not finite is each parameter checked
+    element-wise, so a huge but finite sum is not mistaken for a broken weight.
+    """
     kept = ("the run stops before any checkpoint" if checkpoint_round is None
             else f"the run stops; its last good checkpoint (round {checkpoint_round}) is kept")  # fmt: skip
     for key in ("loss/policy", "loss/kl", "grad_norm"):
         value = update.get(key)
         if value is not None and not math.isfinite(value):
             raise RftlabError(f"round {round_}: non-finite {key} ({value}); {kept} (lower optim.lr?)")
-    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not trained:
+    trained = [(n, p.detach()) for n, p in model.named_parameters() if p.requires_grad]
+    if not trained or bool(
+        torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in trained])).all()
+    ):
         return
-    peaks = torch.stack([torch.linalg.vector_norm(p.detach(), ord=float("inf")) for _, p in trained])
-    if not bool(torch.isfinite(peaks).all()):
-        name = trained[int((~torch.isfinite(peaks)).nonzero()[0])][0]
-        raise RftlabError(f"round {round_}: non-finite weights after the optimizer step ({name}); {kept}")
+    broken = [n for n, p in trained if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise RftlabError(
+            f"round {round_}: non-finite weights after the optimizer step ({broken[0]}); {kept}"
+        )
 
 
 # ----------------------------------------------------------------------------- evaluation
