@@ -170,12 +170,14 @@ def test_corrupt_middle_metrics_line_is_an_error_naming_the_line(killed):
         resume(out)
 
 
-def test_missing_metrics_or_a_missing_round_is_an_error(killed):
+def test_missing_metrics_or_a_missing_or_repeated_round_is_an_error(killed):
     out = killed
     rows = (out / "metrics.jsonl").read_text().splitlines(keepends=True)
-    (out / "metrics.jsonl").write_text(
-        "".join(r for r in rows if '"round": 2, "split": "train_round"' not in r)
-    )
+    row_2 = next(r for r in rows if '"round": 2, "split": "train_round"' in r)
+    (out / "metrics.jsonl").write_text("".join(rows + [row_2]))  # what two racing writers left before locks
+    with pytest.raises(RftlabError, match=r"metrics.jsonl has round 2 twice"):
+        resume(out)
+    (out / "metrics.jsonl").write_text("".join(r for r in rows if r != row_2))
     with pytest.raises(
         RftlabError, match=r"metrics.jsonl has no row for round 2 \(the checkpoint is at round 3\)"
     ):
