@@ -90,3 +90,11 @@ def test_eval_reports_train_candidates_and_test_or_skips_test(tmp_path, monkeypa
     assert train_only["test"] is None
     assert train_only["train"]["per_problem"] == full["train"]["per_problem"]  # the cached estimate
     assert "test (" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [[], ["run"]])
+def test_help_documents_the_cache(command, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    out = capsys.readouterr().out
+    assert "RFTLAB_CACHE" in out and "models/smollm2-135m/" in out and "difficulty/" in out

@@ -95,3 +95,24 @@ def test_autocast_only_when_compute_differs_from_master():
         assert layer(x).dtype == torch.bfloat16
     with load_policy("tiny").autocast():
         assert layer(x).dtype == torch.float32
+
+
+def test_fp16_run_survives_loss_scale_overflow(tmp_path, monkeypatch):
+    """A loss scale that overflows gives an infinite grad norm, and the scaler skips that step and
+    halves the scale. The non-finite guard must leave that to the scaler (and still check the loss
+    and the weights). The scale starts at 2^60 here so that every round overflows."""
+
+    class HugeScaler(torch.amp.GradScaler):
+        def __init__(self, device: str):
+            super().__init__(device, init_scale=2.0**60)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", HugeScaler)
+    cfg = load_config("tiny", LR_1E6 + ["model.dtype=float16", "train.rounds=3", "eval.every=0",
+                                        "eval.train_samples=2", "rollout.rollouts_per_round=2",
+                                        "rollout.max_new_tokens=24", "optim.lr=1e-3",
+                                        "objective.reward_design=pm1"])  # every round has a gradient  # fmt: skip
+    summary = trainer.train(cfg, tmp_path / "run")
+    assert summary["rounds"] == 3
+    rows = [r for r in trainer.RunDir(tmp_path / "run").read_metrics() if r["split"] == "train_round"]
+    assert len(rows) == 3
+    assert all(r["grad_norm"] is None for r in rows)  # inf, written as null: every step overflowed

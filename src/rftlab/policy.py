@@ -213,6 +213,8 @@ def resolve_model_path(name: str) -> str:
         if not (path / "config.json").is_file():
             raise RftlabError(f"model directory {path} has no config.json")
         return str(path)
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a hub id (org/name)
+        raise RftlabError(f"model.name={name}: there is no such folder")
     return name  # a hub id
 
 
@@ -228,6 +230,7 @@ def load_policy(
 
     The weights are loaded in `master_dtype`; `dtype` is the compute dtype of `Policy.autocast()`.
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_precision(dtype, master_dtype)
@@ -235,6 +238,8 @@ def load_policy(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, master_dtype))
+    except SafetensorError as err:  # a truncated or damaged model.safetensors
+        raise RftlabError(f"model {name!r}: a weights file in {path} is damaged ({err})") from None
     except OSError as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise RftlabError(
@@ -248,7 +253,7 @@ def load_policy(
     target = resolve_device(device)
     model.to(target)
     model.eval()
-    # float16 (unlike bfloat16) has float32's precision but not its range: small gradients underflow
+    # float16 (unlike bfloat16) lacks float32's range: small gradients underflow
     # to zero unless the loss is scaled up first (and the gradients down again before the step).
     scaler = torch.amp.GradScaler(target.type) if (dtype, master_dtype) == ("float16", "float32") else None
     return Policy(name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template,

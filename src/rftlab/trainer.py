@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -92,17 +93,21 @@ def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
     return train_split, test_set
 
 
+def check_train_example_ids(cfg: Config, train_split: list[Problem]) -> None:
+    """Explicit training ids must exist: checked before the run directory is made."""
+    known = {p.id for p in train_split}
+    missing = [i for i in cfg.data.train_example_ids if i not in known]
+    if missing:
+        raise RftlabError(f"data.train_example_ids: no example with id {missing[0]!r} in {cfg.data.dataset}")
+
+
 def choose_training_examples(
     cfg: Config, policy: Policy, train_split: list[Problem], style: str | None, answer_format: str
 ) -> tuple[list[Problem], dict[str, float]]:
     """Explicit ids, or the first examples of the candidate pool in the configured difficulty bucket."""
     if cfg.data.train_example_ids:
+        check_train_example_ids(cfg, train_split)
         by_id = {p.id: p for p in train_split}
-        missing = [i for i in cfg.data.train_example_ids if i not in by_id]
-        if missing:
-            raise RftlabError(
-                f"data.train_example_ids: no example with id {missing[0]!r} in {cfg.data.dataset}"
-            )
         return [by_id[i] for i in cfg.data.train_example_ids], {}
     pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
     if cfg.data.difficulty == "any":
@@ -296,6 +301,42 @@ def policy_update(
     return metrics
 
 
+def check_finite(
+    round_: int,
+    update: dict[str, float],
+    model: torch.nn.Module,
+    checkpoint_round: int | None,
+    *,
+    loss_scaled: bool = False,
+) -> None:
+    """Stop at the first non-finite loss, gradient norm or weight, before the round is logged or
+    checkpointed, so the last checkpoint stays good. Reads nothing random and changes no numbers.
+
+    With float16 loss scaling (`loss_scaled`) an infinite gradient norm is the scaler's business: it
+    skips that step and lowers the scale, so only the loss and the weights are checked.
+
+    Weights: one float32 sum per trained parameter (a vectorized reduction, no copy; NaN and inf
+    propagate into it), checked in one sync; only when a sum is not finite is each parameter checked
+    element-wise, so a huge but finite sum is not mistaken for a broken weight.
+    """
+    kept = ("the run stops before any checkpoint" if checkpoint_round is None
+            else f"the run stops; its last good checkpoint (round {checkpoint_round}) is kept")  # fmt: skip
+    for key in ("loss/policy", "loss/kl") + (() if loss_scaled else ("grad_norm",)):
+        value = update.get(key)
+        if value is not None and not math.isfinite(value):
+            raise RftlabError(f"round {round_}: non-finite {key} ({value}); {kept} (lower optim.lr?)")
+    trained = [(n, p.detach()) for n, p in model.named_parameters() if p.requires_grad]
+    if not trained or bool(
+        torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in trained])).all()
+    ):
+        return
+    broken = [n for n, p in trained if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise RftlabError(
+            f"round {round_}: non-finite weights after the optimizer step ({broken[0]}); {kept}"
+        )
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -343,6 +384,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
     # ---- task (first: a bad data file fails before a model is loaded), policy, reference
     train_split, test_set = load_task(cfg)
+    check_train_example_ids(cfg, train_split)
     policy = load_policy_for(cfg.model)
     train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
     reference = build_reference(cfg, policy)
@@ -365,7 +407,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         torch.set_rng_state(state["torch_rng"])
         if policy.grad_scaler is not None:
             policy.grad_scaler.load_state_dict(state["grad_scaler"])
-        run.truncate_logs(state["round"])
+        run.truncate_logs(state["round"])  # checks the logs are whole up to the checkpoint
     else:
         if resume:
             run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
@@ -399,6 +441,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     bar = tqdm(range(state["round"] + 1, cfg.train.rounds + 1), initial=state["round"], total=cfg.train.rounds,
                desc="rounds", disable=not cfg.run.progress, dynamic_ncols=True)  # fmt: skip
     recent_rewards: list[float] = []
+    checkpoint_round = state["round"] if checkpoint is not None or cfg.train.rounds == 0 else None
     for round_ in bar:
         t0 = time.perf_counter()
         # ---- sample this round's training examples (B of them, without replacement)
@@ -431,6 +474,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         t1 = time.perf_counter()
         update = policy_update(cfg, policy, reference, optimizer, batch, adv.reshape(-1))
         t_update = time.perf_counter() - t1
+        check_finite(
+            round_, update, policy.model, checkpoint_round, loss_scaled=policy.grad_scaler is not None
+        )
 
         # ---- log
         state["rollouts_total"] += B * G
@@ -473,6 +519,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
                 optimizer.state_dict(),
                 checkpoint_state(state, policy),
             )
+            checkpoint_round = round_
         bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
                         train_p1=f"{last_eval['train/pass_at_1']:.2f}",
                         test_p1=f"{last_eval['test/pass_at_1']:.3f}")  # fmt: skip

@@ -1,6 +1,7 @@
 """Executors: finished runs are skipped, unfinished ones resume, failures are recorded, sweeps resume."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,111 @@ def test_difficulty_group_keys():
     assert sweep.difficulty_group(cfg2) == sweep.difficulty_group(cfg)  # same estimate
     anyd = {**cfg, "data": {**cfg["data"], "difficulty": "any"}}
     assert sweep.difficulty_group(anyd) == ""
+
+
+# ----------------------------------------------------------------------------- two sweeps, one directory
+
+SWEEP_A = """
+import json, sys, time
+from pathlib import Path
+from rftlab.pipeline import sweep
+from rftlab.pipeline.synthetic import synthetic_train
+
+spec, out, flags = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def holds_first_run(config, run_out, resume):
+    if not (flags / "a_holds").exists():  # keep the first run (and its lock) until sweep B has seen it
+        (flags / "a_holds").write_text(run_out)
+        while not (flags / "go").exists():
+            time.sleep(0.02)
+    return synthetic_train(config, run_out, resume)
+
+outcome = sweep.run_pipeline(spec, out, executor="inline", train_fn=holds_first_run, check_models=False,
+                             progress=False, report=False)
+print(json.dumps({k: outcome[k] for k in ("runs", "done", "failed", "held")}))
+"""
+
+
+def _two_run_spec(tmp_path):
+    import yaml
+
+    spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 4, "eval.every": 2},
+            "layers": [{"name": "L0", "finding": "f", "variants": {"none": {}}}]}  # fmt: skip
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_run_held_by_another_process_is_reported_held_not_failed(tmp_path, capsys):
+    import threading
+
+    from rftlab.runs import run_lock
+
+    spec = _two_run_spec(tmp_path)
+    out = tmp_path / "p"
+    name = sweep._tasks(sweep.plan(sweep.load_spec(str(spec), validate=False)), out, 1)[0].name
+    result = {}
+
+    def sweep_b():
+        result.update(sweep.run_pipeline(str(spec), out, executor="inline", train_fn=synthetic_train,
+                                         check_models=False, progress=False, report=False))  # fmt: skip
+
+    with run_lock(out / "runs" / name) as got:  # another process's lock on one run (held, unfinished)
+        assert got
+        thread = threading.Thread(target=sweep_b)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while '"status": "busy"' not in _read(out / "pipeline.json") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        entries = json.loads((out / "pipeline.json").read_text())["entries"]
+        busy = [e for e in entries if e["run"] == name]
+        assert busy and all(e["status"] == "busy" and "held by another sweep" in e["reason"] for e in busy)
+        assert thread.is_alive()  # waiting for the holder, not failing
+    thread.join(60)  # the lock is free but the run unfinished (its holder died): this sweep finishes it
+    assert result["failed"] == 0 and result["done"] == 2 and result["held"] == 0
+    entries = json.loads((out / "pipeline.json").read_text())["entries"]
+    assert all(e["status"] == "done" for e in entries)
+    assert "held by another sweep" in capsys.readouterr().err
+
+
+def _read(path):
+    return path.read_text() if path.exists() else ""
+
+
+def test_concurrent_sweeps_on_one_directory_both_end_with_every_run_done(tmp_path):
+    """Two real sweep processes: A holds a run while B starts; neither reports a failure or `busy`."""
+    import subprocess
+    import sys
+
+    spec, out, flags = _two_run_spec(tmp_path), tmp_path / "p", tmp_path / "flags"
+    flags.mkdir()
+    script = tmp_path / "sweep_a.py"
+    script.write_text(SWEEP_A)
+    a = subprocess.Popen([sys.executable, str(script), str(spec), str(out), str(flags)], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (flags / "a_holds").exists():
+            assert a.poll() is None and time.monotonic() < deadline, (
+                a.stderr.read() if a.poll() is not None else ""
+            )
+            time.sleep(0.02)
+        held = Path((flags / "a_holds").read_text())
+
+        def b_train(config, run_out, resume):
+            (flags / "go").write_text("")  # let A finish its run while B works on the other one
+            while not (held / "summary.json").exists():
+                time.sleep(0.02)
+            return synthetic_train(config, run_out, resume)
+
+        b = sweep.run_pipeline(str(spec), out, executor="inline", train_fn=b_train, check_models=False,
+                               progress=False, report=False)  # fmt: skip
+        stdout, stderr = a.communicate(timeout=120)
+    finally:
+        a.kill()
+    assert a.returncode == 0, stderr
+    a_outcome = json.loads(stdout.strip().splitlines()[-1])
+    for outcome in (a_outcome, b):
+        assert (outcome["runs"], outcome["done"], outcome["failed"], outcome["held"]) == (2, 2, 0, 0)
+    entries = json.loads((out / "pipeline.json").read_text())["entries"]
+    assert len(entries) == 2 and all(e["status"] == "done" for e in entries)

@@ -17,7 +17,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.dry_run:
         return 0
-    print(f"{outcome['runs']} runs: {outcome['done']} done, {outcome['failed']} failed, "
+    held = f", {outcome['held']} held by another sweep" if outcome.get("held") else ""
+    print(f"{outcome['runs']} runs: {outcome['done']} done, {outcome['failed']} failed{held}, "
           f"{outcome['skipped']} skipped (missing model)")  # fmt: skip
     if not args.no_report:
         print(f"report: {args.out}/report.html  findings: {args.out}/findings.json")

@@ -3,9 +3,11 @@
 Each run is a `RunTask` (its resolved config as plain data and its run directory). `run_one`
 decides what a task needs: a run whose `summary.json` exists is finished and skipped; a run with
 a `config.yaml` resumes from its checkpoint (`train(..., resume=True)`); otherwise it starts. A
-lock file (`flock`) keeps two sweeps from writing the same run directory at once, and is released
-by the OS when its holder dies. A failed run is recorded (`<run>/error.txt`), not fatal: the sweep
-goes on. In worker processes a run's output goes to `<run>/log.txt`, not over the progress bar.
+lock file (`flock`, `rftlab.runs.run_lock`) keeps two processes from writing the same run directory
+at once, and is released by the OS when its holder dies; `rftlab run` takes the same lock. A run
+held by another process is reported as `busy` (held by another sweep), not as failed. A failed run is
+recorded (`<run>/error.txt`), not fatal: the sweep goes on. In worker processes a run's output goes
+to `<run>/log.txt`, not over the progress bar.
 
 - `local` (default): a process pool of `workers` processes (default: the machine's cores, or
   `RFTLAB_CPUS`), each with torch threads = cores / workers; workers die with the parent.
@@ -32,7 +34,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rftlab.runs import CHECKPOINT, CHECKPOINT_OLD
+from rftlab.runs import run_lock as _run_lock  # the same per-run lock `rftlab run` takes
+
 EXECUTORS = ("local", "ray", "inline")
+HELD = "held by another sweep (or rftlab run): its lock is taken"
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,7 @@ class RunTask:
 @dataclass(frozen=True)
 class RunResult:
     name: str
-    status: str  # done | skipped (finished before) | failed | busy (another process holds it)
+    status: str  # done | skipped (finished before) | failed | busy (another sweep or `rftlab run` holds it)
     seconds: float = 0.0
     resumed: bool = False
     error: str = ""
@@ -80,26 +86,6 @@ def default_train(config: dict, out: str, resume: bool) -> dict:
     return train(config_from_dict(config), out, resume=resume)
 
 
-@contextlib.contextmanager
-def _run_lock(out: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking flock on <run>/.lock; yields whether this process got it."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        import fcntl
-
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        yield True
-    except ImportError:  # no fcntl (Windows): no locking
-        yield True
-    finally:
-        os.close(fd)
-
-
 def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None = None,
             keep_checkpoint: bool = True) -> RunResult:  # fmt: skip
     """Skip a finished run, resume an unfinished one, or start it; never raises for a failed run."""
@@ -110,7 +96,7 @@ def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None 
     t0 = time.perf_counter()
     with _run_lock(out) as got:
         if not got:
-            return RunResult(task.name, "busy", error="another process is running it")
+            return RunResult(task.name, "busy", error=HELD)
         if is_finished(out):  # finished while we waited for the lock
             return RunResult(task.name, "skipped")
         resume = (out / "config.yaml").is_file()
@@ -126,7 +112,8 @@ def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None 
         if not keep_checkpoint:
             import shutil
 
-            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
+            shutil.rmtree(out / CHECKPOINT_OLD, ignore_errors=True)
     return RunResult(task.name, "done", time.perf_counter() - t0, resume)
 
 
@@ -191,12 +178,15 @@ class Progress:
         self.bar = tqdm(total=total, initial=already, desc=desc, unit="run", disable=not enabled,
                         dynamic_ncols=True, smoothing=0.0)  # fmt: skip
         self.failed = 0
+        self.held = 0
 
     def update(self, result: RunResult) -> None:
-        if result.status in ("failed", "busy"):
+        if result.status == "failed":
             self.failed += 1
+        if result.status == "busy":  # another sweep is running it: not a failure
+            self.held += 1
         self.bar.update(1)
-        self.bar.set_postfix(last=result.name[-40:], failed=self.failed)
+        self.bar.set_postfix(last=result.name[-40:], failed=self.failed, held=self.held)
 
     def close(self) -> None:
         self.bar.close()

@@ -1,7 +1,8 @@
 """A pipeline end to end: spec -> plan -> (skip missing models) -> executor -> report.
 
     <out>/pipeline.json    the spec, the options, and every (layer, variant, seed) with its run
-                           directory and status (done / failed / skipped: <why>)
+                           directory and status (done / failed / skipped: <why> / busy: held by
+                           another sweep that has not finished it)
     <out>/runs/<run>/      run directories (identical configurations share one)
     <out>/report.html, <out>/findings.json, <out>/analysis.json, <out>/figures/*.png
     <out>/bandit/          with bandit="quick" or "full": the bandit counterparts (rftlab.bandit.pipeline),
@@ -9,7 +10,9 @@
                            shows them next to the LLM layers
 
 Running the same command again skips finished runs and resumes unfinished ones from their
-checkpoints, so a killed sweep finishes without redoing work and gives the same report.
+checkpoints, so a killed sweep finishes without redoing work and gives the same report. Two sweeps on
+one directory share the work: a run the other holds is reported as held (not failed), waited for
+after this sweep's own runs, and then counted done (or resumed here if its holder died).
 """
 
 from __future__ import annotations
@@ -22,8 +25,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rftlab.errors import RftlabError
-from rftlab.pipeline.executors import RunTask, execute, is_finished, machine_cpus, wants_gpu
+from rftlab.pipeline.executors import (
+    HELD,
+    RunResult,
+    RunTask,
+    execute,
+    is_finished,
+    machine_cpus,
+    wants_gpu,
+)
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
+from rftlab.runs import run_lock
 
 PIPELINE_FILE = "pipeline.json"
 
@@ -123,6 +135,17 @@ def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask
     return first + [t for t in tasks if t not in first]
 
 
+def run_status(result: RunResult, out: str | Path) -> dict:
+    """A run's entry in pipeline.json. A run another sweep held is `done` once finished (by either
+    sweep), else `busy` with the reason; it is never counted as failed."""
+    if result.status in ("done", "skipped") or is_finished(out):
+        return {"status": "done"}
+    entry = {"status": result.status}
+    if result.error:
+        entry["reason"] = result.error
+    return entry
+
+
 def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict],
                         options: dict) -> None:  # fmt: skip
     entries = []
@@ -194,15 +217,32 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
     write_pipeline_file(out, spec, runs, statuses, options)
     results = execute(tasks, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
                       keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+    by_name = {t.name: t for t in tasks}
     for res in results:
-        entry = {"status": "done" if res.status in ("done", "skipped") else res.status}
-        if res.error:
-            entry["reason"] = res.error
-        statuses[res.name] = entry
+        statuses[res.name] = run_status(res, by_name[res.name].out)
     write_pipeline_file(out, spec, runs, statuses, options)
-    failed = [r for r in results if r.status in ("failed", "busy")]
+    held = [by_name[r.name] for r in results if statuses[r.name]["status"] == "busy"]
+    if held:
+        # another sweep (or rftlab run) holds these: wait for it to let go, then finish what it left
+        print(
+            f"  {len(held)} run(s) {HELD}; waiting for it: {', '.join(t.name for t in held)}", file=sys.stderr
+        )
+        for t in held:
+            with run_lock(t.out, wait=True):
+                pass
+        again = execute(held, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
+                        keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+        again_by_name = {r.name: r for r in again}
+        results = [again_by_name.get(r.name, r) for r in results]
+        for res in again:
+            statuses[res.name] = run_status(res, by_name[res.name].out)
+        write_pipeline_file(out, spec, runs, statuses, options)
+    failed = [r for r in results if statuses[r.name]["status"] == "failed"]
     for r in failed:
-        print(f"  run {r.name} {r.status}: {r.error}", file=sys.stderr)
+        print(f"  run {r.name} failed: {r.error}", file=sys.stderr)
+    held = [name for name, entry in statuses.items() if entry["status"] == "busy"]
+    for name in held:  # taken again while we waited (e.g. a third process)
+        print(f"  run {name}: {HELD}; not finished yet, run the sweep again later", file=sys.stderr)
     if bandit:
         from rftlab.bandit.pipeline import ensure_pipeline
 
@@ -212,6 +252,7 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
         from rftlab.report.html import build_report
 
         build_report(out, bandit=out / "bandit" if bandit else None)
-    return {"runs": unique, "done": sum(r.status in ("done", "skipped") for r in results), "failed": len(failed),
+    return {"runs": unique, "done": sum(statuses[r.name]["status"] == "done" for r in results),
+            "failed": len(failed), "held": len(held),  # held: taken again by another process meanwhile
             "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
             "results": [asdict(r) for r in results]}  # fmt: skip
