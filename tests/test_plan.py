@@ -168,3 +168,17 @@ def test_plan_gpu_recipe_offline_and_bad_device(capsys):
     assert main(["plan", "tiny", "--device", "tpu"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--device" in err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "gpu").glob("*.yaml")), ids=lambda p: p.stem)
+def test_gpu_recipe_headers_state_the_plans_peak(path):
+    """The memory written in each GPU recipe's header is what `rftlab plan` computes for it now."""
+    import re
+
+    from rftlab.plan import GIB, plan_for_config
+
+    header = path.read_text().split("\nseed:")[0]
+    stated = re.search(r"peak ([\d.]+) GiB \((\w+) phase\)", header)
+    assert stated, f"{path.name}: no 'peak X GiB (phase phase)' in the header"
+    _, plan = plan_for_config(load_config(str(path)), device="cuda")
+    assert (float(stated.group(1)), stated.group(2)) == (round(plan.peak_bytes / GIB, 2), plan.peak_phase)
