@@ -437,10 +437,10 @@ def format_plan(
         f"  parameters    {plan.params_total:,} total, {plan.params_trainable:,} trainable ({lora})",
         f"  precision     compute {i.compute_dtype}, master weights and optimizer {i.master_dtype}"
         + (", gradient checkpointing" if i.gradient_checkpointing else ""),
-        f"  sequences     longest prompt {i.prompt_tokens} in training, {i.eval_prompt_tokens} in evaluation "
-        f"({prompt_how}) + {i.max_new_tokens} new tokens; "
-        f"rollout batch {i.rollout_seqs}, micro-batch {i.micro_batch_seqs}, eval batch {i.eval_seqs}, "
-        f"log-prob chunk {i.logprob_chunk_tokens or 'whole micro-batch'}",
+        f"  sequences     longest prompt {i.prompt_tokens} tokens in training, {i.eval_prompt_tokens} in evaluation "
+        f"({prompt_how})",
+        f"                + {i.max_new_tokens} new tokens; rollout batch {i.rollout_seqs}, micro-batch "
+        f"{i.micro_batch_seqs}, eval batch {i.eval_seqs}, log-prob chunk {i.logprob_chunk_tokens or 'whole micro-batch'}",
         "  memory per component:",
     ]
     notes = {
@@ -457,8 +457,8 @@ def format_plan(
         "logits": f"{i.logprob_chunk_tokens} tokens x vocab x (compute + float32), with gradients"
         if i.logprob_chunk_tokens
         else "all positions x vocab x compute + response x vocab x float32, with gradients",
-        "kv cache rollout": f"{i.rollout_seqs} sequences + last-step logits",
-        "kv cache eval": f"{i.eval_seqs} sequences + last-step logits",
+        "kv cache rollout": f"{i.rollout_seqs} sequence(s) + last-step logits",
+        "kv cache eval": f"{i.eval_seqs} sequence(s) + last-step logits",
         "runtime": "CUDA context" if i.device.startswith("cuda") else "idle python + torch + transformers",
     }
     for key, value in plan.components.items():
