@@ -182,3 +182,15 @@ def test_gpu_recipe_headers_state_the_plans_peak(path):
     assert stated, f"{path.name}: no 'peak X GiB (phase phase)' in the header"
     _, plan = plan_for_config(load_config(str(path)), device="cuda")
     assert (float(stated.group(1)), stated.group(2)) == (round(plan.peak_bytes / GIB, 2), plan.peak_phase)
+
+
+def test_smollm2_shipped_arch_matches_the_converted_model(monkeypatch, tmp_path):
+    """Without the converted cache copy the plan uses the shipped arch; both count the same parameters."""
+    from rftlab.policy import cache_dir
+
+    converted = cache_dir() / "models" / "smollm2-135m" / "config.json"
+    monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path))
+    shipped = load_model_facts("smollm2-135m")
+    assert shipped.source.startswith("shipped") and shipped.params_total == 134_515_008
+    if converted.is_file():  # made on the first load of smollm2-135m
+        assert load_model_facts(str(converted.parent)).params_total == shipped.params_total
