@@ -128,7 +128,9 @@ def markdown(results: list[dict], args) -> str:
 
     where = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "CPU"
     measure = (
-        "torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "peak RSS of the process"
+        "torch.cuda.max_memory_allocated"
+        if args.device.startswith("cuda")
+        else "peak RSS of the process so far (all models run in one process)"
     )
     lines = [
         f"Device: {where}; {args.rounds} rounds of the GSM8K recipe per model, responses up to "
