@@ -46,6 +46,8 @@ def _run(args: argparse.Namespace) -> int:
     from rftlab.runs import RunDir, check_out_dir, run_lock
 
     source, cfg = _load(args)
+    if args.plan:
+        return _print_plan(cfg, device=None, memory=None)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(source).stem}__seed{cfg.seed}"
     made = not out.exists()
     check_out_dir(out)
@@ -73,6 +75,19 @@ def _run(args: argparse.Namespace) -> int:
             raise
     print(format_summary(summary, out))
     return 0
+
+
+def _print_plan(cfg, *, device: str | None, memory: float | None) -> int:
+    from rftlab.plan import plan_for_config
+
+    print(plan_for_config(cfg, device=device, memory_gib=memory)[0])
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    if args.memory is not None and args.memory <= 0:
+        raise RftlabError(f"--memory must be > 0 GiB (got {args.memory})")
+    return _print_plan(_load(args)[1], device=args.device, memory=args.memory)
 
 
 def format_summary(summary: dict, out: Path) -> str:
@@ -207,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. seed=3 objective.advantage=grpo")
     run.add_argument("--out", help="run directory (default: runs/<config>__seed<N>)")
     run.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
+    run.add_argument("--plan", action="store_true", help="print the memory plan (rftlab plan) and exit")
     run.set_defaults(func=_run)
 
     ev = sub.add_parser("eval", help="base-model Pass@1 on training candidates and the test subset (no training)",
@@ -233,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype"
     )
     export.set_defaults(func=_export)
+
+    pl = sub.add_parser("plan", help="parameters, memory per component and tokens per round, without loading weights",
+                        description="Estimate a configuration's parameters, memory per component and phase "
+                                    "(rollout, update, eval) and tokens per round, and whether it fits.")  # fmt: skip
+    pl.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
+    pl.add_argument("overrides", nargs="*", help="dotted overrides")
+    pl.add_argument("--device", help="cpu or cuda (default: the config's model.device)")
+    pl.add_argument("--memory", type=float, help="memory to fit in, GiB (default on cuda: the GPU's)")
+    pl.set_defaults(func=_plan)
 
     config = sub.add_parser("config", help="show a resolved config, list built-ins, or document every field",
                             description="Inspect configurations.")  # fmt: skip

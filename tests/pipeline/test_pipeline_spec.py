@@ -86,7 +86,9 @@ GPU_RECIPES = sorted((REPO / "configs" / "gpu").glob("*.yaml"))
 @pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
 def test_gpu_recipes_have_the_paper_settings(path):
     cfg = load_config(str(path))
-    assert cfg.model.device == "cuda" and cfg.model.dtype == "bfloat16"
+    assert (
+        cfg.model.device == "cuda" and cfg.model.dtype == "bfloat16" and cfg.model.master_dtype == "float32"
+    )
     assert cfg.optim.lr == 1e-6 and cfg.optim.weight_decay == 0.01 and cfg.optim.grad_clip == 1.0
     assert cfg.objective.clip_eps_low == cfg.objective.clip_eps_high == 0.2 and cfg.objective.dual_clip == 3.0
     assert cfg.objective.kl_coef == 0.001 and cfg.objective.kl_estimator == "k3"

@@ -1,0 +1,167 @@
+"""The memory plan against measured peak memory on CPU: short `rftlab run` processes, one at a time.
+
+For each model, `rftlab run ... train.rounds=2` runs under `/usr/bin/time -v` (peak resident set
+size of the process) and `rftlab plan` is computed for exactly the same config and overrides; the
+table gives both and the relative error (plan - measured) / measured.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --out /tmp/plan_vs_measured.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --baseline-only
+
+The training example is pinned (`data.train_example_ids`, the first candidate of the pool), so
+the plan sees the prompt the run actually trains on; its default (the longest candidate) is
+conservative. Models: the built-in `tiny`; `smollm2-135m` (converted once into $RFTLAB_CACHE/models/ by a separate
+process first, so the conversion's own memory is not in the measurement); a random-init Qwen2 of
+~113M parameters built from a transformers config with SmolLM2's tokenizer (vocabulary 49,152),
+saved to a temp directory. Random weights generate until max_new_tokens, so every sequence is full
+length. Keep each case under ~3 GiB on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RFTLAB = [sys.executable, "-m", "rftlab.cli"]
+COMMON = ["run.threads=1", "run.progress=false", "run.log_rollouts=false", "train.rounds=2", "eval.every=0"]
+
+CASES = {
+    # name: (config, overrides)
+    "tiny": ("tiny", ["data.test_size=16", "eval.train_samples=4", "rollout.rollouts_per_round=4"]),
+    "smollm2-135m": (
+        "smollm2-135m",
+        [
+            "data.test_size=8",
+            "eval.train_samples=4",
+            "rollout.rollouts_per_round=1",
+            "rollout.max_new_tokens=128",
+        ],
+    ),
+    "qwen2-random-113m": (
+        "smollm2-135m",
+        [
+            "data.test_size=8",
+            "eval.train_samples=4",
+            "rollout.rollouts_per_round=2",
+            "rollout.max_new_tokens=128",
+        ],
+    ),
+}
+
+
+def rss_of(cmd: list[str], env: dict) -> tuple[int, float, str]:
+    """(peak RSS bytes, seconds, tail of output) of a command run under /usr/bin/time -v."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    return kib * 1024, seconds, proc.stdout[-500:]
+
+
+def random_qwen2(directory: Path) -> Path:
+    """A random-init Qwen2 (~113M parameters) with SmolLM2's tokenizer, saved to `directory`."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from rftlab.policy import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m"))
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+        num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def first_candidate(config: str, overrides: list[str]) -> str:
+    """The id `data.difficulty=any` would train on; pinned so the plan sees the actual training prompt."""
+    from rftlab.config import load_config
+    from rftlab.selection import candidate_pool
+    from rftlab.trainer import load_task
+
+    cfg = load_config(config, overrides)
+    return candidate_pool(load_task(cfg)[0], cfg.data.difficulty_pool, cfg.data.selection_seed)[0].id
+
+
+BASELINE = """
+import resource
+import torch, transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+import rftlab.trainer, rftlab.cli
+import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot
+from rftlab.rewards import score
+score("#### 3", "3", "gsm8k_strict"); score("\\\\boxed{3}", "3", "boxed")
+from rftlab.config import load_config
+from rftlab.trainer import load_task
+load_task(load_config("smollm2-135m"))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--baseline-only", action="store_true", help="only the idle-process RSS the plan assumes")
+    ap.add_argument("--out", help="write the markdown table here too")
+    args = ap.parse_args(argv)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+    baseline, _, out = rss_of([sys.executable, "-c", BASELINE], env)
+    print(f"idle process (imports + GSM8K loaded): {baseline / 2**20:.0f} MiB")
+    if args.baseline_only:
+        return 0
+
+    from rftlab.config import load_config
+    from rftlab.plan import plan_for_config
+    from rftlab.policy import resolve_model_path
+
+    subprocess.run(
+        [sys.executable, "-c", "from rftlab.policy import resolve_model_path as r; r('smollm2-135m')"],
+        env=env,
+        check=True,
+    )  # fmt: skip  - convert once, outside the measurement
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            config, overrides = CASES[name]
+            overrides = [*COMMON, *overrides]
+            if name == "qwen2-random-113m":
+                overrides.append(f"model.name={random_qwen2(Path(tmp) / 'qwen2')}")
+            overrides.append(f"data.train_example_ids=[{first_candidate(config, overrides)}]")
+            cfg = load_config(config, overrides)
+            text, plan = plan_for_config(cfg, device="cpu")
+            measured, seconds, _ = rss_of([*RFTLAB, "run", config, *overrides, "--out", f"{tmp}/{name}"], env)
+            err = (plan.peak_bytes - measured) / measured
+            rows.append((name, plan.params_total, plan.peak_phase, plan.peak_bytes, measured, err, seconds))
+            print(text, flush=True)
+            print(f"== {name}: plan {plan.peak_bytes / 2**20:.0f} MiB ({plan.peak_phase}), measured "
+                  f"{measured / 2**20:.0f} MiB, error {err:+.1%}, {seconds:.0f} s", flush=True)  # fmt: skip
+    del resolve_model_path
+    table = [
+        "| model | parameters | plan peak (phase) | measured peak RSS | error |",
+        "|---|---|---|---|---|",
+    ] + [
+        f"| {n} | {p:,} | {b / 2**20:.0f} MiB ({ph}) | {m / 2**20:.0f} MiB | {e:+.1%} |"
+        for n, p, ph, b, m, e, _ in rows
+    ]
+    print("\n".join(table))
+    if args.out:
+        Path(args.out).write_text("\n".join(table) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The memory planner: exact parameter counts from meta-device models, hand-computed memory terms."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rftlab.cli import main
+from rftlab.config import load_config
+from rftlab.plan import (
+    DTYPE_BYTES,
+    ModelFacts,
+    PlanInputs,
+    activation_bytes_per_token,
+    inputs_from_config,
+    kv_cache_bytes,
+    load_model_facts,
+    logits_bytes,
+    lora_params,
+    memory_plan,
+    param_counts,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a hand-sized model: h=4, q = 2 heads x 2 = 4, k = 1 kv head x 2 = 2, i=8, 3 layers, vocab 7
+SMALL = ModelFacts(
+    name="small", source="test", params_total=1000, layers=3, hidden=4, heads=2, kv_heads=1, head_dim=2,
+    intermediate=8, vocab=7, tied_embeddings=True, max_positions=64,
+    linears=(("model.layers.0.self_attn.q_proj", 4, 4), ("model.layers.0.self_attn.k_proj", 4, 2),
+             ("model.layers.0.mlp.up_proj", 4, 8)),
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def test_lora_params_follow_peft_shapes_and_suffix_matching():
+    # r x (in + out) per adapted linear: q 2*(4+4)=16, k 2*(4+2)=12, up 2*(4+8)=24
+    assert lora_params(SMALL.linears, 2) == 16 + 12 + 24
+    assert lora_params(SMALL.linears, 2, ["q_proj", "up_proj"]) == 16 + 24
+    assert lora_params(SMALL.linears, 2, ["proj"]) == 0  # peft matches whole name parts, not substrings
+    assert lora_params(SMALL.linears, 0) == 0
+
+
+def test_param_counts_full_and_lora():
+    assert param_counts(SMALL, PlanInputs()) == (1000, 1000)
+    assert param_counts(SMALL, PlanInputs(lora_rank=2)) == (1000 + 52, 52)
+
+
+def test_tiny_parameters_hand_counted():
+    facts = load_model_facts("tiny")
+    # vocab 476 x 192 tied; per layer q,k,v,o 4 x 192^2, gate/up/down 3 x 192 x 512, two norms; final norm
+    per_layer = 4 * 192 * 192 + 3 * 192 * 512 + 2 * 192
+    assert facts.params_total == 476 * 192 + 4 * per_layer + 192 == 1_862_592
+    # LoRA r=8 on every linear but the head: 4 x 8 x (192+192) + 2 x 8 x (192+512) + 8 x (512+192) per layer
+    assert lora_params(facts.linears, 8) == 4 * (4 * 8 * 384 + 3 * 8 * 704) == 116_736
+
+
+def test_shipped_paper_architectures_hand_counted():
+    llama = load_model_facts("meta-llama/Llama-3.2-1B-Instruct")
+    per_layer = 2 * 2048 * 2048 + 2 * 2048 * 512 + 3 * 2048 * 8192 + 2 * 2048
+    assert llama.params_total == 128256 * 2048 + 16 * per_layer + 2048 == 1_235_814_400
+    assert (llama.kv_heads, llama.head_dim, llama.tied_embeddings) == (8, 64, True)
+    qwen = load_model_facts("Qwen/Qwen2.5-1.5B-Instruct")
+    # Qwen2 has q/k/v biases
+    per_layer = 2 * 1536 * 1536 + 2 * 1536 * 256 + (1536 + 2 * 256) + 3 * 1536 * 8960 + 2 * 1536
+    assert qwen.params_total == 151936 * 1536 + 28 * per_layer + 1536 == 1_543_714_304
+    olmo = load_model_facts("allenai/OLMo-2-0425-1B-Instruct")
+    # untied head; OLMo2 norms: post-attention, post-feedforward, and q/k norms over the full width
+    per_layer = 4 * 2048 * 2048 + 3 * 2048 * 8192 + 2 * 2048 + 2 * 2048
+    assert olmo.params_total == 2 * 100352 * 2048 + 16 * per_layer + 2048
+    assert not olmo.tied_embeddings
+
+
+def test_unknown_hub_id_offline_is_one_line_error(monkeypatch):
+    from rftlab import plan
+    from rftlab.errors import RftlabError
+
+    def offline(name):
+        raise OSError(f"We couldn't connect to the hub to load {name}")
+
+    monkeypatch.setattr(plan, "_hub_config", offline)
+    with pytest.raises(RftlabError, match="shipped architectures"):
+        load_model_facts("nobody/no-such-model-xyz")
+
+
+# ----------------------------------------------------------------------------- memory terms
+
+
+def test_activation_formula_hand_computed():
+    # float32, no autocast: (6h + 3q + 2k + 4i) x 4 per layer = (24 + 12 + 4 + 32) x 4 = 288; final norm 3h x 4
+    assert activation_bytes_per_token(SMALL, PlanInputs()) == 3 * 288 + 48
+    # checkpointing: each layer's input (h x 4) + one layer recomputed + final norm
+    assert activation_bytes_per_token(SMALL, PlanInputs(gradient_checkpointing=True)) == 3 * 16 + 288 + 48
+    # bf16 autocast over float32 masters: 4h x 4 + (5h + 3q + 2k + 4i) x 2 per layer; final 2h x 4 + h x 2
+    bf16 = PlanInputs(compute_dtype="bfloat16")
+    assert activation_bytes_per_token(SMALL, bf16) == 3 * (64 + (20 + 12 + 4 + 32) * 2) + 32 + 8
+
+
+def test_kv_cache_and_logits_hand_computed():
+    assert kv_cache_bytes(SMALL, seq_len=10, batch=5, compute_bytes=2) == 2 * 3 * 1 * 2 * 10 * 5 * 2
+    assert logits_bytes(10, 7, 2, for_backward=True) == 10 * 7 * (2 + 4) * 2
+    assert logits_bytes(10, 7, 4, for_backward=False) == 10 * 7 * 8
+    assert logits_bytes(10, 7, 2, for_backward=True, float32_tokens=4) == (10 * 2 + 4 * 4) * 7 * 2
+
+
+def test_memory_plan_components_and_phases():
+    inputs = PlanInputs(compute_dtype="bfloat16", kl=True, prompt_tokens=6, max_new_tokens=4, rollout_seqs=2,
+                        micro_batch_seqs=1, logprob_chunk_tokens=3, eval_seqs=5, device="cuda")  # fmt: skip
+    plan = memory_plan(SMALL, inputs)
+    c = plan.components
+    assert c["weights"] == 4000 and c["gradients"] == 4000 and c["optimizer"] == 8000
+    assert c["autocast copy"] == 2000 and c["reference"] == 2000  # compute-dtype copies
+    assert c["activations"] == activation_bytes_per_token(SMALL, inputs) * 10
+    assert c["logits"] == logits_bytes(3, 7, 2, for_backward=True)  # the chunk, not the micro-batch
+    whole = memory_plan(SMALL, dataclasses.replace(inputs, logprob_chunk_tokens=0)).components["logits"]
+    assert (
+        whole == (10 * 2 + 4 * 4) * 7 * 2
+    )  # all 10 positions in bf16, the 4 response ones in float32    assert c["kv cache rollout"] == kv_cache_bytes(SMALL, 10, 2, 2) + 2 * 7 * (2 + 8)
+    persistent = 4000 + 8000 + 2000 + c["runtime"]
+    assert plan.phases["update"] == persistent + 2000 + 4000 + c["activations"] + c["logits"]
+    assert plan.phases["eval"] == persistent + 2000 + c["kv cache eval"]
+    assert plan.peak_bytes == max(plan.phases.values())  # the largest phase, not the sum
+    assert plan.tokens_per_round == {"prompt": 12, "generated (at most)": 8, "update forward": 2 * 10 * 2}
+
+
+def test_lora_has_no_reference_and_trains_only_adapters():
+    plan = memory_plan(SMALL, PlanInputs(lora_rank=2, kl=True))
+    assert plan.components["reference"] == 0
+    assert plan.components["weights"] == (1000 + 52) * 4  # frozen base kept in the master dtype
+    assert plan.components["gradients"] == 52 * 4 and plan.components["optimizer"] == 2 * 52 * 4
+
+
+def test_same_dtypes_have_no_autocast_copy_and_sgd_one_state():
+    plan = memory_plan(SMALL, PlanInputs(optimizer="sgd", momentum=0.9))
+    assert plan.components["autocast copy"] == 0 and plan.components["optimizer"] == 1000 * 4
+
+
+def test_inputs_from_config():
+    cfg = load_config("tiny", ["rollout.rollouts_per_round=4", "train.examples_per_round=1",
+                               "train.micro_batch_size=3", "model.dtype=bfloat16", "eval.batch_size=20"])  # fmt: skip
+    inputs = inputs_from_config(cfg, device="cpu", prompt_tokens=50)
+    assert (inputs.rollout_seqs, inputs.micro_batch_seqs, inputs.eval_seqs) == (4, 3, 20)
+    assert DTYPE_BYTES[inputs.compute_dtype] == 2 and inputs.master_dtype == "float32"
+    small_eval = dataclasses.replace(inputs_from_config(load_config("tiny", ["data.test_size=5", "eval.train_samples=3",
+        "data.difficulty=any", "eval.test_mode=greedy", "eval.pass_k=[1]"]), device="cpu", prompt_tokens=1))  # fmt: skip
+    assert small_eval.eval_seqs == 5  # never more rows than the evaluation has
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_plan_command_prints_components_and_fit(tmp_path, capsys):
+    assert main(["plan", "tiny", "--device", "cpu", "--memory", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "1,862,592 total" in out and "longest prompt" in out and "<- peak" in out
+    assert "fits in 0.1 GiB: NO" in out
+    assert main(["run", "tiny", "--plan", "--out", str(tmp_path / "r")]) == 0
+    assert "<- peak" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()  # --plan trains nothing
+
+
+def test_plan_gpu_recipe_offline_and_bad_device(capsys):
+    assert main(["plan", str(REPO / "configs/gpu/qwen2.5-1.5b-instruct-gsm8k.yaml"), "--memory", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "1,543,714,304 total" in out and "fits in 80 GiB: yes" in out
+    assert main(["plan", "tiny", "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--device" in err
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "gpu").glob("*.yaml")), ids=lambda p: p.stem)
+def test_gpu_recipe_headers_state_the_plans_peak(path):
+    """The memory written in each GPU recipe's header is what `rftlab plan` computes for it now."""
+    import re
+
+    from rftlab.plan import GIB, plan_for_config
+
+    header = path.read_text().split("\nseed:")[0]
+    stated = re.search(r"peak ([\d.]+) GiB \((\w+) phase\)", header)
+    assert stated, f"{path.name}: no 'peak X GiB (phase phase)' in the header"
+    _, plan = plan_for_config(load_config(str(path)), device="cuda")
+    assert (float(stated.group(1)), stated.group(2)) == (round(plan.peak_bytes / GIB, 2), plan.peak_phase)
+
+
+def test_smollm2_shipped_arch_matches_the_converted_model(monkeypatch, tmp_path):
+    """Without the converted cache copy the plan uses the shipped arch; both count the same parameters."""
+    from rftlab.policy import cache_dir
+
+    converted = cache_dir() / "models" / "smollm2-135m" / "config.json"
+    monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path))
+    shipped = load_model_facts("smollm2-135m")
+    assert shipped.source.startswith("shipped") and shipped.params_total == 134_515_008
+    if converted.is_file():  # made on the first load of smollm2-135m
+        assert load_model_facts(str(converted.parent)).params_total == shipped.params_total
