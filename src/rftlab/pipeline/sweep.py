@@ -153,7 +153,8 @@ def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], s
         entries.append({"layer": r.layer, "variant": r.variant, "seed": r.seed, "run": r.run, "model": r.model,
                         **statuses.get(r.run, {"status": "pending"})})  # fmt: skip
     data = {"spec": spec_to_dict(spec), "options": options, "entries": entries}
-    tmp = out / (PIPELINE_FILE + ".tmp")
+    # a temporary name of this process's own: two sweeps on one directory each write the file
+    tmp = out / (PIPELINE_FILE + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, out / PIPELINE_FILE)
 
