@@ -127,7 +127,8 @@ def main() -> None:
         print(f"\n== {name}: {args.model}, {rows} rows, max_new_tokens {args.max_new_tokens}, "
               f"{'greedy' if workload['greedy'] else 'sampled at temperature 1'}")  # fmt: skip
         print(
-            f"{'candidate':12s} {'baseline tok/s':>24s} {'candidate tok/s':>24s} {'ratio':>22s}  same  warm-up s"
+            f"{'candidate':12s} {'baseline tok/s':>24s} {'candidate tok/s':>24s} {'ratio':>22s}"
+            "  same  warm-up s"
         )
         warm = run_once(policy, workload, None)[0]
         for cname in args.candidates.split(","):

@@ -125,8 +125,9 @@ class RolloutConfig:
     max_new_tokens: int = spec(160, "response budget in tokens (the paper: 1024)", range=(1, 65536))
     engine: str = spec(
         "hf",
-        "generation engine for rollouts and evaluation: hf (transformers generate, the reference) or lean "
-        "(own decoding loop, finished rows leave the batch: same distribution, not bit-identical; BENCHMARKS.md)",
+        "generation engine for rollouts and evaluation: hf (transformers generate, the reference) or "
+        "lean (own decoding loop, finished rows leave the batch: same distribution, not promised "
+        "bit-identical; BENCHMARKS.md)",
         choices=["hf", "lean"],
     )
 

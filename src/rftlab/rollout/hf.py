@@ -5,6 +5,8 @@ other logits processor off (a model's generation_config may carry top_k=50 or a 
 those would make the behaviour policy differ from the softmax the loss differentiates).
 Randomness: `seed` reseeds torch before the call, so a rollout is a pure function of
 (weights, prompts, seed); the trainer derives that seed from (run seed, round, purpose).
+Memory: a generation batch that hits CUDA out-of-memory is retried at half the size (down to one
+row) from the random state it started with, and the smaller size is kept for the rest of the call.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def _generate_rows(
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise RftlabError(
-                    f"out of device memory generating even one row at a time (batches halved from "
-                    f"eval.batch_size or the round's rollouts down to 1, {settings['max_new_tokens']} new tokens); "
-                    "lower rollout.max_new_tokens or use a smaller model"
+                    "out of device memory generating even one row at a time (batches halved from "
+                    f"eval.batch_size or the round's rollouts down to 1, {settings['max_new_tokens']} new "
+                    "tokens); lower rollout.max_new_tokens or use a smaller model"
                 ) from None
             batch_size = max(1, len(batch) // 2)
         else:

@@ -5,6 +5,9 @@ that already emitted eos keep being decoded as padding until the longest row end
 rows of a `tiny` eval batch, issue 11). This loop drops finished rows from the batch and from the KV
 cache (`DynamicCache.batch_select_indices`) after every step, so each step costs only the live rows.
 
+Each distinct prompt is prefilled once and its KV cache copied to its rows (a rollout's G samples
+share one prompt: G times less prefill).
+
 It samples the same distribution as `generate` with the engine's settings (the same temperature and
 top-p warpers from `transformers`, top-k and every other processor off) and draws its random numbers
 the way `generate` does: `torch.multinomial` over the whole chunk's (N, V) probabilities, finished rows
@@ -54,19 +57,22 @@ def lean_generate(
     mask = attention_mask.long()  # (n_live, P + t)
     position = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate: left padding starts at 0
     cache = DynamicCache(config=model.config)
-    step_ids = input_ids
+    # prefill each distinct prompt once (a rollout's G rows share one), then copy its cache to its rows
+    distinct, copies = torch.unique(torch.cat([input_ids, mask], dim=1), dim=0, return_inverse=True)
+    first = torch.full((distinct.shape[0],), n, device=device).scatter_reduce(0, copies, live, "amin")
+    logits = model(
+        input_ids=input_ids[first], attention_mask=mask[first], position_ids=position[first], cache=cache,
+        use_cache=True, logits_to_keep=1,
+    ).logits[copies, -1].float()  # (N, V)  # fmt: skip
+    cache.batch_select_indices(copies)
     steps = 0
     for t in range(max_new_tokens):
-        logits = model(
-            input_ids=step_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1].float()  # (n_live, V)  # fmt: skip
         for warp in warpers:
             logits = warp(None, logits)
         if greedy:
             token = logits.argmax(dim=-1)
         else:
-            # the whole chunk's probabilities, so torch.multinomial consumes the random stream as generate does
+            # the whole chunk's probabilities: torch.multinomial consumes the random stream as generate does
             probs = torch.zeros((n, logits.shape[-1]), dtype=logits.dtype, device=device)
             probs[:, pad_token_id] = 1.0
             probs[live] = torch.softmax(logits, dim=-1)
@@ -76,7 +82,7 @@ def lean_generate(
             out_logp[live, t] = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(1)
         steps = t + 1
         going = ~torch.isin(token, eos)  # (n_live,)
-        if not bool(going.any()):
+        if t == max_new_tokens - 1 or not bool(going.any()):
             break
         if not bool(going.all()):  # retire finished rows from the batch and the cache
             keep = going.nonzero().squeeze(1)
@@ -84,7 +90,10 @@ def lean_generate(
             cache.batch_select_indices(keep)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position = position[:, -1:] + 1
-        step_ids = token[:, None]
+        logits = model(
+            input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+            logits_to_keep=1,
+        ).logits[:, -1].float()  # (n_live, V)  # fmt: skip
     if out_logp is not None:
         return out[:, :steps], out_logp[:, :steps]
     return out[:, :steps]
