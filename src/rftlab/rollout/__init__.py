@@ -40,8 +40,9 @@ code that cannot run here cannot be tested here):
    `test_hf.py` check for the engines here), and within the bfloat16 tolerance of the mixed-precision
    tests when the engine computes in bfloat16. vLLM reports log-probs of the raw logits unless asked
    for the processed distribution (engine argument `logprobs_mode="processed_logprobs"`); with raw
-   log-probs the temperature is missing and the check fails, which is the point of running it. A run should log the mean absolute difference
-   per round (the training-inference mismatch) and stop when it exceeds the tolerance.
+   log-probs the temperature is missing and the check fails, which is the point of running it. A run
+   should log the mean absolute difference per round (the training-inference mismatch) and stop when
+   it exceeds the tolerance.
 """
 
 from rftlab.rollout.hf import ENGINES, RolloutBatch, generate
