@@ -131,6 +131,15 @@ def test_kl_to_reference_and_group_advantages(tmp_path):
     assert all(abs(r["adv/mean"]) < 1e-5 for r in rows)  # GRPO advantages have zero group mean
 
 
+def test_lean_engine_and_sorted_evaluation_run_through_the_trainer(tmp_path):
+    out, _ = run(tmp_path, "lean", ["train.rounds=2", "rollout.engine=lean", "rollout.rollouts_per_round=3",
+                                    "eval.sort_by_length=true", "eval.batch_size=4"])  # fmt: skip
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["round"] for r in rows if r["split"] == "train_round"] == [1, 2]
+    assert all(r["tokens"] >= 3 for r in rows if r["split"] == "train_round")
+    assert all(0 <= r["test/pass_at_1"] <= 1 for r in rows if r["split"] == "eval")
+
+
 @pytest.mark.parametrize("step_on_zero_signal", [True, False])
 def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
     """verl steps on an all-zero-advantage batch (weight decay and momentum still move); the knob skips it."""

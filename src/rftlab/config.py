@@ -123,7 +123,13 @@ class RolloutConfig:
     )
     top_p: float = spec(1.0, "nucleus sampling threshold", range=(0.0, 1.0), open_low=True)
     max_new_tokens: int = spec(160, "response budget in tokens (the paper: 1024)", range=(1, 65536))
-    engine: str = spec("hf", "generation engine", choices=["hf"])
+    engine: str = spec(
+        "hf",
+        "generation engine for rollouts and evaluation: hf (transformers generate, the reference) or "
+        "lean (own decoding loop, finished rows leave the batch: same distribution, not promised "
+        "bit-identical; BENCHMARKS.md)",
+        choices=["hf", "lean"],
+    )
 
 
 @dataclass(frozen=True)
@@ -212,7 +218,16 @@ class EvalConfig:
     )
     test_samples: int = spec(4, "n samples per test problem when test_mode=sample", range=(1, 4096))
     pass_k: list = spec([1], "k values for the unbiased pass@k on test (each k <= test_samples)")
-    batch_size: int = spec(64, "prompts per generation batch during evaluation", range=(1, 100000))
+    batch_size: int = spec(
+        64,
+        "rows (prompts x samples) per generation batch during evaluation; halved automatically on CUDA OOM",
+        range=(1, 100000),
+    )
+    sort_by_length: bool = spec(
+        False,
+        "generate evaluation rows longest prompt first (batches of similar length, results returned in "
+        "order); changes which row draws which random numbers, so sampled results differ from unsorted",
+    )
 
 
 @dataclass(frozen=True)

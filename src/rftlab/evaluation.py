@@ -87,6 +87,8 @@ def evaluate(
     seed: int,
     batch_size: int,
     progress: str | None = None,
+    engine: str = "hf",
+    sort_by_length: bool = False,
 ) -> EvalResult:
     """Generate `samples` responses (or one greedy response) per problem and score them."""
     from rftlab.rewards import extract_answer
@@ -104,6 +106,8 @@ def evaluate(
         seed=seed,
         batch_size=batch_size,
         progress=progress,
+        engine=engine,
+        sort_by_length=sort_by_length,
     )
     correct = [0] * len(problems)
     formatted = 0

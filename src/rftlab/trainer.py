@@ -347,7 +347,8 @@ def evaluate_round(
     """Train-example Pass@1 from n samples each, and test Pass@1 (greedy, or n samples with pass@k)."""
     common = dict(answer_format=answer_format, prompt_style=style, temperature=cfg.rollout.temperature,
                   top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                  batch_size=cfg.eval.batch_size)  # fmt: skip
+                  batch_size=cfg.eval.batch_size, engine=cfg.rollout.engine,
+                  sort_by_length=cfg.eval.sort_by_length)  # fmt: skip
     on_train: EvalResult = evaluate(policy, train_examples, samples=cfg.eval.train_samples, greedy=False,
                                     seed=derive_seed(cfg.seed, round_, "eval/train"),
                                     progress=f"eval train (round {round_})" if cfg.run.progress else None,
@@ -452,7 +453,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         # ---- roll out G responses per example: (B*G) rows, grouped by example
         batch = generate(policy, [policy.prompt_text(e, style) for e in examples], samples_per_prompt=G,
                          temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                         max_new_tokens=cfg.rollout.max_new_tokens,
+                         max_new_tokens=cfg.rollout.max_new_tokens, engine=cfg.rollout.engine,
                          seed=derive_seed(cfg.seed, round_, "rollout"))  # fmt: skip
         t_rollout = time.perf_counter() - t0
 
