@@ -1,19 +1,24 @@
 """The memory plan against measured peak memory on CPU: short `rftlab run` processes, one at a time.
 
-For each model, `rftlab run ... train.rounds=2` runs under `/usr/bin/time -v` (peak resident set
+For each case, `rftlab run ... train.rounds=2` runs under `/usr/bin/time -v` (peak resident set
 size of the process) and `rftlab plan` is computed for exactly the same config and overrides; the
 table gives both and the relative error (plan - measured) / measured.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --out /tmp/plan_vs_measured.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --record /tmp/pvm.jsonl --out /tmp/pvm.md
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --replan /tmp/pvm.jsonl
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/plan_vs_measured.py --baseline-only
 
-The training example is pinned (`data.train_example_ids`, the first candidate of the pool), so
-the plan sees the prompt the run actually trains on; its default (the longest candidate) is
-conservative. Models: the built-in `tiny`; `smollm2-135m` (converted once into $RFTLAB_CACHE/models/ by a separate
-process first, so the conversion's own memory is not in the measurement); a random-init Qwen2 of
-~113M parameters built from a transformers config with SmolLM2's tokenizer (vocabulary 49,152),
-saved to a temp directory. Random weights generate until max_new_tokens, so every sequence is full
-length. Keep each case under ~3 GiB on a shared machine.
+`--record` appends every measurement (case, overrides, peak RSS, load) to a JSON-lines file, and
+`--replan` recomputes the plans for recorded measurements without running anything, so a change to
+the plan is checked against the same runs. Cases: the built-in `tiny`; `smollm2-135m` (converted once
+into $RFTLAB_CACHE/models/ by a separate process first, so the conversion's own memory is not in the
+measurement) and a random-init Qwen2 of ~113M parameters built from a transformers config with
+SmolLM2's tokenizer (vocabulary 49,152), each in float32, bf16 compute over float32 master weights,
+LoRA r = 8 with bf16 compute, gradient checkpointing with log-prob chunks of 64 (float32), and KL on
+(a bf16 reference copy). The training example is pinned (`data.train_example_ids`, the first
+candidate of the pool), so the plan sees the prompt the run actually trains on; its default (the
+longest candidate) is conservative. Random weights generate until max_new_tokens, so every sequence
+is full length. Each case stays near 3 GiB (the largest, KL on smollm2-135m, 3.3 GiB).
 """
 
 from __future__ import annotations
