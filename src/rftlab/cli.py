@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plan", help="parameters, memory per component and tokens per round, without loading weights",
                         description="Estimate a configuration's parameters, memory per component and phase "
-                                    "(rollout, update, eval) and tokens per round, and whether it fits.")  # fmt: skip
+                                    "(rollout, update, optimizer step, eval) and tokens per round, and whether it fits.")  # fmt: skip
     pl.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     pl.add_argument("overrides", nargs="*", help="dotted overrides")
     pl.add_argument("--device", help="cpu or cuda (default: the config's model.device)")

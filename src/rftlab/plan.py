@@ -6,17 +6,28 @@ from its config on torch's meta device (shapes only, no storage). LoRA adds r x 
 targeted linear layer (peft's LoraLayer: A is r x in, B is out x r). Architecture configs of the
 paper's models ship in `rftlab/builtin/arch/` so the plan works offline.
 
-Memory model (bytes; P = parameters, c = compute-dtype bytes, m = master-dtype bytes):
+Memory model (bytes; P = parameters, c = compute-dtype bytes, m = master-dtype bytes; each term checked
+against the implementation in policy.py / trainer.py, and on CPU against peak RSS, BENCHMARKS.md):
 
-- weights: all P in `model.master_dtype` (with LoRA the frozen base is assumed to stay in the master
-  dtype too: that is how peft leaves a model loaded in it; a base cast to the compute dtype would
-  halve this line);
-- autocast copy: when the compute dtype differs from the master dtype, torch.autocast caches a
-  compute-dtype copy of every trainable leaf weight it casts during a forward (generation and update),
-  P_trainable x c; frozen LoRA base weights are cast op by op and not cached (one matrix at a time);
-- gradients P_trainable x m; AdamW two states per trainable parameter, SGD one (momentum > 0);
-- KL reference (objective.kl_coef > 0): a copy in the compute dtype for full fine-tuning, nothing with
-  LoRA (the adapter is disabled for the reference forward);
+- weights: all P in `model.master_dtype` (with LoRA the frozen base stays in the master dtype too:
+  `load_policy` loads it so and peft leaves it there; the adapters take the base layer's dtype);
+- autocast copy: when the compute dtype differs from the master dtype, torch.autocast casts the
+  weights and biases of every nn.Linear (the output head included; embeddings and norms are not
+  cast) and caches the copy of every trainable one until the outermost autocast exits: L x c
+  (L = Linear parameters, a tied head counted once) during a generation batch and during the update
+  forward, whose graph keeps the copies for backward. A frozen weight (the LoRA base) is cast op by
+  op and not cached: in generation one matrix at a time (the largest Linear), but in the update
+  every op's copy is saved for backward (the input needs W's gradient path), so the update holds
+  the same L x c as a full fine-tune; with gradient checkpointing only the head's and one layer's;
+- gradients P_trainable x m; AdamW two states per trainable parameter, SGD one (momentum > 0); float16's
+  GradScaler unscales the gradients in place (no term);
+- optimizer step (its own phase, after backward has freed the graph): weights + states + gradients +
+  the step's temporaries: on CUDA torch's foreach AdamW allocates sqrt(v) for every trainable tensor
+  at once (P_trainable x m); on CPU the per-tensor loop allocates two temporaries of one tensor (the
+  largest trainable one);
+- KL reference (objective.kl_coef > 0): a copy of every parameter in the compute dtype for full
+  fine-tuning (`trainer.build_reference`), nothing with LoRA (the adapter is disabled for the
+  reference forward);
 - activations kept for backward, per token of the micro-batch (Llama-style decoder layer, SDPA
   attention which keeps no T x T score matrix; h hidden, q = heads x head_dim, k = kv_heads x head_dim,
   i intermediate): each RMSNorm keeps 2h in the residual dtype (the master dtype) plus its output;
@@ -30,15 +41,20 @@ Memory model (bytes; P = parameters, c = compute-dtype bytes, m = master-dtype b
   log-softmax); with 0 (one forward per micro-batch) every position's logits in c bytes, prompt
   included, as a full forward returns them, and the response positions' float32 copy; x 2 in the
   update (their gradients exist at once in backward);
-- generation: KV cache 2 x layers x kv_heads x head_dim x (prompt + max_new_tokens) x batch x c,
-  for rollouts (B x G sequences) and evaluation (eval.batch_size), plus the last step's logits
-  (batch x vocab x (c + 2 x 4): logits, float32 scores and probabilities);
+- generation: KV cache layers x kv_heads x head_dim x (prompt + max_new_tokens) x batch x (key bytes
+  + value bytes), for rollouts (B x G sequences) and evaluation (eval.batch_size), plus the last
+  step's logits (batch x vocab x (c + 2 x 4): logits, float32 scores and probabilities). Values are
+  in the compute dtype; keys too, except under autocast in architectures (Llama, Qwen2; not OLMo2)
+  whose rotary embedding multiplies them by cos/sin of the float32 residual stream, which type
+  promotion (not autocast) turns into float32: probed per architecture on a one-layer copy;
 - runtime: the CUDA context (~0.5 GiB) on GPU; on CPU the measured resident memory of an idle
-  process that has imported what a run imports (torch, transformers, rftlab, math-verify, matplotlib).
+  process that has imported what a run imports (torch, transformers, rftlab, math-verify, matplotlib),
+  and with LoRA the measured cost of importing peft.
 
 Peak = the largest phase, not the sum: rollout (persistent state + autocast copy + KV cache),
-update (persistent + autocast copy + gradients + activations + logits) and evaluation (like rollout,
-at eval.batch_size). Persistent state = weights + optimizer states + reference + runtime.
+update (persistent + autocast copy + gradients + activations + logits), optimizer step (persistent +
+gradients + step temporaries) and evaluation (like rollout, at eval.batch_size). Persistent state =
+weights + optimizer states + reference + runtime.
 """
 
 from __future__ import annotations
@@ -56,6 +72,8 @@ CUDA_CONTEXT_BYTES = int(0.5 * GIB)
 # imported torch, transformers, rftlab.trainer, math-verify and matplotlib and loaded GSM8K, no model:
 # 333-350 MiB (`python benchmarks/plan_vs_measured.py --baseline-only`).
 CPU_RUNTIME_BYTES = 340 * 1024**2
+# What importing peft (LoRA) adds to that on CPU: 101-110 MiB measured (same script); not GPU memory.
+CPU_PEFT_IMPORT_BYTES = 110 * 1024**2
 ARCH_DIR = Path(__file__).parent / "builtin" / "arch"
 
 
@@ -80,6 +98,10 @@ class ModelFacts:
     max_positions: int
     # (module name, in_features, out_features) of every nn.Linear except the output head
     linears: tuple[tuple[str, int, int], ...] = field(default=(), repr=False)
+    linear_params: int = 0  # weights and biases of every nn.Linear, head included: what autocast casts
+    largest_linear: int = 0  # elements of the largest nn.Linear weight (usually the head)
+    largest_param: int = 0  # elements of the largest parameter tensor (usually the embedding)
+    autocast_float32_keys: bool = True  # under autocast the KV cache keeps keys in float32 (probed)
 
 
 def lora_params(linears, rank: int, targets: list[str] | tuple[str, ...] = ()) -> int:
@@ -105,11 +127,9 @@ def facts_from_config(config, name: str, source: str) -> ModelFacts:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     head = model.get_output_embeddings()
-    linears = tuple(
-        (n, m.in_features, m.out_features)
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and m is not head
-    )
+    all_linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    linears = tuple((n, m.in_features, m.out_features) for n, m in all_linears if m is not head)
+    cast = {id(p): p.numel() for _, m in all_linears for p in m.parameters()}  # a tied head once
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
@@ -127,7 +147,45 @@ def facts_from_config(config, name: str, source: str) -> ModelFacts:
         tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         max_positions=getattr(text, "max_position_embeddings", 0) or 0,
         linears=linears,
+        linear_params=sum(cast.values()),
+        largest_linear=max((m.weight.numel() for _, m in all_linears), default=0),
+        largest_param=max((p.numel() for p in model.parameters()), default=0),
+        autocast_float32_keys=_autocast_float32_keys(config),
     )
+
+
+def _autocast_float32_keys(config) -> bool:
+    """Whether this architecture's KV cache holds float32 keys under bf16 autocast over float32 weights.
+
+    Llama and Qwen2 multiply the keys by rotary cos/sin taken in the float32 residual stream's dtype, and
+    type promotion (not autocast) makes them float32; OLMo2 casts them back to the projection's dtype.
+    Probed on a one-layer, hidden-32 copy of the architecture on CPU (milliseconds); when the copy cannot
+    be built, float32 keys are assumed (the larger cache).
+    """
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    small = copy.deepcopy(config)
+    text = small.get_text_config() if hasattr(small, "get_text_config") else small
+    shrunk = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+                  intermediate_size=64, vocab_size=64, pad_token_id=None)  # fmt: skip
+    if getattr(text, "head_dim", None):
+        shrunk["head_dim"] = 16
+    if getattr(text, "layer_types", None):
+        shrunk["layer_types"] = list(text.layer_types[:1])
+    try:
+        for key, value in shrunk.items():
+            setattr(text, key, value)
+        with torch.random.fork_rng(devices=[]):
+            model = AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(input_ids=torch.ones(1, 2, dtype=torch.long), use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]  # renamed in transformers 5
+        return cache.layers[0].keys.dtype == torch.float32
+    except Exception:  # noqa: BLE001 - an architecture the shrinking does not fit: assume the larger cache
+        return True
 
 
 def shipped_arch(name: str) -> Path | None:
@@ -227,6 +285,19 @@ def param_counts(facts: ModelFacts, inputs: PlanInputs) -> tuple[int, int]:
     return facts.params_total, facts.params_total
 
 
+def largest_trainable_tensor(facts: ModelFacts, inputs: PlanInputs) -> int:
+    """Elements of the largest trained tensor: a model parameter, or a LoRA matrix (r x in or out x r)."""
+    if inputs.lora_rank <= 0:
+        return facts.largest_param
+    targets = inputs.lora_targets
+    dims = [
+        max(d_in, d_out)
+        for name, d_in, d_out in facts.linears
+        if not targets or any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    return inputs.lora_rank * max(dims, default=0)
+
+
 def activation_bytes_per_token(facts: ModelFacts, inputs: PlanInputs) -> int:
     """Bytes kept for backward per token of the micro-batch, all layers (formula in the module docstring)."""
     c, m = DTYPE_BYTES[inputs.compute_dtype], DTYPE_BYTES[inputs.master_dtype]
@@ -243,9 +314,36 @@ def activation_bytes_per_token(facts: ModelFacts, inputs: PlanInputs) -> int:
     return facts.layers * layer + final_norm
 
 
-def kv_cache_bytes(facts: ModelFacts, seq_len: int, batch: int, compute_bytes: int) -> int:
-    """2 (K and V) x layers x kv_heads x head_dim x sequence length x batch x bytes."""
-    return 2 * facts.layers * facts.kv_heads * facts.head_dim * seq_len * batch * compute_bytes
+def kv_cache_bytes(
+    facts: ModelFacts, seq_len: int, batch: int, compute_bytes: int, key_bytes: int | None = None
+) -> int:
+    """layers x kv_heads x head_dim x sequence length x batch x (key bytes + value bytes).
+
+    Values are in the compute dtype; `key_bytes` (default: the compute dtype's) differs under autocast,
+    where the rotary embedding promotes the keys to the float32 residual stream's dtype.
+    """
+    key_bytes = compute_bytes if key_bytes is None else key_bytes
+    return facts.layers * facts.kv_heads * facts.head_dim * seq_len * batch * (key_bytes + compute_bytes)
+
+
+def autocast_bytes(facts: ModelFacts, inputs: PlanInputs, adapters: int) -> tuple[int, int]:
+    """(during generation, during the update): compute-dtype copies of Linear weights that autocast holds.
+
+    Full fine-tune: every Linear's cached copy, in both. LoRA: generation casts the frozen base op by op
+    (one matrix alive, the largest) and caches the adapters; the update saves every op's copy for
+    backward, or with gradient checkpointing only the head's and one layer's (recomputed in backward).
+    """
+    if inputs.compute_dtype == inputs.master_dtype:
+        return 0, 0
+    c = DTYPE_BYTES[inputs.compute_dtype]
+    if inputs.lora_rank == 0:
+        return facts.linear_params * c, facts.linear_params * c
+    generation = (facts.largest_linear + adapters) * c
+    if not inputs.gradient_checkpointing:
+        return generation, (facts.linear_params + adapters) * c
+    head = facts.vocab * facts.hidden
+    one_layer = (facts.linear_params - head) // max(facts.layers, 1)
+    return generation, (head + one_layer + adapters) * c
 
 
 def logits_bytes(
@@ -283,6 +381,7 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
     c, m = DTYPE_BYTES[inputs.compute_dtype], DTYPE_BYTES[inputs.master_dtype]
     total, trainable = param_counts(facts, inputs)
     autocast = inputs.compute_dtype != inputs.master_dtype
+    key_bytes = m if autocast and facts.autocast_float32_keys else c  # rotary may promote keys (docstring)
     seq = inputs.prompt_tokens + inputs.max_new_tokens
     n_states = 2 if inputs.optimizer == "adamw" else (1 if inputs.momentum > 0 else 0)
     micro_tokens = inputs.micro_batch_seqs * seq
@@ -292,27 +391,36 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
         logits = logits_bytes(chunk, facts.vocab, c, for_backward=True)
     else:  # one forward: every position's logits, the response positions' float32 log-softmax
         logits = logits_bytes(micro_tokens, facts.vocab, c, for_backward=True, float32_tokens=response_tokens)
+    cast_generation, cast_update = autocast_bytes(facts, inputs, trainable if inputs.lora_rank else 0)
+    cuda = inputs.device.startswith("cuda")
+    # foreach AdamW (CUDA) allocates sqrt(v) for all trainable tensors; the CPU loop two of one tensor
+    step_temporaries = trainable * m if cuda else 2 * largest_trainable_tensor(facts, inputs) * m
     components = {
         "weights": total * m,
-        "autocast copy": trainable * c if autocast else 0,
+        "autocast copy": cast_generation,
+        "autocast update": cast_update,
         "gradients": trainable * m,
         "optimizer": n_states * trainable * m,
+        "step temporaries": step_temporaries if n_states else 0,
         "reference": facts.params_total * c if inputs.kl and inputs.lora_rank == 0 else 0,
         "activations": activation_bytes_per_token(facts, inputs) * micro_tokens,
         "logits": logits,
-        "kv cache rollout": kv_cache_bytes(facts, seq, inputs.rollout_seqs, c)
+        "kv cache rollout": kv_cache_bytes(facts, seq, inputs.rollout_seqs, c, key_bytes)
         + inputs.rollout_seqs * facts.vocab * (c + 8),
         "kv cache eval": kv_cache_bytes(
-            facts, inputs.eval_prompt_tokens + inputs.max_new_tokens, inputs.eval_seqs, c
+            facts, inputs.eval_prompt_tokens + inputs.max_new_tokens, inputs.eval_seqs, c, key_bytes
         )
         + inputs.eval_seqs * facts.vocab * (c + 8),
-        "runtime": CUDA_CONTEXT_BYTES if inputs.device.startswith("cuda") else CPU_RUNTIME_BYTES,
+        "runtime": CUDA_CONTEXT_BYTES
+        if cuda
+        else CPU_RUNTIME_BYTES + (CPU_PEFT_IMPORT_BYTES if inputs.lora_rank else 0),
     }
     persistent = sum(components[k] for k in ("weights", "optimizer", "reference", "runtime"))
     phases = {
         "rollout": persistent + components["autocast copy"] + components["kv cache rollout"],
         "update": persistent
-        + sum(components[k] for k in ("autocast copy", "gradients", "activations", "logits")),
+        + sum(components[k] for k in ("autocast update", "gradients", "activations", "logits")),
+        "step": persistent + components["gradients"] + components["step temporaries"],
         "eval": persistent + components["autocast copy"] + components["kv cache eval"],
     }
     forwards = inputs.updates_per_batch + (1 if inputs.kl else 0)
@@ -445,11 +553,26 @@ def format_plan(
     ]
     notes = {
         "weights": f"{plan.params_total:,} x {DTYPE_BYTES[i.master_dtype]} B ({i.master_dtype})",
-        "autocast copy": f"trainable weights cast to {i.compute_dtype} during a forward"
+        "autocast copy": (
+            "Linear weights cached in " + i.compute_dtype + " during generation"
+            if not i.lora_rank
+            else "adapters cached, frozen base cast one matrix at a time"
+        )
+        if i.compute_dtype != i.master_dtype
+        else "none: compute dtype = master dtype",
+        "autocast update": (
+            "Linear weights in "
+            + i.compute_dtype
+            + " kept for backward"
+            + (" (head and one layer: checkpointing)" if i.lora_rank and i.gradient_checkpointing else "")
+        )
         if i.compute_dtype != i.master_dtype
         else "none: compute dtype = master dtype",
         "gradients": f"trainable x {DTYPE_BYTES[i.master_dtype]} B",
         "optimizer": f"{i.optimizer} states, {i.master_dtype}",
+        "step temporaries": "foreach sqrt(v), every trainable tensor"
+        if i.device.startswith("cuda")
+        else "per-tensor loop, two copies of the largest tensor",
         "reference": "KL reference in the compute dtype"
         if i.kl and not i.lora_rank
         else ("adapter disabled, no copy" if i.kl else "no KL"),
@@ -457,9 +580,16 @@ def format_plan(
         "logits": f"{i.logprob_chunk_tokens} tokens x vocab x (compute + float32), with gradients"
         if i.logprob_chunk_tokens
         else "all positions x vocab x compute + response x vocab x float32, with gradients",
-        "kv cache rollout": f"{i.rollout_seqs} sequence(s) + last-step logits",
+        "kv cache rollout": f"{i.rollout_seqs} sequence(s) + last-step logits"
+        + (
+            f"; keys {i.master_dtype} (rotary)"
+            if i.compute_dtype != i.master_dtype and facts.autocast_float32_keys
+            else ""
+        ),
         "kv cache eval": f"{i.eval_seqs} sequence(s) + last-step logits",
-        "runtime": "CUDA context" if i.device.startswith("cuda") else "idle python + torch + transformers",
+        "runtime": "CUDA context"
+        if i.device.startswith("cuda")
+        else "idle python + torch + transformers" + (" + peft" if i.lora_rank else ""),
     }
     for key, value in plan.components.items():
         lines.append(f"    {key:<17} {gib(value):>11}   {notes[key]}")
