@@ -69,31 +69,40 @@ def test_a_10_mb_question_is_refused_with_its_id_without_tokenizing(policy):
     with pytest.raises(DataError) as err:
         check_prompt_lengths(cfg(), policy, [problem(0, 3), huge], [problem(1, 3)])
     message = str(err.value)
-    assert "'file/7'" in message and "96" in message and "data.on_bad_row=skip" in message
+    assert "'file/7'" in message and "256 positions" in message and "data.on_bad_row=skip" in message
     assert "\n" not in message
     assert max(policy.tokenizer.calls, default=0) < 1000  # the short row maybe; the huge one never
 
 
-def test_the_limit_is_exact_in_tokens(policy):
-    """Between the byte bounds the prompt is tokenized as the rollout does; a prompt of exactly
-    context - max_new_tokens tokens fits, one token more does not."""
-    by_length = {tokens(policy, problem(0, n)): n for n in range(1, 200)}
-    limit = 256 - 160
+def test_the_limit_is_exact_in_tokens(policy, caplog):
+    """Between the byte bounds the prompt is tokenized as the rollout does; a prompt of exactly the
+    context's 256 tokens fits, one token more does not. A prompt that fits but leaves less room than
+    rollout.max_new_tokens (160) is kept with one warning."""
+    by_length = {tokens(policy, problem(0, n)): n for n in range(1, 400)}
+    limit = 256
     fits, over = problem(0, by_length[limit]), problem(1, by_length[limit + 1])
-    assert check_prompt_lengths(cfg(), policy, [fits]) == ([fits],)
+    with caplog.at_level("WARNING"):
+        assert check_prompt_lengths(cfg(), policy, [fits]) == ([fits],)
+    assert "1 prompt(s) longer than 96 tokens leave fewer than rollout.max_new_tokens=160" in caplog.text
     with pytest.raises(DataError, match=rf"'file/1' is a prompt of {limit + 1} tokens"):
         check_prompt_lengths(cfg(), policy, [over])
     assert policy.tokenizer.calls  # these two needed the tokenizer
-    bigger_budget = cfg("rollout.max_new_tokens=159")  # one more position for the prompt
-    assert check_prompt_lengths(bigger_budget, policy, [over]) == ([over],)
+    roomy, tight = problem(2, by_length[96]), problem(3, by_length[97])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert check_prompt_lengths(cfg(), policy, [roomy]) == ([roomy],)
+    assert "leave fewer" not in caplog.text  # exactly max_new_tokens positions left: no warning
+    with caplog.at_level("WARNING"):
+        assert check_prompt_lengths(cfg(), policy, [tight]) == ([tight],)
+    assert "(first: file/3, 97 tokens)" in caplog.text
 
 
 def test_skip_mode_leaves_long_prompts_out_and_counts_them(policy, caplog):
-    rows = [problem(0, 3), Problem("file/1", "x " * 5_000_000, "5", "file"), problem(2, 150), problem(3, 3)]
+    rows = [problem(0, 3), Problem("file/1", "x " * 5_000_000, "5", "file"), problem(2, 400), problem(3, 3)]
     with caplog.at_level("WARNING"):
         kept, test = check_prompt_lengths(cfg("data.on_bad_row=skip"), policy, rows, rows[:1])
     assert [p.id for p in kept] == ["file/0", "file/3"] and [p.id for p in test] == ["file/0"]
-    assert "skipped 2 prompt(s) longer than 96 tokens" in caplog.text and "file/1" in caplog.text
+    assert "skipped 2 prompt(s) longer than 256 tokens" in caplog.text and "file/1" in caplog.text
     with pytest.raises(DataError, match="every prompt of a split"):
         check_prompt_lengths(cfg("data.on_bad_row=skip"), policy, rows, rows[1:2])
 
@@ -116,7 +125,7 @@ def test_no_known_context_means_no_check(tiny):
 
 
 def _data_file(tmp_path, long_words=3000):
-    """A GSM8K-format file whose third row is a prompt far past tiny's 96-token prompt budget."""
+    """A GSM8K-format file whose third row is a prompt far past tiny's 256-position context."""
     rows = [{"question": f"Tom has {i} apples and gets 2 more. How many now?", "answer": f"#### {i + 2}"}
             for i in range(6)]  # fmt: skip
     rows[2]["question"] = "apples " * long_words + "How many?"

@@ -1,9 +1,15 @@
 """Prompt length against the model's context, checked before any generation or run directory.
 
-A prompt of P tokens plus `rollout.max_new_tokens` must fit in the model's context (its
-`max_position_embeddings`, else the tokenizer's `model_max_length`). Without a check a 10 MB
-question tokenizes for minutes and then tries to allocate tens of GB. Too-long prompts stop the
-load with the problem id in one line, or, under `data.on_bad_row=skip`, are left out and counted.
+A prompt must fit in the model's context (its `max_position_embeddings`, else the tokenizer's
+`model_max_length`). Without a check a 10 MB question tokenizes for minutes and then tries to
+allocate tens of GB. Too-long prompts stop the load with the problem id in one line, or, under
+`data.on_bad_row=skip`, are left out and counted.
+
+A prompt that fits but leaves fewer than `rollout.max_new_tokens` positions is only warned about:
+a long response then runs past the trained context, which rotary-position models (Llama, Qwen,
+OLMo, the built-in `tiny`s) extrapolate, with some loss of quality. Refusing it would refuse
+configurations that run (the `paper` pipeline's `tiny-narrow` prompts of ~115 tokens with 160 new
+tokens in a 256-position context).
 
 Most prompts are decided from their byte length alone, without tokenizing. The bounds assume a
 tokenizer whose tokens each cover at least one byte of the text (byte-level BPE, SentencePiece with
@@ -50,15 +56,16 @@ def check_prompt_lengths(cfg, policy, *splits: Sequence[Problem]) -> tuple[list[
     """Each split with its too-long prompts left out (`data.on_bad_row=skip`), or a one-line error.
 
     Raises ConfigError when `rollout.max_new_tokens` alone fills the context, DataError naming the
-    first too-long problem id otherwise (in "error" mode), or when skipping empties a split.
+    first problem whose prompt is longer than the context (in "error" mode), or when skipping empties
+    a split. Warns once when prompts fit but leave less room than `rollout.max_new_tokens`.
     """
     context = model_context(policy)
     if context is None:
         return tuple(list(split) for split in splits)
     new_tokens = cfg.rollout.max_new_tokens
-    limit = context - new_tokens
+    limit = context
     where = f"model {cfg.model.name!r} has a context of {context} positions"
-    if limit < 1:
+    if context - new_tokens < 1:
         raise ConfigError(f"rollout.max_new_tokens={new_tokens} leaves no room for a prompt: {where}")
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     per_token = max_token_bytes(policy.tokenizer)
@@ -75,22 +82,37 @@ def check_prompt_lengths(cfg, policy, *splits: Sequence[Problem]) -> tuple[list[
             if not skip:
                 raise DataError(
                     f"data.dataset={cfg.data.dataset}: problem {problem.id!r} is a prompt of {size} tokens; "
-                    f"{where}, {limit} after rollout.max_new_tokens={new_tokens}; shorten it or set "
-                    f"data.on_bad_row=skip"
+                    f"{where}; shorten it or set data.on_bad_row=skip"
                 )
             skipped.append((problem.id, size))
         if split and not out:
             raise DataError(
                 f"data.dataset={cfg.data.dataset}: every prompt of a split is longer than {limit} tokens "
-                f"({where}, rollout.max_new_tokens={new_tokens})"
+                f"({where})"
             )
         kept.append(out)
+    _warn_short_room(cfg, policy, kept, context, style, per_token)
     if skipped:
         log.warning(
             "skipped %d prompt(s) longer than %d tokens (%s; data.on_bad_row=skip); first: %s (%s tokens)",
             len(skipped), limit, where, skipped[0][0], skipped[0][1],
         )  # fmt: skip
     return tuple(kept)
+
+
+def _warn_short_room(cfg, policy, splits: list[list[Problem]], context: int, style: str | None,
+                     per_token: int) -> None:  # fmt: skip
+    """One warning when some prompts leave fewer than rollout.max_new_tokens positions."""
+    room = context - cfg.rollout.max_new_tokens
+    tight = [(p.id, size) for split in splits
+             for p, size in zip(split, _prompt_sizes(policy, split, style, room, per_token), strict=True)
+             if size is not None]  # fmt: skip
+    if tight:
+        log.warning(
+            "%d prompt(s) longer than %d tokens leave fewer than rollout.max_new_tokens=%d positions in "
+            "the context of model %r (%d positions); a long response runs past it (first: %s, %s tokens)",
+            len(tight), room, cfg.rollout.max_new_tokens, cfg.model.name, context, tight[0][0], tight[0][1],
+        )  # fmt: skip
 
 
 def _prompt_sizes(
