@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from rftlab.commands import bandit as bandit_command
+from rftlab.commands import pipeline as pipeline_command
 from rftlab.errors import RftlabError
 
 MAIN_CONFIG = "tiny"  # the main job: the minimalist configuration on the built-in tiny model
@@ -273,12 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the build script")
     build.set_defaults(func=_build_tiny)
 
-    for module in ("rftlab.bandit.cli", "rftlab.pipeline.cli"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+    bandit_command.add_parser(sub)
+    pipeline_command.add_parser(sub)
     return parser
 
 

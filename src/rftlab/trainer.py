@@ -260,6 +260,9 @@ def policy_update(
 
     old_logp = torch.zeros_like(mask, dtype=torch.float32)
     signal = bool(adv.abs().sum() > 0) or obj.kl_coef > 0
+    # a chunk's share of the batch loss (by the aggregation), so accumulated gradients equal the full
+    # batch's; the clip fractions are token fractions, so they are weighted by the chunk's token share
+    loss_share = objectives.get_aggregation(obj.aggregation).micro_batch_share
     metrics: dict[str, float] = {}
     policy.model.train()
     for update in range(obj.updates_per_batch):
@@ -267,18 +270,15 @@ def policy_update(
         sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
         ratio_max, ratio_min = 0.0, float("inf")
         for c in chunks:
-            # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
-            share = (
-                (mask[c].sum() / total_tokens)
-                if obj.aggregation == "token_mean"
-                else (c.stop - c.start) / n_seq
-            )
+            share = loss_share(mask[c], mask)
             m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
                                      None if ref_logp is None else ref_logp[c], share, first=update == 0,
                                      total_tokens=total_tokens)  # fmt: skip
-            w = float(share)
-            for key in ("loss/policy", "loss/kl", "clip/frac", "clip/frac_dual"):
+            w, w_tokens = float(share), float(objectives.token_share(mask[c], mask))
+            for key in ("loss/policy", "loss/kl"):
                 sums[key] += (m[key] or 0.0) * w
+            for key in ("clip/frac", "clip/frac_dual"):
+                sums[key] += m[key] * w_tokens
             sums["entropy"] += m["entropy"] or 0.0
             ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
         if policy.grad_scaler is not None:
@@ -530,7 +530,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     wall = wall_before + time.perf_counter() - started
     summary = build_summary(cfg, run, state, wall)
     run.write_summary(summary)
-    from rftlab.report.figures import plot_run
+    from rftlab.plotting import plot_run
 
     plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=f"{cfg.model.name} seed {cfg.seed}")
     return summary

@@ -12,10 +12,11 @@ import torch
 
 from rftlab.bandit import pipeline as bandit_pipeline
 from rftlab.cli import main
+from rftlab.commands.pipeline import run_pipeline
+from rftlab.files import BANDIT_MANIFEST
 from rftlab.pipeline.findings import VERDICTS
-from rftlab.pipeline.sweep import run_pipeline
 from rftlab.pipeline.synthetic import synthetic_train
-from rftlab.report.html import BANDIT_COUNTERPARTS, BANDIT_MANIFEST, bandit_counterpart
+from rftlab.report.html import BANDIT_COUNTERPARTS, bandit_counterpart
 
 TINY = bandit_pipeline.Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)
 NAMES = ["L0-minimalist", "L1-advantage", "L2-rollouts", "L3-reward", "L4-difficulty", "L6-batch"]
