@@ -22,7 +22,7 @@ from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv, check
 from rftlab.bandit.optim import OPTIMIZERS, OptimConfig
 from rftlab.bandit.pipeline import Scale, is_finished, run_counterparts
 from rftlab.bandit.simulate import SimConfig, simulate
-from rftlab.errors import ConfigError, RftlabError
+from rftlab.errors import RftlabError
 from rftlab.files import REPORT_FILE
 from rftlab.objectives import ADVANTAGES, LOSS_AGGREGATIONS, REWARD_DESIGNS, check_name
 from rftlab.report.html import write_bandit_page
@@ -299,4 +299,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["add_parser", "main", "ConfigError"]
+__all__ = ["add_parser", "main"]
