@@ -187,3 +187,16 @@ def test_micro_batches_give_the_whole_batch_update(aggregation):
             assert metrics[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
         for k, v in weights.items():
             torch.testing.assert_close(v, w_whole[k], rtol=1e-4, atol=1e-6)
+
+
+def test_run_state_reads_the_checkpoint_state_dict_of_earlier_versions():
+    """A checkpoint's state is a plain dict (as before RunState); extra keys (RNG, loss scale) are not state."""
+    old = {"round": 4, "train_example_ids": ["a"], "train_example_base_estimate": {"a": None},
+           "baseline": torch.zeros(1), "baseline_count": torch.ones(1), "rollouts_total": 4, "tokens_total": 96,
+           "wall_seconds": 1.5, "base": {"test/pass_at_1": 0.1}, "torch_rng": torch.get_rng_state()}  # fmt: skip
+    state = trainer.RunState.from_dict(old)
+    assert state.round == 4 and state.last_eval is None and state.base == {"test/pass_at_1": 0.1}
+    again = state.to_dict()
+    assert set(again) == set(old) - {"torch_rng"}  # no last_eval key until an evaluation after round 0
+    state.last_eval = {"test/pass_at_1": 0.2}
+    assert trainer.RunState.from_dict(state.to_dict()) == state
