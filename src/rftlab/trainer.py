@@ -121,12 +121,15 @@ def choose_training_examples(
 
 
 def difficulty_settings(
-    cfg: Config, policy: Policy, style: str | None, answer_format: str, *, samples: int
+    cfg: Config, policy: Policy | None, style: str | None, answer_format: str, *, samples: int
 ) -> DifficultySettings:
-    """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config."""
+    """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config.
+
+    `policy` None (a sweep grouping its runs before any model is loaded): no weight fingerprint.
+    """
     return DifficultySettings(
         model=cfg.model.name,
-        model_fingerprint=model_fingerprint(policy),
+        model_fingerprint="" if policy is None else model_fingerprint(policy),
         dataset=cfg.data.dataset,
         split=cfg.data.train_split,
         prompt_style=style,

@@ -197,6 +197,11 @@ def test_difficulty_group_keys():
     assert sweep.difficulty_group(cfg2) == sweep.difficulty_group(cfg)  # same estimate
     anyd = {**cfg, "data": {**cfg["data"], "difficulty": "any"}}
     assert sweep.difficulty_group(anyd) == ""
+    # the group is the estimate's cache key: a sampling setting in it splits the group, the pool size does not
+    other_top_p = {**cfg, "rollout": {**cfg["rollout"], "top_p": 0.5}}
+    assert sweep.difficulty_group(other_top_p) != sweep.difficulty_group(cfg)
+    bigger_pool = {**cfg, "data": {**cfg["data"], "difficulty_pool": cfg["data"]["difficulty_pool"] + 1}}
+    assert sweep.difficulty_group(bigger_pool) == sweep.difficulty_group(cfg)
 
 
 # ----------------------------------------------------------------------------- two sweeps, one directory

@@ -23,6 +23,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from rftlab.config import config_from_dict
 from rftlab.errors import RftlabError
 from rftlab.files import PIPELINE_FILE, write_atomic
 from rftlab.pipeline.executors import (
@@ -36,6 +37,7 @@ from rftlab.pipeline.executors import (
 )
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
 from rftlab.runs import run_lock
+from rftlab.trainer import difficulty_settings
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
 # estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
@@ -94,24 +96,17 @@ def estimate_seconds(config: dict) -> float:
 
 
 def difficulty_group(config: dict) -> str:
-    """Runs that need the same base-Pass@1 estimate (selection.py caches it): one computes, then the rest."""
-    d, r, m = config["data"], config["rollout"], config["model"]
-    if d["difficulty"] == "any" or d["train_example_ids"]:
+    """Runs that need the same base-Pass@1 estimate (selection.py caches it): one computes, then the rest.
+
+    The group is the estimate's own cache key (`trainer.difficulty_settings`), less the weights'
+    fingerprint (no model is loaded here), so scheduling and caching agree on what is shared.
+    """
+    cfg = config_from_dict(config)
+    d = cfg.data
+    if d.difficulty == "any" or d.train_example_ids:
         return ""
-    key = (
-        m["name"],
-        d["dataset"],
-        d["train_split"],
-        d["prompt_style"],
-        d["answer_format"],
-        d["difficulty_pool"],
-        d["difficulty_samples"],
-        d["selection_seed"],
-        r["temperature"],
-        r["top_p"],
-        r["max_new_tokens"],
-    )
-    return "difficulty:" + "|".join(map(str, key))
+    settings = difficulty_settings(cfg, None, d.prompt_style, d.answer_format, samples=d.difficulty_samples)
+    return "difficulty:" + "|".join(map(str, asdict(settings).values()))
 
 
 def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask]:
