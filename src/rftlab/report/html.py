@@ -11,7 +11,7 @@ The verdicts are computed from the data by the rules in `rftlab.pipeline.finding
 the report is hand-written except the paper's findings themselves (from the spec).
 
 Bandit counterparts: with a finished `rftlab bandit pipeline` directory (`--bandit DIR`, or
-`<out>/bandit/` when it is there) every LLM layer that has a counterpart (`BANDIT_COUNTERPARTS`)
+`<out>/bandit/` when it is there) every LLM layer that has a counterpart (its spec's `bandit:` key)
 gets a block with the bandit's figure and findings, drawn and tabled by the same helpers; bandit
 layers with no LLM layer in the report get their own section. `bandit_page` renders the bandit
 pipeline's own report.html with the same blocks.
@@ -30,7 +30,8 @@ from rftlab.errors import RftlabError
 from rftlab.files import ANALYSIS_FILE, BANDIT_DIR, BANDIT_MANIFEST, FINDINGS_FILE, REPORT_FILE, write_atomic
 from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
-from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, summarize
+from rftlab.pipeline.spec import spec_from_dict
+from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
 from rftlab.report.sweep_figures import plot_layer
 
 STYLE = """
@@ -161,9 +162,20 @@ def load_bandit(path: str | Path) -> dict:
 
 
 def bandit_counterpart(layer_name: str) -> str | None:
-    """The bandit layer id whose counterpart an LLM layer is (by `BANDIT_COUNTERPARTS`), or None."""
+    """The bandit layer id whose counterpart an LLM layer is by the words of `BANDIT_COUNTERPARTS`, or None:
+    for specs whose layers declare no `bandit:` counterpart (written before that key existed)."""
     low = layer_name.lower()
     return next((b for b, word in BANDIT_COUNTERPARTS.items() if word in low), None)
+
+
+def bandit_counterparts(out: Path) -> dict[str, str]:
+    """LLM layer name -> bandit layer id: what the spec's layers declare (`bandit: L1`); a spec that
+    declares none is matched by the layer names' words (`bandit_counterpart`)."""
+    spec = spec_from_dict(read_pipeline(out)["spec"])
+    declared = {layer.name: layer.bandit for layer in spec.layers if layer.bandit}
+    if declared:
+        return declared
+    return {layer.name: b for layer in spec.layers if (b := bandit_counterpart(layer.name))}
 
 
 def _bandit_value(v) -> str:
@@ -269,6 +281,7 @@ def build_report(
     if bandit is None and (out / BANDIT_DIR / BANDIT_MANIFEST).is_file():
         bandit = out / BANDIT_DIR
     bandit_data = load_bandit(bandit) if bandit is not None else None
+    counterparts = bandit_counterparts(out) if bandit_data else {}
     shown: dict[str, str] = {}  # bandit layer id -> the LLM layer it is shown under
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -293,7 +306,7 @@ def build_report(
             + _paired_table(layer)
             + "<h3>Findings</h3>" + _findings_table(layer["findings"])
         )  # fmt: skip
-        counterpart = bandit_counterpart(layer["name"])
+        counterpart = counterparts.get(layer["name"])
         if bandit_data and counterpart in _bandit_layers(bandit_data):
             shown.setdefault(counterpart, layer["name"])
             sections.append(_bandit_block(bandit_data, counterpart))
