@@ -117,8 +117,8 @@ def test_unknown_lora_target_module_is_one_line_error():
 
 
 def test_a_sweep_variant_with_lora_validates_and_keeps_its_values(tmp_path):
+    from rftlab.commands.pipeline import run_pipeline
     from rftlab.pipeline.spec import plan, spec_from_dict
-    from rftlab.pipeline.sweep import run_pipeline
 
     spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 2},
             "layers": [{"name": "L", "finding": "f", "variants": {

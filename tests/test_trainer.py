@@ -155,3 +155,48 @@ def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
     assert moved is step_on_zero_signal
     assert metrics["train/stepped"] == float(step_on_zero_signal)
     assert metrics["grad_norm"] == 0.0
+
+
+@pytest.mark.parametrize("aggregation", sorted(trainer.objectives.LOSS_AGGREGATIONS))
+def test_micro_batches_give_the_whole_batch_update(aggregation):
+    """train.micro_batch_size splits the backward only: same weights and metrics as the whole batch.
+
+    Two updates per batch with a small clip range, so the second update's ratios move and clip: the
+    logged clip fraction is a token fraction and must not depend on how the batch was split.
+    """
+    update = FAST + [f"objective.aggregation={aggregation}", "objective.updates_per_batch=2",
+                     "objective.clip_eps_low=0.01", "objective.clip_eps_high=0.01", "optim.optimizer=sgd",
+                     "optim.beta1=0", "optim.weight_decay=0", "optim.grad_clip=0", "optim.lr=0.5"]  # fmt: skip
+    cfg = load_config("tiny", update)
+    base = trainer.load_policy("tiny")
+    prompts = [base.prompt_text(p) for p in trainer.load_task(cfg)[1][:2]]
+    batch = trainer.generate(base, prompts * 2, max_new_tokens=24, seed=3)
+    assert len(set(batch.response_mask.sum(-1).tolist())) > 1  # unequal lengths: shares differ
+    adv = torch.tensor([1.0, -0.5, 0.75, -1.0])
+    results = []
+    for micro in (0, 1, 3):
+        policy = trainer.load_policy("tiny")
+        c = load_config("tiny", update + [f"train.micro_batch_size={micro}"])
+        optimizer = trainer.build_optimizer(c, policy.model.parameters())
+        metrics = trainer.policy_update(c, policy, None, optimizer, batch, adv)
+        results.append((metrics, {k: v.clone() for k, v in policy.model.state_dict().items()}))
+    (whole, w_whole), *parts = results
+    assert whole["clip/frac_last"] > 0  # the second update clips: the weighting is exercised
+    for metrics, weights in parts:
+        for key in ("loss/policy", "clip/frac", "clip/frac_last", "clip/frac_dual", "entropy", "grad_norm"):
+            assert metrics[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
+        for k, v in weights.items():
+            torch.testing.assert_close(v, w_whole[k], rtol=1e-4, atol=1e-6)
+
+
+def test_run_state_reads_the_checkpoint_state_dict_of_earlier_versions():
+    """A checkpoint's state is a plain dict (as before RunState); extra keys (RNG, loss scale) are not state."""
+    old = {"round": 4, "train_example_ids": ["a"], "train_example_base_estimate": {"a": None},
+           "baseline": torch.zeros(1), "baseline_count": torch.ones(1), "rollouts_total": 4, "tokens_total": 96,
+           "wall_seconds": 1.5, "base": {"test/pass_at_1": 0.1}, "torch_rng": torch.get_rng_state()}  # fmt: skip
+    state = trainer.RunState.from_dict(old)
+    assert state.round == 4 and state.last_eval is None and state.base == {"test/pass_at_1": 0.1}
+    again = state.to_dict()
+    assert set(again) == set(old) - {"torch_rng"}  # no last_eval key until an evaluation after round 0
+    state.last_eval = {"test/pass_at_1": 0.2}
+    assert trainer.RunState.from_dict(state.to_dict()) == state

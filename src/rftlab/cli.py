@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from rftlab.commands import bandit as bandit_command
+from rftlab.commands import pipeline as pipeline_command
 from rftlab.errors import RftlabError
 
 MAIN_CONFIG = "tiny"  # the main job: the minimalist configuration on the built-in tiny model
@@ -117,21 +119,17 @@ def _eval(args: argparse.Namespace) -> int:
     import time
 
     from rftlab.evaluation import evaluate
-    from rftlab.policy import load_policy_for
     from rftlab.selection import candidate_pool, estimate_difficulty
-    from rftlab.tasks.limits import check_prompt_lengths
-    from rftlab.trainer import derive_seed, difficulty_settings, load_task, use_threads
+    from rftlab.trainer import derive_seed, difficulty_settings, set_up
 
     for flag, value in (("--train-problems", args.train_problems), ("--samples", args.samples)):
         if value < 1:
             raise RftlabError(f"{flag} must be >= 1 (got {value})")
     _, cfg = _load(args)
     started = time.perf_counter()
-    use_threads(cfg)
-    policy = load_policy_for(cfg.model, train=False)  # the base model: no adapter, no checkpointing
-    train_split, test_set = check_prompt_lengths(cfg, policy, *load_task(cfg))
-    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
-    answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
+    task = set_up(cfg, train=False)  # the base model: no adapter, no checkpointing
+    policy, train_split, test_set = task.policy, task.train_split, task.test_set
+    style, answer_format = task.style, task.answer_format
     pool = candidate_pool(train_split, args.train_problems, cfg.data.selection_seed)
     settings = difficulty_settings(cfg, policy, style, answer_format, samples=args.samples)
     t0 = time.perf_counter()
@@ -273,12 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the build script")
     build.set_defaults(func=_build_tiny)
 
-    for module in ("rftlab.bandit.cli", "rftlab.pipeline.cli"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(sub)
+    bandit_command.add_parser(sub)
+    pipeline_command.add_parser(sub)
     return parser
 
 
@@ -308,4 +302,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "format_summary", "json"]
+__all__ = ["main", "build_parser", "format_summary"]

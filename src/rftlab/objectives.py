@@ -37,10 +37,14 @@ from rftlab.errors import ConfigError
 
 def _lookup(registry: dict, kind: str, name: str):
     """Registry access whose error lists the valid names."""
-    try:
-        return registry[name]
-    except KeyError:
-        raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(registry))}") from None
+    check_name(registry, kind, name)
+    return registry[name]
+
+
+def check_name(registry: dict, kind: str, name: str) -> None:
+    """A one-line ConfigError naming `kind` (a config key or option) and the valid names, unless `name` is one."""
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r}; valid: {', '.join(sorted(registry))}")
 
 
 # ----------------------------------------------------------------------------- reward designs
@@ -67,7 +71,8 @@ class AdvantageFn(Protocol):
     """One signature for every advantage estimator.
 
     rewards:  (..., G) the rewards of one group (the G rollouts of one prompt) on the last dim.
-    baseline: (...,) a per-prompt baseline carried across rounds (only `running_mean` reads it).
+    baseline: (...,) a per-prompt baseline carried across rounds (read by estimators registered with
+              `uses_baseline=True`, i.e. `running_mean`).
     eps:      the constant added to a standard deviation before dividing.
     Returns per-rollout advantages, shape (..., G).
     """
@@ -78,8 +83,12 @@ class AdvantageFn(Protocol):
 ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+def register_advantage(name: str, *, uses_baseline: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register an estimator; `uses_baseline`: it reads the per-prompt running baseline, which the caller
+    then keeps (`update_running_baseline`) and passes in."""
+
     def decorate(fn: AdvantageFn) -> AdvantageFn:
+        fn.uses_baseline = uses_baseline
         ADVANTAGES[name] = fn
         return fn
 
@@ -146,7 +155,7 @@ def advantage_rloo(rewards: Tensor, *, baseline: Tensor | None = None, eps: floa
     return rewards - leave_one_out_mean
 
 
-@register_advantage("running_mean")
+@register_advantage("running_mean", uses_baseline=True)
 def advantage_running_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
     """The classic gradient-bandit baseline (Sutton & Barto 2018, sec. 2.8): A_i = R_i - b.
 
@@ -180,7 +189,14 @@ def update_running_baseline(
 
 
 class AggregationFn(Protocol):
-    """Reduces per-token losses (..., N, T) under mask (..., N, T) to one loss per leading index (...)."""
+    """Reduces per-token losses (..., N, T) under mask (..., N, T) to one loss per leading index (...).
+
+    `micro_batch_share(part_mask, mask)`: the share of the whole batch's loss that the rows
+    `part_mask` (n, T) of the batch `mask` (N, T) carry, so that summing `share * loss(part)` over
+    micro-batches gives the whole batch's loss (and gradient). Set by `register_aggregation`.
+    """
+
+    micro_batch_share: Callable[[Tensor, Tensor], Tensor | float]
 
     def __call__(self, loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor: ...
 
@@ -188,8 +204,22 @@ class AggregationFn(Protocol):
 LOSS_AGGREGATIONS: dict[str, AggregationFn] = {}
 
 
-def register_aggregation(name: str) -> Callable[[AggregationFn], AggregationFn]:
+def token_share(part_mask: Tensor, mask: Tensor) -> Tensor:
+    """The part's share of the batch's real tokens (a tensor: no host sync)."""
+    return part_mask.sum() / mask.sum().clamp(min=1)
+
+
+def sequence_share(part_mask: Tensor, mask: Tensor) -> float:
+    """The part's share of the batch's sequences."""
+    return part_mask.shape[-2] / mask.shape[-2]
+
+
+def register_aggregation(name: str, *, per: str) -> Callable[[AggregationFn], AggregationFn]:
+    """Register an aggregation that averages `per` "token" (over all real tokens) or "sequence"."""
+    share = {"token": token_share, "sequence": sequence_share}[per]
+
     def decorate(fn: AggregationFn) -> AggregationFn:
+        fn.micro_batch_share = share
         LOSS_AGGREGATIONS[name] = fn
         return fn
 
@@ -200,14 +230,14 @@ def get_aggregation(name: str) -> AggregationFn:
     return _lookup(LOSS_AGGREGATIONS, "loss aggregation", name)
 
 
-@register_aggregation("token_mean")
+@register_aggregation("token_mean", per="token")
 def aggregate_token_mean(loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor:
     """Mean over every real token of every sequence (verl's default; the paper's 1/|o| for one sequence)."""
     mask = mask.to(loss_mat.dtype)
     return (loss_mat * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)).clamp(min=1.0)
 
 
-@register_aggregation("seq_mean_token_mean")
+@register_aggregation("seq_mean_token_mean", per="sequence")
 def aggregate_seq_mean_token_mean(
     loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
 ) -> Tensor:
@@ -217,7 +247,7 @@ def aggregate_seq_mean_token_mean(
     return per_sequence.mean(dim=-1)
 
 
-@register_aggregation("seq_mean_token_sum_norm")
+@register_aggregation("seq_mean_token_sum_norm", per="sequence")
 def aggregate_seq_mean_token_sum_norm(
     loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
 ) -> Tensor:
@@ -321,7 +351,10 @@ def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     """k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1 >= 0: unbiased, low variance.
 
-    GRPO's KL term and verl's `low_var_kl` (clamped to [-10, 10] as verl does, against overflow).
+    GRPO's KL term and verl's `low_var_kl`. Clamps, against overflow: the log-ratio to [-20, 20] and
+    k3 to [0, 10]. verl (`kl_penalty` in verl/trainer/ppo/core_algos.py, volcengine/verl 012be9d)
+    clamps the log-ratio to [-20, 20] and k3 to [-10, 10]; k3 >= 0, so the two agree except where
+    verl's exp(x) - x - 1 rounds below 0 for tiny x, which verl keeps and expm1 here never produces.
     """
     log_ratio = (ref_logp - logp).clamp(-20.0, 20.0)
     return (torch.expm1(log_ratio) - log_ratio).clamp(0.0, 10.0)  # expm1(x) - x >= 0 even in float32

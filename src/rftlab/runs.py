@@ -45,6 +45,7 @@ import yaml
 
 from rftlab.config import Config, config_from_dict
 from rftlab.errors import RftlabError
+from rftlab.files import fsync_dir, write_atomic
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_OLD = CHECKPOINT + ".old"
@@ -317,7 +318,7 @@ class RunDir:
             manifest = {"file": "trainer.pt", "sha256": digest, "bytes": size, "round": round_,
                         "config": self.config}  # fmt: skip
             _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
             raise RftlabError(
@@ -330,7 +331,7 @@ class RunDir:
             os.replace(self.checkpoint_path, old)
             _fault("checkpoint.swap", round_)
         os.replace(tmp, self.checkpoint_path)
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def load_checkpoint(self) -> dict | None:
         """The newest checkpoint whose manifest checksum matches, else the previous one; None if there is
@@ -435,11 +436,6 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
-        _fsync_file(path)
-
-
 def _write_durably(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -523,11 +519,8 @@ def read_gzip_lines(path: str | Path) -> list[str]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
     with _writing(path):
-        _write_durably(tmp, text)
-        os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        write_atomic(path, text, durable=True)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:

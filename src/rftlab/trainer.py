@@ -28,10 +28,12 @@ Deviations and choices, stated:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +43,7 @@ from rftlab import objectives
 from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
+from rftlab.plotting import plot_run
 from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
 from rftlab.rewards import score, verifier_timeouts
 from rftlab.rollout import RolloutBatch, generate
@@ -118,12 +121,15 @@ def choose_training_examples(
 
 
 def difficulty_settings(
-    cfg: Config, policy: Policy, style: str | None, answer_format: str, *, samples: int
+    cfg: Config, policy: Policy | None, style: str | None, answer_format: str, *, samples: int
 ) -> DifficultySettings:
-    """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config."""
+    """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config.
+
+    `policy` None (a sweep grouping its runs before any model is loaded): no weight fingerprint.
+    """
     return DifficultySettings(
         model=cfg.model.name,
-        model_fingerprint=model_fingerprint(policy),
+        model_fingerprint="" if policy is None else model_fingerprint(policy),
         dataset=cfg.data.dataset,
         split=cfg.data.train_split,
         prompt_style=style,
@@ -236,6 +242,33 @@ def micro_batch_backward(
     return {"loss/policy": loss.item(), **ratio_and_clip, **out}
 
 
+def batch_backward(cfg: Config, policy: Policy, args: list[torch.Tensor], mask: torch.Tensor, adv: torch.Tensor,
+                   old_logp: torch.Tensor, ref_logp: torch.Tensor | None, chunks: list[slice], *,
+                   first: bool) -> tuple[dict[str, float], float, float]:  # fmt: skip
+    """Accumulate the whole batch's gradient over its micro-batches; (batch metrics, ratio max, ratio min).
+
+    A chunk's share of the batch loss comes from the aggregation's registry entry, so the accumulated
+    gradient equals the whole batch's; the clip fractions are token fractions, weighted by token share.
+    """
+    loss_share = objectives.get_aggregation(cfg.objective.aggregation).micro_batch_share
+    total_tokens = mask.sum().clamp(min=1)
+    sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
+    ratio_max, ratio_min = 0.0, float("inf")
+    for c in chunks:
+        share = loss_share(mask[c], mask)
+        m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
+                                 None if ref_logp is None else ref_logp[c], share, first=first,
+                                 total_tokens=total_tokens)  # fmt: skip
+        w, w_tokens = float(share), float(objectives.token_share(mask[c], mask))
+        for key in ("loss/policy", "loss/kl"):
+            sums[key] += (m[key] or 0.0) * w
+        for key in ("clip/frac", "clip/frac_dual"):
+            sums[key] += m[key] * w_tokens
+        sums["entropy"] += m["entropy"] or 0.0
+        ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
+    return sums, ratio_max, ratio_min
+
+
 def policy_update(
     cfg: Config,
     policy: Policy,
@@ -250,7 +283,6 @@ def policy_update(
     micro = cfg.train.micro_batch_size or n_seq
     chunks = [slice(i, min(i + micro, n_seq)) for i in range(0, n_seq, micro)]
     mask = batch.response_mask.to(device)
-    total_tokens = mask.sum().clamp(min=1)
     args = [t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.response_ids)]
     adv = adv.to(device)
 
@@ -264,23 +296,8 @@ def policy_update(
     policy.model.train()
     for update in range(obj.updates_per_batch):
         optimizer.zero_grad(set_to_none=True)
-        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
-        ratio_max, ratio_min = 0.0, float("inf")
-        for c in chunks:
-            # a chunk's share of the batch loss, so accumulated gradients equal the full batch's
-            share = (
-                (mask[c].sum() / total_tokens)
-                if obj.aggregation == "token_mean"
-                else (c.stop - c.start) / n_seq
-            )
-            m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
-                                     None if ref_logp is None else ref_logp[c], share, first=update == 0,
-                                     total_tokens=total_tokens)  # fmt: skip
-            w = float(share)
-            for key in ("loss/policy", "loss/kl", "clip/frac", "clip/frac_dual"):
-                sums[key] += (m[key] or 0.0) * w
-            sums["entropy"] += m["entropy"] or 0.0
-            ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
+        sums, ratio_max, ratio_min = batch_backward(cfg, policy, args, mask, adv, old_logp, ref_logp, chunks,
+                                                    first=update == 0)  # fmt: skip
         if policy.grad_scaler is not None:
             policy.grad_scaler.unscale_(optimizer)  # float16 compute: back to the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -374,102 +391,200 @@ def evaluate_round(
     return row
 
 
+# ----------------------------------------------------------------------------- set-up and resume
+
+
+@dataclass
+class Task:
+    """A configuration made ready: the policy, the data, the prompt style and the answer format.
+
+    `set_up` builds it for a run (`train`) and for `rftlab eval`, so both load the same way.
+    """
+
+    policy: Policy
+    train_split: list[Problem]
+    test_set: list[Problem]
+    style: str | None  # None: each problem's own prompt style (data.prompt_style=auto)
+    answer_format: str
+
+
+def set_up(cfg: Config, *, train: bool = True) -> Task:
+    """Threads and seed, data (first: a bad data file fails before a model is loaded), policy, lengths.
+
+    `train=False` (rftlab eval): the base model, without what only training needs (LoRA, checkpointing).
+    """
+    use_threads(cfg)
+    torch.manual_seed(cfg.seed)
+    train_split, test_set = load_task(cfg)
+    if train:
+        check_train_example_ids(cfg, train_split)
+    policy = load_policy_for(cfg.model, train=train)
+    train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
+    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
+    answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
+    return Task(policy, train_split, test_set, style, answer_format)
+
+
+@dataclass
+class RunState:
+    """What carries across rounds and lives in a checkpoint (as a dict: `to_dict` / `from_dict`)."""
+
+    train_example_ids: list[str]
+    train_example_base_estimate: dict[str, float | None]
+    baseline: torch.Tensor  # (examples,) running_mean's per-example baseline
+    baseline_count: torch.Tensor  # (examples,) rewards folded into it
+    round: int = 0
+    rollouts_total: int = 0
+    tokens_total: int = 0
+    wall_seconds: float = 0.0
+    base: dict | None = None  # the round-0 evaluation row
+    last_eval: dict | None = None
+
+    def to_dict(self) -> dict:
+        """The checkpoint's state dict (the keys and layout of earlier rftlab versions)."""
+        state = dataclasses.asdict(self)
+        if state["last_eval"] is None:
+            del state["last_eval"]
+        return state
+
+    @staticmethod
+    def from_dict(state: dict) -> RunState:
+        fields = {f.name for f in dataclasses.fields(RunState)}
+        return RunState(**{k: v for k, v in state.items() if k in fields})
+
+
+def resume_or_start(cfg: Config, run: RunDir, task: Task, optimizer: torch.optim.Optimizer,
+                    resume: bool) -> tuple[RunState, list[Problem], int | None]:  # fmt: skip
+    """The carried state, the training examples, and the round of the last checkpoint (None: none yet).
+
+    Resume: weights, optimizer, RNG and loss scale from the checkpoint, logs cut back to it. Start:
+    choose the training examples, evaluate round 0 (checkpointed at once when train.rounds is 0).
+    """
+    policy = task.policy
+    checkpoint = run.load_checkpoint() if resume else None
+    if checkpoint is not None:
+        policy.load_trainable_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        saved = checkpoint["state"]
+        state = RunState.from_dict(saved)
+        by_id = {p.id: p for p in task.train_split}
+        torch.set_rng_state(saved["torch_rng"])
+        if policy.grad_scaler is not None:
+            policy.grad_scaler.load_state_dict(saved["grad_scaler"])
+        run.truncate_logs(state.round)  # checks the logs are whole up to the checkpoint
+        return state, [by_id[i] for i in state.train_example_ids], state.round
+    if resume:
+        run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
+    examples, base_estimates = choose_training_examples(cfg, policy, task.train_split, task.style,
+                                                        task.answer_format)  # fmt: skip
+    state = RunState([p.id for p in examples], {p.id: base_estimates.get(p.id) for p in examples},
+                     torch.zeros(len(examples)), torch.zeros(len(examples)))  # fmt: skip
+    state.base = evaluate_round(cfg, policy, examples, task.test_set, task.style, task.answer_format, 0)
+    run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **state.base})
+    if cfg.train.rounds == 0:
+        save(run, policy, optimizer, state)
+        return state, examples, 0
+    return state, examples, None
+
+
+def save(run: RunDir, policy: Policy, optimizer: torch.optim.Optimizer, state: RunState) -> None:
+    run.save_checkpoint(policy.trainable_state_dict(), optimizer.state_dict(),
+                        checkpoint_state(state.to_dict(), policy))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- one round
+
+
+def roll_out(cfg: Config, task: Task, train_examples: list[Problem], round_: int):
+    """This round's B training examples (without replacement) and G responses each: (B*G) rows."""
+    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
+    pick = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(
+        derive_seed(cfg.seed, round_, "examples")))[:B].tolist()  # fmt: skip
+    examples = [train_examples[i] for i in pick]
+    batch = generate(task.policy, [task.policy.prompt_text(e, task.style) for e in examples], samples_per_prompt=G,
+                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                     max_new_tokens=cfg.rollout.max_new_tokens, engine=cfg.rollout.engine,
+                     seed=derive_seed(cfg.seed, round_, "rollout"))  # fmt: skip
+    return pick, examples, batch
+
+
+def reward_and_advantage(cfg: Config, state: RunState, task: Task, examples: list[Problem], pick: list[int],
+                         batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Verify each response, apply the reward design, then the advantage (and fold the running baseline)."""
+    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
+    correct = torch.tensor([score(text, examples[i].answer, task.answer_format)
+                            for text, i in zip(batch.texts, batch.prompt_index, strict=True)],
+                           dtype=torch.float32).view(B, G)  # fmt: skip
+    rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
+    advantage_fn = objectives.get_advantage(cfg.objective.advantage)
+    adv = advantage_fn(rewards, baseline=state.baseline[pick], eps=cfg.objective.adv_eps)  # (B, G)
+    new_baseline, new_count = objectives.update_running_baseline(
+        state.baseline[pick], state.baseline_count[pick], rewards, cfg.objective.baseline_step
+    )
+    state.baseline[pick], state.baseline_count[pick] = new_baseline, new_count
+    return correct, rewards, adv
+
+
+def train_row(cfg: Config, state: RunState, round_: int, examples: list[Problem], batch: RolloutBatch,
+              correct: torch.Tensor, rewards: torch.Tensor, adv: torch.Tensor, update: dict,
+              timeouts: int, times: dict[str, float]) -> dict:  # fmt: skip
+    """The round's metrics.jsonl row."""
+    return {
+        "round": round_, "split": "train_round",
+        "reward/mean": float(rewards.mean()), "correct/mean": float(correct.mean()),
+        "reward/verifier_timeouts": timeouts,
+        "adv/mean": float(adv.mean()), "adv/abs_mean": float(adv.abs().mean()),
+        "adv/zero_frac": float((adv == 0).float().mean()),
+        **update,
+        "response/length_mean": float(batch.response_lengths.float().mean()),
+        "response/truncated_frac": float(batch.truncated.float().mean()),
+        "tokens": int(batch.response_mask.sum()), "tokens_total": state.tokens_total,
+        "rollouts_total": state.rollouts_total, "lr": cfg.optim.lr,
+        **times,
+        "example_ids": [e.id for e in examples],
+    }  # fmt: skip
+
+
+def log_rollouts(run: RunDir, round_: int, examples: list[Problem], batch: RolloutBatch, correct: torch.Tensor,
+                 rewards: torch.Tensor) -> None:  # fmt: skip
+    run.append_rollouts([
+        {"round": round_, "example_id": examples[i].id, "text": text, "correct": bool(c), "reward": float(r)}
+        for text, i, c, r in zip(batch.texts, batch.prompt_index, correct.flatten().tolist(),
+                                 rewards.flatten().tolist(), strict=True)
+    ])  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started = time.perf_counter()
-    use_threads(cfg)
-    torch.manual_seed(cfg.seed)
-
-    # ---- task (first: a bad data file fails before a model is loaded), policy, reference
-    train_split, test_set = load_task(cfg)
-    check_train_example_ids(cfg, train_split)
-    policy = load_policy_for(cfg.model)
-    train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
+    # ---- set-up: data, policy, reference; the run directory only once they have loaded
+    task = set_up(cfg)
+    policy = task.policy
     reference = build_reference(cfg, policy)
     if (warning := lr_resolution_warning(policy, cfg.optim.lr)) is not None:
         log.warning("rftlab: %s", warning)
-    run = RunDir(out)  # created only once data and model have loaded: a typo leaves no half-made run
+    run = RunDir(out)  # a typo leaves no half-made run
     run.prepare(cfg, resume=resume)
-    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
-    answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
     optimizer = build_optimizer(cfg, policy.trainable_parameters())
+    state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume)
 
-    # ---- resume or start: the state that carries across rounds
-    checkpoint = run.load_checkpoint() if resume else None
-    if checkpoint is not None:
-        policy.load_trainable_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = checkpoint["state"]
-        by_id = {p.id: p for p in train_split}
-        train_examples = [by_id[i] for i in state["train_example_ids"]]
-        torch.set_rng_state(state["torch_rng"])
-        if policy.grad_scaler is not None:
-            policy.grad_scaler.load_state_dict(state["grad_scaler"])
-        run.truncate_logs(state["round"])  # checks the logs are whole up to the checkpoint
-    else:
-        if resume:
-            run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
-        train_examples, base_estimates = choose_training_examples(
-            cfg, policy, train_split, style, answer_format
-        )
-        state = {
-            "round": 0,
-            "train_example_ids": [p.id for p in train_examples],
-            "train_example_base_estimate": {p.id: base_estimates.get(p.id) for p in train_examples},
-            "baseline": torch.zeros(len(train_examples)),
-            "baseline_count": torch.zeros(len(train_examples)),
-            "rollouts_total": 0,
-            "tokens_total": 0,
-            "wall_seconds": 0.0,
-        }
-        row = evaluate_round(cfg, policy, train_examples, test_set, style, answer_format, 0)
-        run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **row})
-        state["base"] = row
-        if cfg.train.rounds == 0:
-            run.save_checkpoint(
-                policy.trainable_state_dict(),
-                optimizer.state_dict(),
-                checkpoint_state(state, policy),
-            )
-
-    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
-    advantage_fn = objectives.get_advantage(cfg.objective.advantage)
-    wall_before = state["wall_seconds"]
-    last_eval = state.get("last_eval", state["base"])
-    bar = tqdm(range(state["round"] + 1, cfg.train.rounds + 1), initial=state["round"], total=cfg.train.rounds,
+    wall_before = state.wall_seconds
+    last_eval = state.last_eval or state.base
+    bar = tqdm(range(state.round + 1, cfg.train.rounds + 1), initial=state.round, total=cfg.train.rounds,
                desc="rounds", disable=not cfg.run.progress, dynamic_ncols=True)  # fmt: skip
     recent_rewards: list[float] = []
-    checkpoint_round = state["round"] if checkpoint is not None or cfg.train.rounds == 0 else None
     for round_ in bar:
         t0 = time.perf_counter()
-        # ---- sample this round's training examples (B of them, without replacement)
-        pick = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(
-            derive_seed(cfg.seed, round_, "examples")))[:B].tolist()  # fmt: skip
-        examples = [train_examples[i] for i in pick]
-
-        # ---- roll out G responses per example: (B*G) rows, grouped by example
-        batch = generate(policy, [policy.prompt_text(e, style) for e in examples], samples_per_prompt=G,
-                         temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                         max_new_tokens=cfg.rollout.max_new_tokens, engine=cfg.rollout.engine,
-                         seed=derive_seed(cfg.seed, round_, "rollout"))  # fmt: skip
+        # ---- sample B training examples, roll out G responses each
+        pick, examples, batch = roll_out(cfg, task, train_examples, round_)
         t_rollout = time.perf_counter() - t0
 
-        # ---- reward: verify each response, then apply the reward design
+        # ---- reward and advantage
         timeouts_before = verifier_timeouts()
-        correct = torch.tensor([score(text, examples[i].answer, answer_format)
-                                for text, i in zip(batch.texts, batch.prompt_index, strict=True)],
-                               dtype=torch.float32).view(B, G)  # fmt: skip
-        rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
-
-        # ---- advantage: per rollout, from its group (and the running baseline for running_mean)
-        adv = advantage_fn(rewards, baseline=state["baseline"][pick], eps=cfg.objective.adv_eps)  # (B, G)
-        new_baseline, new_count = objectives.update_running_baseline(
-            state["baseline"][pick], state["baseline_count"][pick], rewards, cfg.objective.baseline_step
-        )
-        state["baseline"][pick], state["baseline_count"][pick] = new_baseline, new_count
+        correct, rewards, adv = reward_and_advantage(cfg, state, task, examples, pick, batch)
 
         # ---- loss and optimizer step(s)
         t1 = time.perf_counter()
@@ -480,46 +595,31 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         )
 
         # ---- log
-        state["rollouts_total"] += B * G
-        state["tokens_total"] += int(batch.response_mask.sum())
-        row = {
-            "round": round_, "split": "train_round",
-            "reward/mean": float(rewards.mean()), "correct/mean": float(correct.mean()),
-            "reward/verifier_timeouts": verifier_timeouts() - timeouts_before,
-            "adv/mean": float(adv.mean()), "adv/abs_mean": float(adv.abs().mean()),
-            "adv/zero_frac": float((adv == 0).float().mean()),
-            **update,
-            "response/length_mean": float(batch.response_lengths.float().mean()),
-            "response/truncated_frac": float(batch.truncated.float().mean()),
-            "tokens": int(batch.response_mask.sum()), "tokens_total": state["tokens_total"],
-            "rollouts_total": state["rollouts_total"], "lr": cfg.optim.lr,
-            "time/rollout_s": t_rollout, "time/update_s": t_update, "time/round_s": time.perf_counter() - t0,
-            "example_ids": [e.id for e in examples],
-        }  # fmt: skip
-        run.append_metrics(row)
+        state.rollouts_total += cfg.train.examples_per_round * cfg.rollout.rollouts_per_round
+        state.tokens_total += int(batch.response_mask.sum())
+        times = {
+            "time/rollout_s": t_rollout,
+            "time/update_s": t_update,
+            "time/round_s": time.perf_counter() - t0,
+        }
+        run.append_metrics(train_row(cfg, state, round_, examples, batch, correct, rewards, adv, update,
+                                     verifier_timeouts() - timeouts_before, times))  # fmt: skip
         if cfg.run.log_rollouts:
-            run.append_rollouts([
-                {"round": round_, "example_id": examples[i].id, "text": text, "correct": bool(c), "reward": float(r)}
-                for text, i, c, r in zip(batch.texts, batch.prompt_index, correct.flatten().tolist(),
-                                         rewards.flatten().tolist(), strict=True)
-            ])  # fmt: skip
+            log_rollouts(run, round_, examples, batch, correct, rewards)
         recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
 
         # ---- evaluate and checkpoint
         last = round_ == cfg.train.rounds
         if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
-            last_eval = evaluate_round(cfg, policy, train_examples, test_set, style, answer_format, round_)
-            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state["rollouts_total"],
+            last_eval = evaluate_round(cfg, policy, train_examples, task.test_set, task.style,
+                                       task.answer_format, round_)  # fmt: skip
+            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total,
                                 **last_eval})  # fmt: skip
-            state["last_eval"] = last_eval
-        state["round"] = round_
+            state.last_eval = last_eval
+        state.round = round_
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
-            state["wall_seconds"] = wall_before + time.perf_counter() - started
-            run.save_checkpoint(
-                policy.trainable_state_dict(),
-                optimizer.state_dict(),
-                checkpoint_state(state, policy),
-            )
+            state.wall_seconds = wall_before + time.perf_counter() - started
+            save(run, policy, optimizer, state)
             checkpoint_round = round_
         bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
                         train_p1=f"{last_eval['train/pass_at_1']:.2f}",
@@ -527,16 +627,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     bar.close()
 
     # ---- summary and figure
-    wall = wall_before + time.perf_counter() - started
-    summary = build_summary(cfg, run, state, wall)
+    summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started)
     run.write_summary(summary)
-    from rftlab.report.figures import plot_run
-
     plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=f"{cfg.model.name} seed {cfg.seed}")
     return summary
 
 
-def build_summary(cfg: Config, run: RunDir, state: dict, wall_seconds: float) -> dict:
+def build_summary(cfg: Config, run: RunDir, state: RunState, wall_seconds: float) -> dict:
     """Base vs final (and best) Pass@1, from the eval rows of metrics.jsonl."""
     evals = [r for r in run.read_metrics() if r.get("split") == "eval"]
     keys = ["train_pass_at_1", "test_pass_at_1"]
@@ -553,15 +650,15 @@ def build_summary(cfg: Config, run: RunDir, state: dict, wall_seconds: float) ->
         "model": cfg.model.name,
         "dataset": cfg.data.dataset,
         "seed": cfg.seed,
-        "train_example_ids": state["train_example_ids"],
-        "train_example_base_estimate": state.get("train_example_base_estimate", {}),
+        "train_example_ids": state.train_example_ids,
+        "train_example_base_estimate": state.train_example_base_estimate,
         "base": pick(evals[0]),
         "final": pick(evals[-1]),
         "best_test": pick(best),
         "first_round_train_pass_at_1_ge_0.9": reached,
         "rounds": cfg.train.rounds,
-        "rollouts_total": state["rollouts_total"],
-        "tokens_total": state["tokens_total"],
+        "rollouts_total": state.rollouts_total,
+        "tokens_total": state.tokens_total,
         "wall_seconds": round(wall_seconds, 2),
         "seconds_per_round": round(sum(r["time/round_s"] for r in train_rows) / max(1, len(train_rows)), 4),
     }

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from rftlab.bandit.cli import add_parser, main
-from rftlab.bandit.pipeline import Scale, run_pipeline
+from rftlab.bandit.pipeline import Scale
+from rftlab.commands.bandit import add_parser, main, run_bandit_pipeline
 from rftlab.errors import ConfigError
 
 RUN = "run --arms {K} --p0 {p0} --optimizer sgd --lr 1.0 --advantage {adv} --rollouts 2 --seeds 50 --rounds 7 --no-progress"
@@ -95,7 +95,7 @@ def test_theory_command(tmp_path, capsys):
 
 
 def test_tiny_pipeline_writes_report(tmp_path):
-    findings = run_pipeline(
+    findings = run_bandit_pipeline(
         tmp_path, seed=0, progress=False, scale=Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)
     )
     on_disk = json.loads((tmp_path / "findings.json").read_text())

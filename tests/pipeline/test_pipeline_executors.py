@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline import executors, sweep
 from rftlab.pipeline.executors import RunTask, execute, run_one
 from rftlab.pipeline.synthetic import synthetic_train
@@ -130,15 +131,15 @@ def test_pipeline_resume_gives_the_same_report(tmp_path, monkeypatch):
         return synthetic_train(config, out_, resume)
 
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_pipeline(str(spec_file), out, executor="inline", train_fn=dies_on_fourth, check_models=False,
+        run_pipeline(str(spec_file), out, executor="inline", train_fn=dies_on_fourth, check_models=False,
                            progress=False)  # fmt: skip
     CALLS.clear()
-    sweep.run_pipeline(str(spec_file), out, executor="inline", train_fn=recording_train, check_models=False,
+    run_pipeline(str(spec_file), out, executor="inline", train_fn=recording_train, check_models=False,
                        progress=False)  # fmt: skip
     assert len(CALLS) == 3  # 6 runs, 3 finished before the kill
     resumed = json.loads((out / "findings.json").read_text())
     fresh = tmp_path / "fresh"
-    sweep.run_pipeline(str(spec_file), fresh, executor="inline", train_fn=synthetic_train, check_models=False,
+    run_pipeline(str(spec_file), fresh, executor="inline", train_fn=synthetic_train, check_models=False,
                        progress=False)  # fmt: skip
     assert json.loads((fresh / "findings.json").read_text()) == resumed
     entries = json.loads((out / "pipeline.json").read_text())["entries"]
@@ -150,9 +151,7 @@ def test_missing_model_is_skipped_with_a_reason(tmp_path, monkeypatch):
             "layers": [{"name": "L5", "finding": "f", "variants": {"tiny": {}, "other": {"model.name": "tiny-narrow"}}}]}  # fmt: skip
     monkeypatch.setattr(sweep, "model_status",
                         lambda name, **kw: "not built (test)" if name == "tiny-narrow" else None)  # fmt: skip
-    outcome = sweep.run_pipeline(
-        spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False
-    )
+    outcome = run_pipeline(spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False)
     assert outcome["failed"] == 0 and outcome["skipped"] == 2
     entries = json.loads((tmp_path / "p" / "pipeline.json").read_text())["entries"]
     assert {e["status"] for e in entries if e["variant"] == "other"} == {"skipped"}
@@ -198,6 +197,11 @@ def test_difficulty_group_keys():
     assert sweep.difficulty_group(cfg2) == sweep.difficulty_group(cfg)  # same estimate
     anyd = {**cfg, "data": {**cfg["data"], "difficulty": "any"}}
     assert sweep.difficulty_group(anyd) == ""
+    # the group is the estimate's cache key: a sampling setting in it splits the group, the pool size does not
+    other_top_p = {**cfg, "rollout": {**cfg["rollout"], "top_p": 0.5}}
+    assert sweep.difficulty_group(other_top_p) != sweep.difficulty_group(cfg)
+    bigger_pool = {**cfg, "data": {**cfg["data"], "difficulty_pool": cfg["data"]["difficulty_pool"] + 1}}
+    assert sweep.difficulty_group(bigger_pool) == sweep.difficulty_group(cfg)
 
 
 # ----------------------------------------------------------------------------- two sweeps, one directory
@@ -205,6 +209,7 @@ def test_difficulty_group_keys():
 SWEEP_A = """
 import json, sys, time
 from pathlib import Path
+from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline import sweep
 from rftlab.pipeline.synthetic import synthetic_train
 
@@ -217,7 +222,7 @@ def holds_first_run(config, run_out, resume):
             time.sleep(0.02)
     return synthetic_train(config, run_out, resume)
 
-outcome = sweep.run_pipeline(spec, out, executor="inline", train_fn=holds_first_run, check_models=False,
+outcome = run_pipeline(spec, out, executor="inline", train_fn=holds_first_run, check_models=False,
                              progress=False, report=False)
 print(json.dumps({k: outcome[k] for k in ("runs", "done", "failed", "held")}))
 """
@@ -244,7 +249,7 @@ def test_a_run_held_by_another_process_is_reported_held_not_failed(tmp_path, cap
     result = {}
 
     def sweep_b():
-        result.update(sweep.run_pipeline(str(spec), out, executor="inline", train_fn=synthetic_train,
+        result.update(run_pipeline(str(spec), out, executor="inline", train_fn=synthetic_train,
                                          check_models=False, progress=False, report=False))  # fmt: skip
 
     with run_lock(out / "runs" / name) as got:  # another process's lock on one run (held, unfinished)
@@ -295,7 +300,7 @@ def test_concurrent_sweeps_on_one_directory_both_end_with_every_run_done(tmp_pat
                 time.sleep(0.02)
             return synthetic_train(config, run_out, resume)
 
-        b = sweep.run_pipeline(str(spec), out, executor="inline", train_fn=b_train, check_models=False,
+        b = run_pipeline(str(spec), out, executor="inline", train_fn=b_train, check_models=False,
                                progress=False, report=False)  # fmt: skip
         stdout, stderr = a.communicate(timeout=120)
     finally:

@@ -56,7 +56,7 @@ def small_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_ray_and_local_give_the_same_metrics_on_tiny(local_ray, small_model, tmp_path):
-    from rftlab.pipeline.sweep import run_pipeline
+    from rftlab.commands.pipeline import run_pipeline
 
     spec = {
         "name": "ray-vs-local", "base": "tiny", "seeds": 2,

@@ -12,12 +12,15 @@ import torch
 
 from rftlab.bandit import pipeline as bandit_pipeline
 from rftlab.cli import main
+from rftlab.commands.pipeline import run_pipeline
+from rftlab.files import BANDIT_MANIFEST
 from rftlab.pipeline.findings import VERDICTS
-from rftlab.pipeline.sweep import run_pipeline
+from rftlab.pipeline.spec import spec_from_dict, spec_to_dict
 from rftlab.pipeline.synthetic import synthetic_train
-from rftlab.report.html import BANDIT_COUNTERPARTS, BANDIT_MANIFEST, bandit_counterpart
+from rftlab.report.html import BANDIT_COUNTERPARTS, bandit_counterpart, bandit_counterparts
 
 TINY = bandit_pipeline.Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)
+TINY_IDS = ["L0", "L1", "L2", "L3", "L4"]
 NAMES = ["L0-minimalist", "L1-advantage", "L2-rollouts", "L3-reward", "L4-difficulty", "L6-batch"]
 SPEC = {
     "name": "synthetic-bandit",
@@ -125,3 +128,20 @@ def test_pipeline_cli_bandit_flags(tmp_path, capsys):
     assert "then the bandit counterparts (quick)" in capsys.readouterr().err
     assert main(["pipeline", str(spec), "--out", str(tmp_path / "p"), "--dry-run", "--bandit"]) == 0
     assert "then the bandit counterparts (full)" in capsys.readouterr().err
+
+
+def test_spec_layers_declare_their_counterpart(tmp_path):
+    """A layer's `bandit:` key names its counterpart (names need not say it); a spec declaring none
+    (older pipeline directories) is matched by the layer names' words."""
+    declared = {
+        **SPEC,
+        "layers": [{**SPEC["layers"][0], "name": "first-layer", "bandit": "L2"}, SPEC["layers"][1]],
+    }
+    for spec, expected in (
+        (declared, {"first-layer": "L2"}),
+        (SPEC, dict(zip(NAMES[:5], TINY_IDS, strict=True))),
+    ):
+        saved = spec_to_dict(spec_from_dict(spec))
+        assert spec_from_dict(saved) == spec_from_dict(spec)  # the key survives pipeline.json
+        (tmp_path / "pipeline.json").write_text(json.dumps({"spec": saved, "options": {}, "entries": []}))
+        assert bandit_counterparts(tmp_path) == expected

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rftlab.cli import main
+from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline.findings import VERDICTS
-from rftlab.pipeline.sweep import run_pipeline
 from rftlab.pipeline.synthetic import synthetic_train
 from rftlab.report.html import build_report
 

@@ -306,12 +306,6 @@ class PooledSoftmax(BanditPolicy):
             self._inv_pool = 1.0 / self.count.clamp(min=1.0)
         return [grads[0] * self._inv_pool]
 
-    def dense_logits(self, seed: int) -> Tensor:
-        """The K logits of one seed, pools expanded (optimal pool first) -- for tests on small K."""
-        u = int(self.next_free[seed])
-        z, c = self.z[seed, :u].detach(), self.count[seed, :u].long()
-        return torch.repeat_interleave(z, c)
-
 
 class _PooledLogp(torch.autograd.Function):
     """logp of slots: z[slot] - log Z with log Z = logsumexp(z + log count), and its exact gradient.

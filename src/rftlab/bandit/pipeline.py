@@ -5,9 +5,11 @@ Each layer varies one design choice, everything else at the minimalist configura
 the same policies and draw from the same generator stream (paired seeds); differences are judged by
 a paired confidence interval (mean +- z * standard error of the per-seed difference).
 
-Verdicts are computed from the numbers by fixed rules stated next to each finding, not chosen:
-`agrees` when the interval supports the paper's direction by a margin `delta`, `disagrees` when it
-rules that out, `inconclusive` otherwise. The bandit is a model of the LLM setting, not the setting:
+Verdicts are computed from the numbers by fixed rules, not chosen: each finding is a typed record
+(`BanditFinding`) whose rule is data evaluated by the verdict engine the LLM pipeline uses
+(`rftlab.verdicts`): `agrees` when the interval supports the paper's direction by a margin `delta`,
+`disagrees` when it rules that out, `inconclusive` otherwise. Each layer is a short function of the
+shared `Lab`, listed in `LAYERS`. The bandit is a model of the LLM setting, not the setting:
 a verdict says what the model shows under these settings, nothing more.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,9 +25,12 @@ import torch
 from torch import Tensor
 
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv
+from rftlab.bandit.figures import write_results
 from rftlab.bandit.optim import OptimConfig
 from rftlab.bandit.simulate import SimConfig, SimResult, simulate
 from rftlab.bandit.theory import failure_probability, mean_field_trajectory, minimalist_exact
+from rftlab.files import BANDIT_MANIFEST
+from rftlab.verdicts import AnyOf, Condition, Interval, Rule
 
 Z = 2.576  # 99% two-sided normal quantile for the paired intervals
 DELTA = 0.05  # smallest difference in optimal mass (Pass@1) counted as meaningful
@@ -58,13 +64,6 @@ def mean_ci(a: Tensor, z: float = Z) -> tuple[float, float, float]:
     return float(a.mean()), float(a.mean()) - z * se, float(a.mean()) + z * se
 
 
-def verdict_direction(low: float, high: float, sign: int, delta: float = DELTA) -> str:
-    """`agrees` if the interval lies beyond sign*delta, `disagrees` if it excludes that, else inconclusive."""
-    if sign > 0:
-        return "agrees" if low > delta else "disagrees" if high < delta else "inconclusive"
-    return "agrees" if high < -delta else "disagrees" if low > -delta else "inconclusive"
-
-
 def downward_moves(mass: Tensor) -> Tensor:
     """Per-seed total decrease of the optimal mass over the run, sum_t max(0, p_{t-1} - p_t): instability."""
     return (mass[:-1] - mass[1:]).clamp(min=0).sum(0)
@@ -78,243 +77,258 @@ def rounds_to(mass: Tensor, rounds: list[int], level: float) -> Tensor:
     return torch.where(hit.any(0), r, torch.tensor(float(rounds[-1] + 1)))
 
 
-def _finding(finding: str, layer: str, verdict: str, **numbers) -> dict:
-    clean = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in numbers.items()}
-    return {"finding": finding, "layer": layer, "verdict": verdict, "numbers": clean}
+def interval(ci: tuple[float, float, float], n: int) -> Interval:
+    """A (mean, low, high) triple of `paired_ci`/`mean_ci` over n seeds, for the verdict engine."""
+    return Interval(*ci, n)
 
 
-def run_pipeline(
-    out: Path, quick: bool = False, seed: int = 0, progress: bool = True, scale: Scale | None = None
-) -> list[dict]:
-    """Run every layer's variants, write figures + report.html + findings.json into `out`; return findings.
+def point(value: float, n: int) -> Interval:
+    return Interval.point(value, n)
 
-    `scale` overrides the sizes chosen by `quick` (tests use a tiny one).
+
+@dataclass(frozen=True)
+class BanditFinding:
+    """A finding of the paper as the bandit tests it: the claim, its rule as data, and the numbers.
+
+    `rule` is evaluated by the verdict engine (rftlab.verdicts) that the LLM pipeline's claims use;
+    `rule_text` states it for readers (findings.json keeps it in parentheses after the claim).
     """
-    from rftlab.bandit.report import write_report
-    from rftlab.report.html import BANDIT_MANIFEST
 
-    sc = scale or Scale.of(quick)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / BANDIT_MANIFEST).unlink(missing_ok=True)  # written again once this run has finished
-    findings: list[dict] = []
-    curves: dict[str, dict] = {}
-    base = SimConfig(rounds=sc.rounds)
-    karm = KArmedEnv(arms=10_000, p0=0.05)
-    corr = CorrelatedEnv(arms=64, optimal=4, dim=16, train_instances=1, test_instances=32)
-    seq = SequenceEnv(vocab=16, length=10, context=1, rule="prefix", target_len=2)
+    claim: str
+    rule_text: str
+    layer: str
+    rule: Rule
+    numbers: dict
 
-    def run(env, cfg: SimConfig, n: int | None = None) -> SimResult:
-        return simulate(env, cfg, n or sc.seeds, seed, progress=progress)
+    @property
+    def verdict(self) -> str:
+        return self.rule.verdict()
 
-    # ---- L0 minimalist: learns, generalizes, varies across seeds
-    r0 = run(karm, base)
+    @property
+    def text(self) -> str:
+        return f"{self.claim} ({self.rule_text})" if self.rule_text else self.claim
+
+    def to_json(self) -> dict:
+        clean = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in self.numbers.items()}
+        return {"finding": self.text, "layer": self.layer, "verdict": self.verdict, "numbers": clean}
+
+
+@dataclass
+class Lab:
+    """What every layer needs: the scale, the shared seed (paired seeds), the environments, the base config."""
+
+    scale: Scale
+    seed: int
+    progress: bool
+
+    def __post_init__(self) -> None:
+        self.base = SimConfig(rounds=self.scale.rounds)
+        self.karm = KArmedEnv(arms=10_000, p0=0.05)
+        self.corr = CorrelatedEnv(arms=64, optimal=4, dim=16, train_instances=1, test_instances=32)
+        self.seq = SequenceEnv(vocab=16, length=10, context=1, rule="prefix", target_len=2)
+
+    def run(self, env, cfg: SimConfig, n: int | None = None) -> SimResult:
+        return simulate(env, cfg, n or self.scale.seeds, self.seed, progress=self.progress)
+
+
+Layer = Callable[[Lab], tuple[list[BanditFinding], dict]]  # (findings, curves for the figures)
+
+
+def layer_minimalist(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """L0: the minimalist configuration learns, generalizes, and varies across seeds."""
+    sc, base, karm = lab.scale, lab.base, lab.karm
+    r0 = lab.run(karm, base)
     theory = minimalist_exact(karm.arms, karm.p0, base.optim.lr, sc.rounds)
-    c0 = run(corr, base)
+    c0 = lab.run(lab.corr, base)
     final = r0.metrics["optimal_mass"][-1]
     train_c, test_c = c0.metrics["optimal_mass"], c0.metrics["test_optimal_mass"]
     gain = test_c[-1] - test_c[0]
     m_gain, lo_gain, hi_gain = mean_ci(gain)
-    learns = float(final.mean()) > 0.9 and float(train_c[-1].mean()) > 0.9
-    findings.append(
-        _finding(
-            "L0 minimalist learns the training example and generalizes; dynamics vary across seeds "
-            "(rule: agrees if mean final train mass > 0.9 in both envs and the held-out gain CI > 0)",
-            "L0",
-            "agrees"
-            if learns and lo_gain > 0
-            else "disagrees"
-            if not learns or hi_gain < 0
-            else "inconclusive",
-            karmed_final_mass_mean=float(final.mean()),
-            karmed_final_mass_theory=float(theory["mean"][-1]),
-            karmed_frac_seeds_above_0_9=float((final > 0.9).float().mean()),
-            karmed_mass_std_across_seeds_midrun=float(r0.metrics["optimal_mass"][sc.rounds // 4].std()),
-            correlated_train_mass_final=float(train_c[-1].mean()),
-            correlated_test_mass_initial=float(test_c[0].mean()),
-            correlated_test_gain_mean=m_gain,
-            correlated_test_gain_ci=[lo_gain, hi_gain],
-            correlated_test_gain_std_across_seeds=float(gain.std()),
-            correlated_test_gain_max=float(gain.max()),
-        )
-    )
-    curves["L0"] = {"karmed": r0, "theory": theory, "correlated": c0}
+    n = len(final)
+    rule = Rule(all_of=(Condition("gt", 0.9, point(float(final.mean()), n)),
+                        Condition("gt", 0.9, point(float(train_c[-1].mean()), n)),
+                        Condition("above", 0.0, interval((m_gain, lo_gain, hi_gain), n))))  # fmt: skip
+    finding = BanditFinding(
+        "L0 minimalist learns the training example and generalizes; dynamics vary across seeds",
+        "rule: agrees if mean final train mass > 0.9 in both envs and the held-out gain CI > 0",
+        "L0", rule,
+        dict(karmed_final_mass_mean=float(final.mean()),
+             karmed_final_mass_theory=float(theory["mean"][-1]),
+             karmed_frac_seeds_above_0_9=float((final > 0.9).float().mean()),
+             karmed_mass_std_across_seeds_midrun=float(r0.metrics["optimal_mass"][sc.rounds // 4].std()),
+             correlated_train_mass_final=float(train_c[-1].mean()),
+             correlated_test_mass_initial=float(test_c[0].mean()),
+             correlated_test_gain_mean=m_gain,
+             correlated_test_gain_ci=[lo_gain, hi_gain],
+             correlated_test_gain_std_across_seeds=float(gain.std()),
+             correlated_test_gain_max=float(gain.max())),
+    )  # fmt: skip
+    ode = mean_field_trajectory(karm.p0, karm.arms, base.optim.lr, sc.rounds)
+    return [finding], {"L0": {"karmed": r0, "theory": theory, "correlated": c0}, "ode": ode}
 
-    # ---- L1 GRPO advantage vs none at G = 4 (with G = 1 they coincide)
-    g4 = base.with_(rollouts=4)
-    l1 = {}
-    for name, env in (("karmed", karm), ("correlated", corr)):
-        none_r, grpo_r = run(env, g4), run(env, g4.with_(advantage="grpo"))
-        l1[name] = (none_r, grpo_r)
-    none_c, grpo_c = l1["correlated"]
-    none_k, grpo_k = l1["karmed"]
+
+def layer_advantage(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """L1: GRPO's advantage vs none at G = 4 (with G = 1 they coincide)."""
+    g4 = lab.base.with_(rollouts=4)
+    l1 = {name: (lab.run(env, g4), lab.run(env, g4.with_(advantage="grpo")))
+          for name, env in (("karmed", lab.karm), ("correlated", lab.corr))}  # fmt: skip
+    (none_c, grpo_c), (none_k, grpo_k) = l1["correlated"], l1["karmed"]
     d_unstable = paired_ci(
         downward_moves(grpo_c.metrics["optimal_mass"]), downward_moves(none_c.metrics["optimal_mass"])
     )
-    d_unstable_test = paired_ci(
-        downward_moves(grpo_c.metrics["test_optimal_mass"]),
-        downward_moves(none_c.metrics["test_optimal_mass"]),
-    )
+    d_unstable_test = paired_ci(downward_moves(grpo_c.metrics["test_optimal_mass"]),
+                                downward_moves(none_c.metrics["test_optimal_mass"]))  # fmt: skip
     d_test = paired_ci(grpo_c.metrics["test_optimal_mass"][-1], none_c.metrics["test_optimal_mass"][-1])
     d_k = paired_ci(grpo_k.metrics["optimal_mass"][-1], none_k.metrics["optimal_mass"][-1])
-    less_stable = d_unstable[1] > 0 or d_unstable_test[1] > 0
-    not_better = d_test[2] < DELTA
-    findings.append(
-        _finding(
-            "L1 GRPO advantage is less stable and no better than the raw reward (G = 4, same lr; rule: "
-            "agrees if GRPO's total downward movement of train or test mass is larger (CI > 0) and its final "
-            f"test mass is not better by {DELTA}; disagrees if it is better by {DELTA} or less unstable on both)",
-            "L1",
-            "agrees"
-            if less_stable and not_better
-            else "disagrees"
-            if d_test[1] > DELTA or (d_unstable[2] < 0 and d_unstable_test[2] < 0)
-            else "inconclusive",
-            correlated_downward_train_grpo_minus_none=list(d_unstable),
-            correlated_downward_test_grpo_minus_none=list(d_unstable_test),
-            correlated_final_test_mass_grpo_minus_none=list(d_test),
-            karmed_final_mass_grpo_minus_none=list(d_k),
-            karmed_final_mass_none=float(none_k.metrics["optimal_mass"][-1].mean()),
-            karmed_final_mass_grpo=float(grpo_k.metrics["optimal_mass"][-1].mean()),
-        )
-    )
-    curves["L1"] = l1
+    n = none_c.metrics["optimal_mass"].shape[1]
+    less_stable = AnyOf((Condition("above", 0.0, interval(d_unstable, n)),
+                         Condition("above", 0.0, interval(d_unstable_test, n))))  # fmt: skip
+    not_better = Condition("below", DELTA, interval(d_test, n))
+    finding = BanditFinding(
+        "L1 GRPO advantage is less stable and no better than the raw reward",
+        "G = 4, same lr; rule: agrees if GRPO's total downward movement of train or test mass is larger (CI > 0) "
+        f"and its final test mass is not better by {DELTA}; disagrees if it is better by {DELTA} or less unstable "
+        "on both",
+        "L1", Rule(all_of=(less_stable, not_better)),
+        dict(correlated_downward_train_grpo_minus_none=list(d_unstable),
+             correlated_downward_test_grpo_minus_none=list(d_unstable_test),
+             correlated_final_test_mass_grpo_minus_none=list(d_test),
+             karmed_final_mass_grpo_minus_none=list(d_k),
+             karmed_final_mass_none=float(none_k.metrics["optimal_mass"][-1].mean()),
+             karmed_final_mass_grpo=float(grpo_k.metrics["optimal_mass"][-1].mean())),
+    )  # fmt: skip
+    return [finding], {"L1": l1}
 
-    # ---- L2 rollouts per round
+
+def layer_rollouts(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """L2: more rollouts per round (G = 16 vs 1): faster per round, less sample-efficient."""
     gs = (1, 4, 16)
-    l2 = {g: run(karm, base.with_(rollouts=g)) for g in gs}
-    l2c = {g: run(corr, base.with_(rollouts=g)) for g in (1, 16)}
+    l2 = {g: lab.run(lab.karm, lab.base.with_(rollouts=g)) for g in gs}
+    l2c = {g: lab.run(lab.corr, lab.base.with_(rollouts=g)) for g in (1, 16)}
     to_half = {g: rounds_to(r.metrics["optimal_mass"], r.rounds, 0.5) for g, r in l2.items()}
     faster = paired_ci(to_half[16], to_half[1])  # rounds: negative = faster per round
     samples = paired_ci(to_half[16] * 16, to_half[1] * 1)  # positive = more samples needed
     d_gen = paired_ci(l2c[16].metrics["test_optimal_mass"][-1], l2c[1].metrics["test_optimal_mass"][-1])
-    faster_per_round = faster[2] < 0
-    worse_samples = samples[1] > 0
-    findings.append(
-        _finding(
-            "L2 more rollouts per round learn faster per round but are less sample-efficient, no better at "
-            "generalizing (rounds and samples to reach optimal mass 0.5, G = 16 vs 1; rule: agrees if both "
-            "paired CIs have the paper's sign, disagrees if either has the opposite sign)",
-            "L2",
-            "agrees"
-            if faster_per_round and worse_samples
-            else "disagrees"
-            if faster[1] > 0 or samples[2] < 0
-            else "inconclusive",
-            mean_rounds_to_half={str(g): float(v.mean()) for g, v in to_half.items()},
-            mean_samples_to_half={str(g): float(v.mean() * g) for g, v in to_half.items()},
-            rounds_g16_minus_g1=list(faster),
-            samples_g16_minus_g1=list(samples),
-            correlated_final_test_mass_g16_minus_g1=list(d_gen),
-        )
+    n = len(to_half[1])
+    rule = Rule(
+        all_of=(Condition("below", 0.0, interval(faster, n)), Condition("above", 0.0, interval(samples, n)))
     )
-    curves["L2"] = {"karmed": l2, "correlated": l2c}
+    finding = BanditFinding(
+        "L2 more rollouts per round learn faster per round but are less sample-efficient, no better at "
+        "generalizing",
+        "rounds and samples to reach optimal mass 0.5, G = 16 vs 1; rule: agrees if both "
+        "paired CIs have the paper's sign, disagrees if either has the opposite sign",
+        "L2", rule,
+        dict(mean_rounds_to_half={str(g): float(v.mean()) for g, v in to_half.items()},
+             mean_samples_to_half={str(g): float(v.mean() * g) for g, v in to_half.items()},
+             rounds_g16_minus_g1=list(faster),
+             samples_g16_minus_g1=list(samples),
+             correlated_final_test_mass_g16_minus_g1=list(d_gen)),
+    )  # fmt: skip
+    return [finding], {"L2": {"karmed": l2, "correlated": l2c}}
 
-    # ---- L3 reward design: {0,1} vs {-1,1} vs {-1,0}, SGD and Adam, three envs
+
+def layer_reward_design(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """L3: rewards {0,1} vs {-1,1} vs {-1,0}, with SGD and Adam, in three environments."""
+    sc, base = lab.scale, lab.base
     adam = base.with_(optim=OptimConfig("adam", lr=0.05))
+    # token-mean divides a sequence's gradient by L = 10: lr 10 gives each token SGD's unit step
+    seq_sgd = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5)
+    seq_adam = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5)
+    settings = (("karmed/sgd", lab.karm, base, None), ("karmed/adam", lab.karm, adam, None),
+                ("correlated/sgd", lab.corr, base, None), ("sequence/sgd", lab.seq, seq_sgd, sc.seq_seeds),
+                ("sequence/adam", lab.seq, seq_adam, sc.seq_seeds))  # fmt: skip
     l3: dict[str, dict[str, SimResult]] = {}
-    for label, env, cfg, n in (
-        ("karmed/sgd", karm, base, None),
-        ("karmed/adam", karm, adam, None),
-        ("correlated/sgd", corr, base, None),
-        # token-mean divides a sequence's gradient by L = 10: lr 10 gives each token SGD's unit step
-        (
-            "sequence/sgd",
-            seq,
-            SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5),
-            sc.seq_seeds,
-        ),
-        (
-            "sequence/adam",
-            seq,
-            SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5),
-            sc.seq_seeds,
-        ),
-    ):
-        l3[label] = {d: run(env, cfg.with_(reward_design=d), n) for d in ("binary", "pm1", "neg")}
-        res = l3[label]
+    findings = []
+    for label, env, cfg, n_seeds in settings:
+        res = l3[label] = {
+            d: lab.run(env, cfg.with_(reward_design=d), n_seeds) for d in ("binary", "pm1", "neg")
+        }
+        binary = res["binary"].metrics["optimal_mass"]
         for design in ("neg", "pm1"):
-            d = paired_ci(res[design].metrics["optimal_mass"][-1], res["binary"].metrics["optimal_mass"][-1])
-            ref_gain = float(
-                (res["binary"].metrics["optimal_mass"][-1] - res["binary"].metrics["optimal_mass"][0]).mean()
-            )
-            findings.append(
-                _finding(
-                    f"L3 negative reward ({design}) makes training fail [{label}] (final train mass vs {{0,1}}; rule: "
-                    f"agrees if lower by more than {DELTA}, disagrees if the CI excludes that; inconclusive if {{0,1}} "
-                    f"itself gained less than {DELTA})",
-                    "L3",
-                    verdict_direction(d[1], d[2], -1) if ref_gain >= DELTA else "inconclusive",
-                    final_mass_binary=float(res["binary"].metrics["optimal_mass"][-1].mean()),
-                    final_mass_variant=float(res[design].metrics["optimal_mass"][-1].mean()),
-                    initial_mass=float(res["binary"].metrics["optimal_mass"][0].mean()),
-                    variant_minus_binary=list(d),
-                )
-            )
-    curves["L3"] = l3
+            findings.append(_reward_finding(label, design, binary, res[design].metrics["optimal_mass"]))
+    return findings, {"L3": l3}
 
-    # ---- L4 difficulty: p0 from easy to extremely hard
-    p0s = (0.05, 1e-2, 1e-3, 1e-4)
-    l4 = {p: run(KArmedEnv(arms=1_000_000, p0=p), base) for p in p0s}
-    rows = []
-    for p, r in l4.items():
-        fail = float((r.metrics["successes"][-1] == 0).float().mean())
-        rows.append(
-            {
-                "p0": p,
-                "fail_frac_sim": fail,
-                "fail_prob_theory": failure_probability(p, sc.rounds),
-                "final_mass": float(r.metrics["optimal_mass"][-1].mean()),
-            }
-        )
-    hardest = rows[-1]
-    findings.append(
-        _finding(
-            "L4 an extremely hard example fails: no correct rollout, no signal (rule: agrees if most seeds "
-            "(> 0.5) of the hardest p0 never see a success and its final mass stays below 0.1)",
-            "L4",
-            "agrees"
-            if hardest["fail_frac_sim"] > 0.5 and hardest["final_mass"] < 0.1
-            else "disagrees"
-            if hardest["final_mass"] > 0.5
-            else "inconclusive",
-            by_p0=rows,
-        )
-    )
-    curves["L4"] = l4
 
-    # ---- number of training instances (the companion paper's batch layer; no claim in this paper)
-    ns = (1, 4, 16)
-    inst = {n: run(replace(corr, train_instances=n), base) for n in ns}
+def _reward_finding(label: str, design: str, binary: Tensor, variant: Tensor) -> BanditFinding:
+    d = paired_ci(variant[-1], binary[-1])
+    ref_gain = float((binary[-1] - binary[0]).mean())
+    n = binary.shape[1]
+    rule = Rule(all_of=(Condition("below", -DELTA, interval(d, n)),),
+                requires=(Condition("at_least", DELTA, point(ref_gain, n)),))  # fmt: skip
+    return BanditFinding(
+        f"L3 negative reward ({design}) makes training fail [{label}]",
+        f"final train mass vs {{0,1}}; rule: agrees if lower by more than {DELTA}, disagrees if the CI excludes "
+        f"that; inconclusive if {{0,1}} itself gained less than {DELTA}",
+        "L3", rule,
+        dict(final_mass_binary=float(binary[-1].mean()), final_mass_variant=float(variant[-1].mean()),
+             initial_mass=float(binary[0].mean()), variant_minus_binary=list(d)),
+    )  # fmt: skip
+
+
+def layer_difficulty(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """L4: p0 from easy to extremely hard; the hardest never sees a success."""
+    l4 = {p: lab.run(KArmedEnv(arms=1_000_000, p0=p), lab.base) for p in (0.05, 1e-2, 1e-3, 1e-4)}
+    rows = [{"p0": p, "fail_frac_sim": float((r.metrics["successes"][-1] == 0).float().mean()),
+             "fail_prob_theory": failure_probability(p, lab.scale.rounds),
+             "final_mass": float(r.metrics["optimal_mass"][-1].mean())} for p, r in l4.items()]  # fmt: skip
+    hardest, n = rows[-1], l4[1e-4].metrics["optimal_mass"].shape[1]
+    rule = Rule(all_of=(Condition("above", 0.5, point(hardest["fail_frac_sim"], n), disagree=-math.inf),
+                        Condition("below", 0.1, point(hardest["final_mass"], n), disagree=0.5)))  # fmt: skip
+    finding = BanditFinding(
+        "L4 an extremely hard example fails: no correct rollout, no signal",
+        "rule: agrees if most seeds (> 0.5) of the hardest p0 never see a success and its final mass stays "
+        "below 0.1",
+        "L4", rule, dict(by_p0=rows),
+    )  # fmt: skip
+    return [finding], {"L4": l4}
+
+
+def layer_instances(lab: Lab) -> tuple[list[BanditFinding], dict]:
+    """The number of training instances (the companion paper's batch layer; no claim in this paper)."""
+    inst = {n: lab.run(replace(lab.corr, train_instances=n), lab.base) for n in (1, 4, 16)}
     d_inst = paired_ci(inst[16].metrics["test_optimal_mass"][-1], inst[1].metrics["test_optimal_mass"][-1])
-    findings.append(
-        _finding(
-            "More training instances (one per round, same rollouts per round) and held-out mass: the paper "
-            "makes no claim here (its next layer); reported for the batch question, verdict inconclusive by design",
-            "next",
-            "inconclusive",
-            final_test_mass={
-                str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()
-            },
-            final_train_mass={str(n): float(r.metrics["optimal_mass"][-1].mean()) for n, r in inst.items()},
-            test_mass_16_minus_1=list(d_inst),
-        )
-    )
-    curves["instances"] = inst
-    curves["ode"] = mean_field_trajectory(karm.p0, karm.arms, base.optim.lr, sc.rounds)
-
-    write_report(out, findings, curves, scale=sc.__dict__, seed=seed)
-    return findings
+    finding = BanditFinding(
+        "More training instances (one per round, same rollouts per round) and held-out mass: the paper "
+        "makes no claim here (its next layer); reported for the batch question, verdict inconclusive by design",
+        "", "next", Rule(),
+        dict(final_test_mass={str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()},
+             final_train_mass={str(n): float(r.metrics["optimal_mass"][-1].mean()) for n, r in inst.items()},
+             test_mass_16_minus_1=list(d_inst)),
+    )  # fmt: skip
+    return [finding], {"instances": inst}
 
 
-def ensure_pipeline(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> bool:
-    """Run the pipeline into `out` unless a finished one of the same scale and seed is there; True if it ran."""
-    from rftlab.report.html import BANDIT_MANIFEST
+LAYERS: tuple[Layer, ...] = (layer_minimalist, layer_advantage, layer_rollouts, layer_reward_design,
+                             layer_difficulty, layer_instances)  # fmt: skip
 
+
+def run_counterparts(
+    out: Path, quick: bool = False, seed: int = 0, progress: bool = True, scale: Scale | None = None
+) -> list[dict]:
+    """Run every layer's variants, write figures, findings.json and bandit.json into `out`; return findings.
+
+    `scale` overrides the sizes chosen by `quick` (tests use a tiny one).
+    """
+    sc = scale or Scale.of(quick)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / BANDIT_MANIFEST).unlink(missing_ok=True)  # written again once this run has finished
+    lab = Lab(sc, seed, progress)
+    findings: list[BanditFinding] = []
+    curves: dict = {}
+    for layer in LAYERS:
+        found, drawn = layer(lab)
+        findings += found
+        curves.update(drawn)
+    write_results(out, findings, curves, scale=sc.__dict__, seed=seed)
+    return [f.to_json() for f in findings]
+
+
+def is_finished(out: Path, quick: bool = False, seed: int = 0) -> bool:
+    """True if `out` holds a finished pipeline of the same scale and seed (its bandit.json)."""
     manifest = Path(out) / BANDIT_MANIFEST
-    if manifest.is_file():
-        done = json.loads(manifest.read_text())
-        if done.get("scale") == Scale.of(quick).__dict__ and done.get("seed") == seed:
-            return False
-    run_pipeline(Path(out), quick=quick, seed=seed, progress=progress)
-    return True
+    if not manifest.is_file():
+        return False
+    done = json.loads(manifest.read_text())
+    return done.get("scale") == Scale.of(quick).__dict__ and done.get("seed") == seed

@@ -25,6 +25,7 @@ from rftlab.objectives import (
     ADVANTAGES,
     LOSS_AGGREGATIONS,
     REWARD_DESIGNS,
+    check_name,
     clipped_policy_loss,
     get_advantage,
     kl_loss,
@@ -59,18 +60,9 @@ class SimConfig:
         check(self.updates_per_batch >= 1, f"--updates-per-batch must be >= 1 (got {self.updates_per_batch})")
         check(self.eval_every >= 1, f"--eval-every must be >= 1 (got {self.eval_every})")
         check(self.clip_low >= 0 and self.clip_high >= 0, "--clip-eps must be >= 0")
-        check(
-            self.advantage in ADVANTAGES,
-            f"unknown --advantage {self.advantage!r}; valid: {', '.join(sorted(ADVANTAGES))}",
-        )
-        check(
-            self.reward_design in REWARD_DESIGNS,
-            f"unknown --reward-design {self.reward_design!r}; valid: {', '.join(sorted(REWARD_DESIGNS))}",
-        )
-        check(
-            self.aggregation in LOSS_AGGREGATIONS,
-            f"unknown --aggregation {self.aggregation!r}; valid: {', '.join(sorted(LOSS_AGGREGATIONS))}",
-        )
+        check_name(ADVANTAGES, "--advantage", self.advantage)
+        check_name(REWARD_DESIGNS, "--reward-design", self.reward_design)
+        check_name(LOSS_AGGREGATIONS, "--aggregation", self.aggregation)
         check(self.dual_clip is None or self.dual_clip > 1, f"--dual-clip must be > 1 (got {self.dual_clip})")
 
     def with_(self, **changes) -> SimConfig:
@@ -214,13 +206,13 @@ def simulate(
         # ---- reward design and advantage
         successes += correct.sum(-1)
         rewards = shape_reward(correct, cfg.reward_design)  # (S, G)
-        adv = advantage_fn(rewards, baseline=baseline if cfg.advantage == "running_mean" else None)
+        adv = advantage_fn(rewards, baseline=baseline if advantage_fn.uses_baseline else None)
         if isinstance(policy, PooledSoftmax):  # arms with a possibly nonzero gradient leave their pool
             weighted = torch.ones_like(correct) if needs_ref else adv != 0
             actions = policy.split(actions, weighted, gen)
         # ---- mu updates on the same batch
         step = policy_update(policy, actions, adv, cfg, step)
-        if cfg.advantage == "running_mean":
+        if advantage_fn.uses_baseline:
             baseline, count = update_running_baseline(baseline, count, rewards, cfg.baseline_step)
         # ---- evaluate
         if t % cfg.eval_every == 0 or t == cfg.rounds:

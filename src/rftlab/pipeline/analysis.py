@@ -285,8 +285,9 @@ def seed_values(curves: Sequence[RunCurve], metric: str, ctx: Context = Context(
 # ----------------------------------------------------------------------------- bootstrap
 
 
-def bootstrap_ci(values: np.ndarray, *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED, level: float = 0.95,
-                 stat: Callable[[np.ndarray], np.ndarray] | None = None) -> Estimate:  # fmt: skip
+def bootstrap_ci(
+    values: np.ndarray, *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED, level: float = 0.95
+) -> Estimate:
     """Mean of the finite values with its percentile-bootstrap interval (resampling those values)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]

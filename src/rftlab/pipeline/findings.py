@@ -13,12 +13,14 @@ one metric (`rftlab.pipeline.analysis.METRICS`):
     - finding: ...
       all_of: [{metric: ..., compare: ..., rule: ..., threshold: ...}, ...]   # every condition must hold
 
-Rules, on the 95% bootstrap interval [low, high] of the statistic:
+Rules, on the 95% bootstrap interval [low, high] of the statistic, are those of the verdict engine
+`rftlab.verdicts` (which the bandit lab's findings use too), e.g.:
 - gt t:      agrees if low > t;  disagrees if high <= t;  else inconclusive.
 - lt t:      agrees if high < t; disagrees if low >= t;   else inconclusive.
 - at_most d: ("no more than d above", e.g. "no better"): agrees if high <= d; disagrees if low > 0
              (significantly above 0 and not ruled below d); else inconclusive.
 - differs d: agrees if the interval excludes 0; disagrees if it lies within [-d, d]; else inconclusive.
+- above / below / at_least t: see rftlab.verdicts.
 - Fewer than MIN_SEEDS seeds (or no finite value): inconclusive.
 - all_of: agrees if every condition agrees, disagrees if any disagrees, else inconclusive.
 - combine any: agrees if some variant agrees, disagrees if every variant disagrees;
@@ -32,20 +34,24 @@ from collections.abc import Sequence
 from rftlab.config import ConfigError
 from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import Context, Estimate, RunCurve
+from rftlab.verdicts import MIN_SEEDS, RULES, VERDICTS, combine_all, combine_any, verdict
 
-RULES = ("gt", "lt", "at_most", "differs")
+__all__ = ["MIN_SEEDS", "RULES", "VERDICTS", "combine_all", "combine_any", "evaluate_claims", "rule_text",
+           "validate_claim", "verdict"]  # fmt: skip
+
 COMPARES = ("value", "paired")
 COMBINES = ("each", "any", "all")
 CLAIM_KEYS = ("finding", "says", "metric", "compare", "variants", "rule", "threshold", "combine", "all_of")
 CONDITION_KEYS = ("metric", "compare", "rule", "threshold")
-MIN_SEEDS = 3
-VERDICTS = ("agrees", "disagrees", "inconclusive")
 
 RULE_TEXT = {
     "gt": "agrees if the 95% interval lies above {t}; disagrees if it lies at or below {t}; else inconclusive",
     "lt": "agrees if the 95% interval lies below {t}; disagrees if it lies at or above {t}; else inconclusive",
     "at_most": "agrees if the 95% interval's upper end is <= {t}; disagrees if its lower end is > 0; else inconclusive",
     "differs": "agrees if the 95% interval excludes 0; disagrees if it lies within [-{t}, {t}]; else inconclusive",
+    "above": "agrees if the 95% interval lies above {t}; disagrees if it lies below {t}; else inconclusive",
+    "below": "agrees if the 95% interval lies below {t}; disagrees if it lies above {t}; else inconclusive",
+    "at_least": "agrees if the 95% interval lies at or above {t}; disagrees if it lies below {t}; else inconclusive",
 }
 
 
@@ -109,40 +115,6 @@ def validate_claim(where: str, claim: dict, variants: list[str], reference: str)
 
 
 # ----------------------------------------------------------------------------- verdicts
-
-
-def verdict(rule: str, threshold: float, est: Estimate, *, min_seeds: int = MIN_SEEDS) -> str:
-    """The rule applied to an interval (see the module docstring)."""
-    low, high, t = est.low, est.high, float(threshold)
-    if est.n < min_seeds or not (low == low and high == high):  # nan check
-        return "inconclusive"
-    if rule == "gt":
-        return "agrees" if low > t else "disagrees" if high <= t else "inconclusive"
-    if rule == "lt":
-        return "agrees" if high < t else "disagrees" if low >= t else "inconclusive"
-    if rule == "at_most":
-        return "agrees" if high <= t else "disagrees" if low > 0 else "inconclusive"
-    if rule == "differs":
-        return (
-            "agrees"
-            if (low > 0 or high < 0)
-            else "disagrees"
-            if (-t <= low and high <= t)
-            else "inconclusive"
-        )
-    raise ValueError(f"unknown rule {rule!r}")
-
-
-def combine_all(verdicts: Sequence[str]) -> str:
-    if verdicts and all(v == "agrees" for v in verdicts):
-        return "agrees"
-    return "disagrees" if "disagrees" in verdicts else "inconclusive"
-
-
-def combine_any(verdicts: Sequence[str]) -> str:
-    if "agrees" in verdicts:
-        return "agrees"
-    return "disagrees" if verdicts and all(v == "disagrees" for v in verdicts) else "inconclusive"
 
 
 def rule_text(claim: dict) -> str:

@@ -52,7 +52,7 @@ from rftlab.config import (
 
 SPEC_KEYS = ("name", "description", "base", "overrides", "seeds", "quick", "layers")
 QUICK_KEYS = ("seeds", "overrides")
-LAYER_KEYS = ("name", "finding", "base", "reference", "variants", "claims", "note")
+LAYER_KEYS = ("name", "finding", "base", "reference", "variants", "claims", "note", "bandit")
 VARIANT_LONG_KEYS = ("set", "quick", "note", "seeds")
 
 
@@ -74,6 +74,7 @@ class Layer:
     reference: str
     claims: tuple[dict, ...] = ()
     note: str = ""
+    bandit: str = ""  # the bandit lab's counterpart layer (rftlab.bandit.pipeline's finding layer, e.g. L1)
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
@@ -218,7 +219,7 @@ def spec_from_dict(data: dict, *, source_dir: str = ".") -> PipelineSpec:
         layers.append(Layer(name=name, finding=str(raw.get("finding", "")),
                             base=flatten_overrides(f"{where}.base", raw.get("base")),
                             variants=tuple(variants), reference=reference, claims=tuple(claims),
-                            note=str(raw.get("note", ""))))  # fmt: skip
+                            note=str(raw.get("note", "")), bandit=str(raw.get("bandit") or "")))  # fmt: skip
     return PipelineSpec(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -316,6 +317,12 @@ def spec_to_dict(spec: PipelineSpec) -> dict:
             return {**out, "seeds": v.seeds} if v.seeds else out
         return dict(v.overrides)
 
+    def layer_dict(layer: Layer) -> dict:
+        out = {"name": layer.name, "finding": layer.finding, "base": dict(layer.base), "reference": layer.reference,
+               "variants": {v.name: variant(v) for v in layer.variants}, "claims": list(layer.claims),
+               "note": layer.note}  # fmt: skip
+        return {**out, "bandit": layer.bandit} if layer.bandit else out
+
     return {
         "name": spec.name,
         "description": spec.description,
@@ -323,16 +330,5 @@ def spec_to_dict(spec: PipelineSpec) -> dict:
         "overrides": dict(spec.overrides),
         "seeds": spec.seeds,
         "quick": {"seeds": spec.quick_seeds, "overrides": dict(spec.quick_overrides)},
-        "layers": [
-            {
-                "name": layer.name,
-                "finding": layer.finding,
-                "base": dict(layer.base),
-                "reference": layer.reference,
-                "variants": {v.name: variant(v) for v in layer.variants},
-                "claims": list(layer.claims),
-                "note": layer.note,
-            }
-            for layer in spec.layers
-        ],  # fmt: skip
+        "layers": [layer_dict(layer) for layer in spec.layers],
     }

@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 from rftlab.errors import RftlabError
+from rftlab.files import PIPELINE_FILE
 from rftlab.pipeline import analysis, findings
 from rftlab.pipeline.analysis import RunCurve
 from rftlab.pipeline.spec import spec_from_dict
-from rftlab.pipeline.sweep import PIPELINE_FILE
 
 TABLE_METRICS = [
     "conv_round", "conv_rollouts", "never_frac", "conv_round_spread", "auc_rounds", "auc_rollouts",

@@ -1,13 +1,12 @@
-"""A pipeline end to end: spec -> plan -> (skip missing models) -> executor -> report.
+"""A sweep: spec -> plan -> (skip missing models) -> executor -> pipeline.json and run directories.
 
     <out>/pipeline.json    the spec, the options, and every (layer, variant, seed) with its run
                            directory and status (done / failed / skipped: <why> / busy: held by
                            another sweep that has not finished it)
     <out>/runs/<run>/      run directories (identical configurations share one)
-    <out>/report.html, <out>/findings.json, <out>/analysis.json, <out>/figures/*.png
-    <out>/bandit/          with bandit="quick" or "full": the bandit counterparts (rftlab.bandit.pipeline),
-                           run after the sweep unless a finished one of that scale is there; the report
-                           shows them next to the LLM layers
+
+The `rftlab pipeline` command (rftlab.commands.pipeline) composes this sweep with the bandit
+counterparts (<out>/bandit/) and the report (<out>/report.html, findings.json, analysis.json, figures/).
 
 Running the same command again skips finished runs and resumes unfinished ones from their
 checkpoints, so a killed sweep finishes without redoing work and gives the same report. Two sweeps on
@@ -24,7 +23,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from rftlab.config import config_from_dict
 from rftlab.errors import RftlabError
+from rftlab.files import PIPELINE_FILE, write_atomic
 from rftlab.pipeline.executors import (
     HELD,
     RunResult,
@@ -36,8 +37,7 @@ from rftlab.pipeline.executors import (
 )
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
 from rftlab.runs import run_lock
-
-PIPELINE_FILE = "pipeline.json"
+from rftlab.trainer import difficulty_settings
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
 # estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
@@ -96,24 +96,17 @@ def estimate_seconds(config: dict) -> float:
 
 
 def difficulty_group(config: dict) -> str:
-    """Runs that need the same base-Pass@1 estimate (selection.py caches it): one computes, then the rest."""
-    d, r, m = config["data"], config["rollout"], config["model"]
-    if d["difficulty"] == "any" or d["train_example_ids"]:
+    """Runs that need the same base-Pass@1 estimate (selection.py caches it): one computes, then the rest.
+
+    The group is the estimate's own cache key (`trainer.difficulty_settings`), less the weights'
+    fingerprint (no model is loaded here), so scheduling and caching agree on what is shared.
+    """
+    cfg = config_from_dict(config)
+    d = cfg.data
+    if d.difficulty == "any" or d.train_example_ids:
         return ""
-    key = (
-        m["name"],
-        d["dataset"],
-        d["train_split"],
-        d["prompt_style"],
-        d["answer_format"],
-        d["difficulty_pool"],
-        d["difficulty_samples"],
-        d["selection_seed"],
-        r["temperature"],
-        r["top_p"],
-        r["max_new_tokens"],
-    )
-    return "difficulty:" + "|".join(map(str, key))
+    settings = difficulty_settings(cfg, None, d.prompt_style, d.answer_format, samples=d.difficulty_samples)
+    return "difficulty:" + "|".join(map(str, asdict(settings).values()))
 
 
 def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask]:
@@ -153,24 +146,14 @@ def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], s
         entries.append({"layer": r.layer, "variant": r.variant, "seed": r.seed, "run": r.run, "model": r.model,
                         **statuses.get(r.run, {"status": "pending"})})  # fmt: skip
     data = {"spec": spec_to_dict(spec), "options": options, "entries": entries}
-    # a temporary name of this process's own: two sweeps on one directory each write the file
-    tmp = out / (PIPELINE_FILE + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, out / PIPELINE_FILE)
+    write_atomic(out / PIPELINE_FILE, json.dumps(data, indent=1) + "\n")  # two sweeps may both write it
 
 
-def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, executor: str = "local",
-                 workers: int | None = None, quick: bool = False, layers: list[str] | None = None,
-                 keep_checkpoints: bool = False, dry_run: bool = False, progress: bool = True,
-                 ray_address: str | None = None, train_fn=None, report: bool = True,
-                 check_models: bool = True, bandit: str | None = None) -> dict:  # fmt: skip
-    """Plan, run and report a pipeline; returns {"runs": n, "done": .., "failed": .., "skipped": ..}.
-
-    `bandit` ("quick" or "full"): also run the bandit counterparts into `<out>/bandit` (skipped when a
-    finished one of that scale is there) for the report to show next to the LLM layers.
-    """
-    if bandit not in (None, "quick", "full"):
-        raise RftlabError(f"bandit must be 'quick' or 'full', not {bandit!r}")
+def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executor: str = "local",
+              workers: int | None = None, quick: bool = False, layers: list[str] | None = None,
+              keep_checkpoints: bool = False, dry_run: bool = False, progress: bool = True,
+              ray_address: str | None = None, train_fn=None, check_models: bool = True) -> dict:  # fmt: skip
+    """Plan and run a sweep; returns {"runs": n, "done": .., "failed": .., "skipped": ..}."""
     spec = load_spec(source, validate=False)
     runs = plan(spec, quick=quick, seeds=seeds, layers=layers)  # validates every config first
     plan(spec, quick=not quick, seeds=1, layers=layers)  # and the other mode's, so a typo fails early
@@ -206,8 +189,6 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
             print(f"  skipping model {model} ({device}): {reason}", file=sys.stderr)
     options = {"quick": quick, "seeds": seeds or (spec.quick_seeds if quick else spec.seeds), "layers": layers,
                "executor": executor, "workers": n_workers}  # fmt: skip
-    if bandit:
-        print(f"  then the bandit counterparts ({bandit}) -> {out / 'bandit'}", file=sys.stderr)
     if dry_run:
         for t in tasks:
             print(
@@ -244,15 +225,6 @@ def run_pipeline(source: str, out: str | Path, *, seeds: int | None = None, exec
     held = [name for name, entry in statuses.items() if entry["status"] == "busy"]
     for name in held:  # taken again while we waited (e.g. a third process)
         print(f"  run {name}: {HELD}; not finished yet, run the sweep again later", file=sys.stderr)
-    if bandit:
-        from rftlab.bandit.pipeline import ensure_pipeline
-
-        if not ensure_pipeline(out / "bandit", quick=bandit == "quick", progress=progress):
-            print(f"  bandit counterparts: finished before in {out / 'bandit'}", file=sys.stderr)
-    if report:
-        from rftlab.report.html import build_report
-
-        build_report(out, bandit=out / "bandit" if bandit else None)
     return {"runs": unique, "done": sum(statuses[r.name]["status"] == "done" for r in results),
             "failed": len(failed), "held": len(held),  # held: taken again by another process meanwhile
             "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),

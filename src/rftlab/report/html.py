@@ -11,7 +11,7 @@ The verdicts are computed from the data by the rules in `rftlab.pipeline.finding
 the report is hand-written except the paper's findings themselves (from the spec).
 
 Bandit counterparts: with a finished `rftlab bandit pipeline` directory (`--bandit DIR`, or
-`<out>/bandit/` when it is there) every LLM layer that has a counterpart (`BANDIT_COUNTERPARTS`)
+`<out>/bandit/` when it is there) every LLM layer that has a counterpart (its spec's `bandit:` key)
 gets a block with the bandit's figure and findings, drawn and tabled by the same helpers; bandit
 layers with no LLM layer in the report get their own section. `bandit_page` renders the bandit
 pipeline's own report.html with the same blocks.
@@ -27,9 +27,11 @@ import os
 from pathlib import Path
 
 from rftlab.errors import RftlabError
+from rftlab.files import ANALYSIS_FILE, BANDIT_DIR, BANDIT_MANIFEST, FINDINGS_FILE, REPORT_FILE, write_atomic
 from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
-from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, summarize
+from rftlab.pipeline.spec import spec_from_dict
+from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
 from rftlab.report.sweep_figures import plot_layer
 
 STYLE = """
@@ -49,7 +51,6 @@ details { margin: .5em 0; }
 .scroll { overflow-x: auto; }  /* the metric tables are wider than the page on narrow screens */
 """
 
-BANDIT_MANIFEST = "bandit.json"  # written last by rftlab.bandit.report: a finished bandit pipeline
 # bandit layer id (the "layer" of rftlab.bandit.pipeline's findings) -> word in the LLM layer's name
 BANDIT_COUNTERPARTS = {"L0": "minimalist", "L1": "advantage", "L2": "rollouts", "L3": "reward",
                        "L4": "difficulty"}  # fmt: skip
@@ -153,26 +154,28 @@ def _variants_list(layer: dict) -> str:
 def load_bandit(path: str | Path) -> dict:
     """A finished bandit pipeline directory: {dir, scale, seed, figures: [{layer, caption, file}], findings}."""
     path = Path(path)
-    if not (path / BANDIT_MANIFEST).is_file() or not (path / "findings.json").is_file():
+    if not (path / BANDIT_MANIFEST).is_file() or not (path / FINDINGS_FILE).is_file():
         raise RftlabError(f"{path} is not a finished bandit pipeline directory (no {BANDIT_MANIFEST}); run "
                           f"`rftlab bandit pipeline --out {path}` first")  # fmt: skip
     manifest = json.loads((path / BANDIT_MANIFEST).read_text())
-    return {"dir": path, **manifest, "findings": json.loads((path / "findings.json").read_text())}
+    return {"dir": path, **manifest, "findings": json.loads((path / FINDINGS_FILE).read_text())}
 
 
 def bandit_counterpart(layer_name: str) -> str | None:
-    """The bandit layer id whose counterpart an LLM layer is (by `BANDIT_COUNTERPARTS`), or None."""
+    """The bandit layer id whose counterpart an LLM layer is by the words of `BANDIT_COUNTERPARTS`, or None:
+    for specs whose layers declare no `bandit:` counterpart (written before that key existed)."""
     low = layer_name.lower()
     return next((b for b, word in BANDIT_COUNTERPARTS.items() if word in low), None)
 
 
-def _split_rule(text: str) -> tuple[str, str]:
-    """A bandit finding's text "claim (...; rule: ...)" -> (claim, the parenthesis with the rule)."""
-    i = text.find("rule:")
-    j = text.rfind("(", 0, i) if i >= 0 else -1
-    if j < 0:
-        return text, ""
-    return text[:j].rstrip(), text[j + 1 :].strip().removesuffix(")")
+def bandit_counterparts(out: Path) -> dict[str, str]:
+    """LLM layer name -> bandit layer id: what the spec's layers declare (`bandit: L1`); a spec that
+    declares none is matched by the layer names' words (`bandit_counterpart`)."""
+    spec = spec_from_dict(read_pipeline(out)["spec"])
+    declared = {layer.name: layer.bandit for layer in spec.layers if layer.bandit}
+    if declared:
+        return declared
+    return {layer.name: b for layer in spec.layers if (b := bandit_counterpart(layer.name))}
 
 
 def _bandit_value(v) -> str:
@@ -188,9 +191,22 @@ def _bandit_value(v) -> str:
     return _fmt(v) if isinstance(v, float) else str(v)
 
 
-def _bandit_row(f: dict) -> dict:
+def _bandit_claims(bandit: dict) -> list[tuple[str, str]]:
+    """(claim, rule) per bandit finding, from bandit.json; a directory written before bandit.json
+    carried them shows the finding's whole text as the claim."""
+    claims = bandit.get("claims")
+    if claims is None or len(claims) != len(bandit["findings"]):
+        return [(f["finding"], "") for f in bandit["findings"]]
+    return [(c["claim"], c["rule"]) for c in claims]
+
+
+def _bandit_rows(bandit: dict, layer_id: str | None = None) -> list[dict]:
+    return [_bandit_row(f, claim, rule) for f, (claim, rule) in zip(bandit["findings"], _bandit_claims(bandit),
+            strict=True) if layer_id is None or f["layer"] == layer_id]  # fmt: skip
+
+
+def _bandit_row(f: dict, finding: str, rule: str) -> dict:
     """A bandit finding in the shape `_findings_table` draws."""
-    finding, rule = _split_rule(f["finding"])
     numbers = [
         {"text": f"{k}: {_bandit_value(x)}"}
         for k, v in f["numbers"].items()
@@ -208,7 +224,7 @@ def _bandit_layers(bandit: dict) -> list[str]:
 def _bandit_block(bandit: dict, layer_id: str, heading: str = "Bandit counterpart") -> str:
     """Figure(s) and findings of one bandit layer, in the report's look."""
     figs = [x for x in bandit["figures"] if x["layer"] == layer_id]
-    items = [_bandit_row(f) for f in bandit["findings"] if f["layer"] == layer_id]
+    items = _bandit_rows(bandit, layer_id)
     images = "".join(
         f'<p class="note">{_e(x["caption"])}</p>' + _png_tag(Path(bandit["dir"]) / x["file"], x["caption"])
         for x in figs
@@ -239,10 +255,17 @@ def bandit_page(bandit: dict) -> str:
     body = (
         "<h1>Bandit counterparts of the paper's layers</h1>"
         + _bandit_intro(bandit, "rftlab bandit pipeline")
-        + _findings_table([_bandit_row(f) for f in bandit["findings"]], BANDIT_NUMBERS_HEAD)
+        + _findings_table(_bandit_rows(bandit), BANDIT_NUMBERS_HEAD)
         + "".join(_bandit_block(bandit, b, "Layer") for b in _bandit_layers(bandit))
     )
     return _page("rftlab bandit report", body)
+
+
+def write_bandit_page(bandit_dir: str | Path) -> Path:
+    """Render a finished bandit pipeline directory's own report.html (PNGs embedded); its path."""
+    path = Path(bandit_dir) / REPORT_FILE
+    write_atomic(path, bandit_page(load_bandit(bandit_dir)))
+    return path
 
 
 def build_report(
@@ -255,9 +278,10 @@ def build_report(
     """
     out = Path(out)
     result, curves = summarize(out, n_boot=n_boot)
-    if bandit is None and (out / "bandit" / BANDIT_MANIFEST).is_file():
-        bandit = out / "bandit"
+    if bandit is None and (out / BANDIT_DIR / BANDIT_MANIFEST).is_file():
+        bandit = out / BANDIT_DIR
     bandit_data = load_bandit(bandit) if bandit is not None else None
+    counterparts = bandit_counterparts(out) if bandit_data else {}
     shown: dict[str, str] = {}  # bandit layer id -> the LLM layer it is shown under
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -282,7 +306,7 @@ def build_report(
             + _paired_table(layer)
             + "<h3>Findings</h3>" + _findings_table(layer["findings"])
         )  # fmt: skip
-        counterpart = bandit_counterpart(layer["name"])
+        counterpart = counterparts.get(layer["name"])
         if bandit_data and counterpart in _bandit_layers(bandit_data):
             shown.setdefault(counterpart, layer["name"])
             sections.append(_bandit_block(bandit_data, counterpart))
@@ -324,18 +348,12 @@ def build_report(
     if bandit_data:
         result["bandit"] = {"dir": where, "scale": bandit_data.get("scale"), "seed": bandit_data.get("seed"),
                             "findings": bandit_json}  # fmt: skip
-    _write(out / "analysis.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(out / ANALYSIS_FILE, json.dumps(result, indent=1) + "\n")
     llm_json = [{**f, "source": "llm"} for f in result["findings"]]
-    _write(out / "findings.json", json.dumps(llm_json + bandit_json, indent=1) + "\n")
-    _write(out / "report.html", page)
-    return out / "report.html"
+    write_atomic(out / FINDINGS_FILE, json.dumps(llm_json + bandit_json, indent=1) + "\n")
+    write_atomic(out / REPORT_FILE, page)
+    return out / REPORT_FILE
 
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,7 +1,7 @@
 """Figures of sweeps: per layer, Pass@1 vs round and vs rollouts (mean with band, thin per-seed lines).
 
-`style_axes` and `save_figure` give every report figure one look; the bandit counterparts'
-figures (rftlab.bandit.report) use them too, so both sit side by side in the pipeline report.
+Their look (`style_axes`, `save_figure`) comes from rftlab.plotting, which the bandit lab's figures
+use too, so both sit side by side in the pipeline report.
 """
 
 from __future__ import annotations
@@ -15,32 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from rftlab.pipeline.analysis import RunCurve, mean_curve  # noqa: E402
-
-COLORS = plt.get_cmap("tab10").colors
-
-
-def style_axes(ax, xlabel: str = "", ylabel: str = "", *, title: str = "", unit_y: bool = True,
-               legend: bool = False) -> None:  # fmt: skip
-    """The look shared by every report figure (LLM sweeps and bandit counterparts): labels, grid, y in [0, 1]."""
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-    if unit_y:
-        ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    if legend:
-        ax.legend(fontsize=7, loc="best")
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write (PNG, 100 dpi) and close a report figure."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from rftlab.plotting import COLORS, save_figure, style_axes  # noqa: E402
 
 
 def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title: str = "") -> Path:

@@ -1,9 +1,10 @@
-"""Figures (matplotlib PNG), a self-contained HTML report (PNGs embedded), findings.json and bandit.json.
+"""The bandit pipeline's data: figures (matplotlib PNG), findings.json, then bandit.json.
 
-The figures share the LLM pipeline report's look (`rftlab.report.sweep_figures.style_axes`) and the
-page is rendered by `rftlab.report.html.bandit_page`, the same code that puts these figures and
-findings next to the LLM layers in `rftlab report DIR --bandit BANDIT_DIR`. bandit.json (written
-last, so it marks a finished run) lists the figures per layer, the scale and the seed.
+The figures share the LLM pipeline report's look (`rftlab.plotting.style_axes`). Rendering HTML is
+the report's job: `rftlab.report.html` draws these figures and findings as the bandit pipeline's own
+report.html and next to the LLM layers in `rftlab report DIR --bandit BANDIT_DIR`. bandit.json
+(written last, so it marks a finished run) lists the figures per layer, the scale, the seed, and each
+finding's claim and rule as separate fields.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from rftlab.report.html import BANDIT_MANIFEST, bandit_page  # noqa: E402
-from rftlab.report.sweep_figures import save_figure, style_axes  # noqa: E402
+from rftlab.bandit.theory import failure_probability  # noqa: E402
+from rftlab.files import BANDIT_MANIFEST, FINDINGS_FILE, write_atomic  # noqa: E402
+from rftlab.plotting import save_figure, style_axes  # noqa: E402
 
 N_TRACES = 8  # individual seed trajectories drawn in thin lines
 # figure file (without .png) per layer id of rftlab.bandit.pipeline's findings
@@ -97,8 +99,6 @@ def figures(out: Path, curves: dict) -> list[tuple[str, str, Path]]:
     figs.append(("L3", "reward designs", _save(fig, out, "L3")))
     # L4
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    from rftlab.bandit.theory import failure_probability
-
     p0s = list(curves["L4"])
     sim_fail = [float((r.metrics["successes"][-1] == 0).float().mean()) for r in curves["L4"].values()]
     rounds = curves["L4"][p0s[0]].rounds[-1]
@@ -120,21 +120,23 @@ def figures(out: Path, curves: dict) -> list[tuple[str, str, Path]]:
     return figs
 
 
-def write_report(
-    out: Path, findings: list[dict], curves: dict, scale: dict | None = None, seed: int | None = None
-) -> Path:
-    """Write figures, findings.json, report.html (PNGs embedded as base64), then bandit.json into `out`."""
+def write_results(out: Path, findings: list, curves: dict, scale: dict | None = None,
+                  seed: int | None = None) -> Path:  # fmt: skip
+    """Write findings.json and the figures, then bandit.json (the finished mark) into `out`; its path.
+
+    `findings`: rftlab.bandit.pipeline.BanditFinding records. bandit.json also lists each one's claim
+    and rule text as separate fields, so the report never parses them out of the finding's text.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "findings.json").write_text(json.dumps(findings, indent=2) + "\n")
+    (out / FINDINGS_FILE).write_text(json.dumps([f.to_json() for f in findings], indent=2) + "\n")
     manifest = {
         "scale": scale or {},
         "seed": seed,
         "figures": [
             {"layer": layer, "caption": cap, "file": p.name} for layer, cap, p in figures(out, curves)
         ],
+        "claims": [{"claim": f.claim, "rule": f.rule_text} for f in findings],
     }
-    path = out / "report.html"
-    path.write_text(bandit_page({"dir": out, "findings": findings, **manifest}))
-    (out / BANDIT_MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return path
+    write_atomic(out / BANDIT_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return out / BANDIT_MANIFEST

@@ -1,14 +1,51 @@
-"""The `pipeline`, `report` and `compare` sub-commands (added to `rftlab` by rftlab.cli)."""
+"""The `pipeline`, `report` and `compare` sub-commands (added to `rftlab` by rftlab.cli).
+
+`rftlab pipeline` composes three library steps, each doing one thing: the sweep
+(`rftlab.pipeline.sweep.run_sweep`), then the bandit counterparts (`rftlab.commands.bandit.ensure_counterparts`),
+then the report (`rftlab.report.html.build_report`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from rftlab.commands.bandit import ensure_counterparts
+from rftlab.errors import RftlabError
+from rftlab.files import BANDIT_DIR
+from rftlab.pipeline.analysis import BOOTSTRAP
+from rftlab.pipeline.executors import EXECUTORS
+from rftlab.pipeline.sweep import run_sweep
+from rftlab.report.compare import compare_runs
+from rftlab.report.html import build_report
+
+BANDIT_SCALES = ("quick", "full")
+
+
+def run_pipeline(source, out: str | Path, *, bandit: str | None = None, report: bool = True,
+                 progress: bool = True, **sweep_options) -> dict:  # fmt: skip
+    """The sweep (`run_sweep`, with `sweep_options`), then the bandit counterparts into `<out>/bandit`
+    (`bandit`: "quick" or "full"; kept when a finished one of that scale is there), then the report.
+
+    Returns the sweep's outcome. With `dry_run` only the sweep's plan is printed.
+    """
+    if bandit not in (None, *BANDIT_SCALES):
+        raise RftlabError(f"bandit must be 'quick' or 'full', not {bandit!r}")
+    out = Path(out)
+    outcome = run_sweep(source, out, progress=progress, **sweep_options)
+    if bandit:
+        print(f"  then the bandit counterparts ({bandit}) -> {out / BANDIT_DIR}", file=sys.stderr)
+    if sweep_options.get("dry_run"):
+        return outcome
+    if bandit and not ensure_counterparts(out / BANDIT_DIR, quick=bandit == "quick", progress=progress):
+        print(f"  bandit counterparts: finished before in {out / BANDIT_DIR}", file=sys.stderr)
+    if report:
+        build_report(out, bandit=out / BANDIT_DIR if bandit else None)
+    return outcome
 
 
 def _pipeline(args: argparse.Namespace) -> int:
-    from rftlab.pipeline.sweep import run_pipeline
-
     outcome = run_pipeline(
         args.spec, args.out, seeds=args.seeds, executor=args.executor, workers=args.workers, quick=args.quick,
         layers=args.layers, keep_checkpoints=args.keep_checkpoints, dry_run=args.dry_run,
@@ -26,16 +63,12 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from rftlab.report.html import build_report
-
     path = build_report(args.dir, n_boot=args.bootstrap, bandit=args.bandit)
     print(f"report: {path}  findings: {path.parent / 'findings.json'}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from rftlab.pipeline.compare import compare_runs
-
     table, path = compare_runs(args.runs, args.figure)
     print(table)
     if path:
@@ -44,9 +77,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    from rftlab.pipeline.analysis import BOOTSTRAP
-    from rftlab.pipeline.executors import EXECUTORS
-
     p = subparsers.add_parser(
         "pipeline", help="run a layered sweep (variants x seeds) and write its report",
         description="Run every (variant, seed) of a pipeline spec's layers, then write DIR/report.html and "

@@ -1,4 +1,8 @@
-"""Matplotlib figures of runs (headless: the Agg backend)."""
+"""Plot helpers shared by the trainer (a run's figure), the bandit lab and the pipeline report.
+
+A leaf: matplotlib only (headless, the Agg backend), so the trainer and the bandit simulator can
+draw without importing the report. `style_axes` and `save_figure` give every figure one look.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,32 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = plt.get_cmap("tab10").colors
+
+
+def style_axes(ax, xlabel: str = "", ylabel: str = "", *, title: str = "", unit_y: bool = True,
+               legend: bool = False) -> None:  # fmt: skip
+    """The look shared by every report figure (LLM sweeps and bandit counterparts): labels, grid, y in [0, 1]."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if unit_y:
+        ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (PNG, 100 dpi) and close a report figure."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def plot_run(rows: list[dict], path: str | Path, *, title: str = "") -> Path:

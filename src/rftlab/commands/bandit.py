@@ -20,9 +20,12 @@ import torch
 
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv, check
 from rftlab.bandit.optim import OPTIMIZERS, OptimConfig
+from rftlab.bandit.pipeline import Scale, is_finished, run_counterparts
 from rftlab.bandit.simulate import SimConfig, simulate
-from rftlab.errors import ConfigError, RftlabError
-from rftlab.objectives import ADVANTAGES, LOSS_AGGREGATIONS, REWARD_DESIGNS
+from rftlab.errors import RftlabError
+from rftlab.files import REPORT_FILE
+from rftlab.objectives import ADVANTAGES, LOSS_AGGREGATIONS, REWARD_DESIGNS, check_name
+from rftlab.report.html import write_bandit_page
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -221,14 +224,28 @@ def _plot_run(out: Path, res) -> None:
     plt.close(fig)
 
 
-def cmd_pipeline(a: argparse.Namespace) -> int:
-    from rftlab.bandit.pipeline import run_pipeline
+def run_bandit_pipeline(out: Path, quick: bool = False, seed: int = 0, progress: bool = True,
+                        scale: Scale | None = None) -> list[dict]:  # fmt: skip
+    """The layer counterparts' data (rftlab.bandit.pipeline), then their report.html (rftlab.report.html)."""
+    findings = run_counterparts(out, quick=quick, seed=seed, progress=progress, scale=scale)
+    write_bandit_page(out)
+    return findings
 
+
+def ensure_counterparts(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> bool:
+    """Run the bandit pipeline into `out` unless a finished one of that scale and seed is there; True if it ran."""
+    if is_finished(out, quick=quick, seed=seed):
+        return False
+    run_bandit_pipeline(out, quick=quick, seed=seed, progress=progress)
+    return True
+
+
+def cmd_pipeline(a: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, a.threads))
-    findings = run_pipeline(a.out, quick=a.quick, seed=a.seed, progress=not a.no_progress)
+    findings = run_bandit_pipeline(a.out, quick=a.quick, seed=a.seed, progress=not a.no_progress)
     for f in findings:
         print(f"[{f['verdict']:>12}] {f['layer']}: {f['finding'][:110]}")
-    print(f"report: {a.out / 'report.html'}")
+    print(f"report: {a.out / REPORT_FILE}")
     return 0
 
 
@@ -238,14 +255,8 @@ def cmd_theory(a: argparse.Namespace) -> int:
     check(a.arms >= 2, f"--arms must be an integer >= 2 (got {a.arms})")
     check(0.0 < a.p0 < 1.0, f"--p0 must be in the open interval (0, 1) (got {a.p0})")
     check(a.rounds >= 1, f"--rounds must be >= 1 (got {a.rounds})")
-    check(
-        a.advantage in ADVANTAGES,
-        f"unknown --advantage {a.advantage!r}; valid: {', '.join(sorted(ADVANTAGES))}",
-    )
-    check(
-        a.reward_design in REWARD_DESIGNS,
-        f"unknown --reward-design {a.reward_design!r}; valid: {', '.join(sorted(REWARD_DESIGNS))}",
-    )
+    check_name(ADVANTAGES, "--advantage", a.advantage)
+    check_name(REWARD_DESIGNS, "--reward-design", a.reward_design)
     exact = minimalist_exact(a.arms, a.p0, a.lr, a.rounds)
     ode = mean_field_trajectory(a.p0, a.arms, a.lr, a.rounds, a.rollouts, a.advantage, a.reward_design)
     rows = [
@@ -273,7 +284,7 @@ def cmd_theory(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: `python -m rftlab.bandit.cli run ...` (same as `rftlab bandit run ...`)."""
+    """Standalone entry: `python -m rftlab.commands.bandit run ...` (same as `rftlab bandit run ...`)."""
     parser = argparse.ArgumentParser(prog="rftlab", description="rftlab bandit lab")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_parser(subparsers)
@@ -288,4 +299,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-__all__ = ["add_parser", "main", "ConfigError"]
+__all__ = ["add_parser", "main"]
