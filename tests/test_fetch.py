@@ -129,6 +129,12 @@ def test_qwen_config_is_valid_and_minimalist():
     assert cfg.model.name == QWEN
     assert (cfg.data.dataset, cfg.data.train_examples, cfg.rollout.rollouts_per_round) == ("gsm8k", 1, 1)
     assert (cfg.objective.advantage, cfg.objective.reward_design) == ("none", "binary")
+    # its example exists in the shipped GSM8K train split; the paper's strict reward is one override away
+    from rftlab.tasks import load_problems
+
+    assert set(cfg.data.train_example_ids) <= {p.id for p in load_problems("gsm8k", "train")}
+    strict = load_config(QWEN, ["data.answer_format=auto", "data.train_example_ids=[]"])
+    assert strict.resolved_answer_format("gsm8k") == "gsm8k_strict"
 
 
 @pytest.mark.slow
