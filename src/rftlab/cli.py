@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rftlab.commands import bandit as bandit_command
+from rftlab.commands import fetch as fetch_command
 from rftlab.commands import pipeline as pipeline_command
 from rftlab.errors import RftlabError
 
@@ -273,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bandit_command.add_parser(sub)
     pipeline_command.add_parser(sub)
+    fetch_command.add_parser(sub)
     return parser
 
 

@@ -48,3 +48,8 @@ def write_atomic(path: str | Path, text: str, *, durable: bool = False) -> None:
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def cache_dir() -> Path:
+    """Where derived artifacts live (converted models, difficulty estimates)."""
+    return Path(os.environ.get("RFTLAB_CACHE", Path.home() / ".cache" / "rftlab"))

