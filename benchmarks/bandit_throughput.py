@@ -52,9 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loop-seeds", type=int, default=3, help="seeds timed for the loop (extrapolated)")
     ap.add_argument("--loop-rounds", type=int, default=300, help="rounds timed for the loop (extrapolated)")
-    ap.add_argument(
-        "--dense-rounds", type=int, default=20, help="rounds timed for the dense policy (extrapolated)"
-    )
+    ap.add_argument("--dense-rounds", type=int, default=20, help="rounds timed for the dense policy (extrapolated)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -88,9 +86,7 @@ def main() -> None:
         f"{work / t_dense:.3g} arm-updates/s"
     )
 
-    cfg = SimConfig(
-        rounds=T, rollouts=4, advantage="grpo", reward_design="pm1", optim=OptimConfig("adam", lr=0.05)
-    )
+    cfg = SimConfig(rounds=T, rollouts=4, advantage="grpo", reward_design="pm1", optim=OptimConfig("adam", lr=0.05))
     t0 = time.perf_counter()
     simulate(KArmedEnv(arms=K, p0=P0), cfg, S, seed=0)
     t_hard = time.perf_counter() - t0

@@ -77,11 +77,17 @@ def run_once(policy, workload: dict, candidate: dict | None) -> tuple[float, int
     try:
         t0 = time.perf_counter()
         batch = generate(
-            policy, workload["prompts"], samples_per_prompt=workload["samples_per_prompt"],
-            temperature=1.0, greedy=workload["greedy"], max_new_tokens=workload["max_new_tokens"],
-            seed=workload["seed"], batch_size=batch_size, engine=candidate.get("engine", "hf"),
+            policy,
+            workload["prompts"],
+            samples_per_prompt=workload["samples_per_prompt"],
+            temperature=1.0,
+            greedy=workload["greedy"],
+            max_new_tokens=workload["max_new_tokens"],
+            seed=workload["seed"],
+            batch_size=batch_size,
+            engine=candidate.get("engine", "hf"),
             sort_by_length=candidate.get("sort_by_length", False),
-        )  # fmt: skip
+        )
         seconds = time.perf_counter() - t0
     finally:
         policy.model.__dict__.pop("generate", None)
@@ -109,27 +115,32 @@ def main() -> None:
     print("command:", f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", " ".join(sys.argv))
     print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
-    cfg = load_config(
-        "smollm2-135m" if args.model == "smollm2-135m" else "tiny", [f"model.name={args.model}"]
-    )
+    cfg = load_config("smollm2-135m" if args.model == "smollm2-135m" else "tiny", [f"model.name={args.model}"])
     train, test = load_task(cfg)
     policy = load_policy(args.model)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     workloads = {
-        "rollout": dict(prompts=[policy.prompt_text(p, style) for p in train[: args.rollout_examples]],
-                        samples_per_prompt=args.rollout_g, greedy=False, batch_size=None),
-        "eval": dict(prompts=[policy.prompt_text(p, style) for p in test[: args.eval_problems]],
-                     samples_per_prompt=1, greedy=True, batch_size=args.eval_batch),
-    }  # fmt: skip
+        "rollout": dict(
+            prompts=[policy.prompt_text(p, style) for p in train[: args.rollout_examples]],
+            samples_per_prompt=args.rollout_g,
+            greedy=False,
+            batch_size=None,
+        ),
+        "eval": dict(
+            prompts=[policy.prompt_text(p, style) for p in test[: args.eval_problems]],
+            samples_per_prompt=1,
+            greedy=True,
+            batch_size=args.eval_batch,
+        ),
+    }
     for name in args.workloads.split(","):
         workload = {**workloads[name], "max_new_tokens": args.max_new_tokens, "seed": 1234}
         rows = len(workload["prompts"]) * workload["samples_per_prompt"]
-        print(f"\n== {name}: {args.model}, {rows} rows, max_new_tokens {args.max_new_tokens}, "
-              f"{'greedy' if workload['greedy'] else 'sampled at temperature 1'}")  # fmt: skip
         print(
-            f"{'candidate':12s} {'baseline tok/s':>24s} {'candidate tok/s':>24s} {'ratio':>22s}"
-            "  same  warm-up s"
+            f"\n== {name}: {args.model}, {rows} rows, max_new_tokens {args.max_new_tokens}, "
+            f"{'greedy' if workload['greedy'] else 'sampled at temperature 1'}"
         )
+        print(f"{'candidate':12s} {'baseline tok/s':>24s} {'candidate tok/s':>24s} {'ratio':>22s}  same  warm-up s")
         warm = run_once(policy, workload, None)[0]
         for cname in args.candidates.split(","):
             candidate = CANDIDATES[cname]
@@ -146,14 +157,14 @@ def main() -> None:
                 cand_tps.append(nc / tc)
                 ratios.append(tb / tc)
                 same &= ib.shape == ic.shape and bool(torch.equal(ib, ic))
-            print(f"{cname:12s} {spread(base_tps):>24s} {spread(cand_tps):>24s} "
-                  f"{statistics.median(ratios):6.2f} [{min(ratios):.2f}, {max(ratios):.2f}]  "
-                  f"{'yes' if same else 'no ':4s}  {warm_up:.1f} (baseline {warm:.1f})")  # fmt: skip
+            print(
+                f"{cname:12s} {spread(base_tps):>24s} {spread(cand_tps):>24s} "
+                f"{statistics.median(ratios):6.2f} [{min(ratios):.2f}, {max(ratios):.2f}]  "
+                f"{'yes' if same else 'no ':4s}  {warm_up:.1f} (baseline {warm:.1f})"
+            )
             sys.stdout.flush()
     print("\nload after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-    print(
-        "only the ratios of interleaved pairs are meaningful here: the machine is shared, absolute tok/s move"
-    )
+    print("only the ratios of interleaved pairs are meaningful here: the machine is shared, absolute tok/s move")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,15 @@ def arch_config(name: str, tiny: bool):
     data.pop("_name_or_path", None)
     if tiny:
         ratio = data["num_attention_heads"] // data.get("num_key_value_heads", data["num_attention_heads"])
-        data.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                    num_key_value_heads=max(1, 4 // ratio), head_dim=16, max_position_embeddings=4096)  # fmt: skip
+        data.update(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=max(1, 4 // ratio),
+            head_dim=16,
+            max_position_embeddings=4096,
+        )
         data.pop("rope_scaling", None)
     tokenizer_eos = 0  # the tiny tokenizer's eos
     data.update(eos_token_id=tokenizer_eos, pad_token_id=1, bos_token_id=None)
@@ -88,11 +95,19 @@ def bench_one(name: str, args, tmp: Path) -> dict:
     model_dir = build_random_model(name, tmp / name, tiny=args.tiny, device=args.device)
     build_s = time.perf_counter() - t0
     overrides = [
-        f"model.name={model_dir}", f"model.device={args.device}", f"train.rounds={args.rounds}",
-        f"rollout.max_new_tokens={args.response_tokens}", "data.difficulty=any", "data.test_size=4",
-        "eval.train_samples=2", "eval.every=0", "eval.batch_size=4", "run.progress=false",
-        "run.log_rollouts=false", "run.checkpoint_every=0",
-    ]  # fmt: skip
+        f"model.name={model_dir}",
+        f"model.device={args.device}",
+        f"train.rounds={args.rounds}",
+        f"rollout.max_new_tokens={args.response_tokens}",
+        "data.difficulty=any",
+        "data.test_size=4",
+        "eval.train_samples=2",
+        "eval.every=0",
+        "eval.batch_size=4",
+        "run.progress=false",
+        "run.log_rollouts=false",
+        "run.checkpoint_every=0",
+    ]
     if args.device == "cpu":
         overrides.append("run.threads=1")
     cfg = load_config(str(REPO / ARCHS[name]), overrides)

@@ -92,10 +92,17 @@ def random_qwen2(directory: Path) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("smollm2-135m"))
     config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
-        num_attention_heads=12, num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
+        vocab_size=len(tokenizer),
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
     model.save_pretrained(directory)
@@ -136,10 +143,20 @@ def plan_row(name: str, config: str, overrides: list[str], measured: int, second
     text, plan = plan_for_config(load_config(config, overrides), device="cpu")
     err = (plan.peak_bytes - measured) / measured
     print(text, flush=True)
-    print(f"== {name}: plan {plan.peak_bytes / 2**20:.0f} MiB ({plan.peak_phase}), measured "
-          f"{measured / 2**20:.0f} MiB, error {err:+.1%}, {seconds:.0f} s", flush=True)  # fmt: skip
-    return {"name": name, "params": plan.params_total, "phase": plan.peak_phase, "plan": plan.peak_bytes,
-            "measured": measured, "error": err, "seconds": seconds}  # fmt: skip
+    print(
+        f"== {name}: plan {plan.peak_bytes / 2**20:.0f} MiB ({plan.peak_phase}), measured "
+        f"{measured / 2**20:.0f} MiB, error {err:+.1%}, {seconds:.0f} s",
+        flush=True,
+    )
+    return {
+        "name": name,
+        "params": plan.params_total,
+        "phase": plan.peak_phase,
+        "plan": plan.peak_bytes,
+        "measured": measured,
+        "error": err,
+        "seconds": seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,15 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--baseline-only", action="store_true", help="only the idle-process RSS the plan assumes")
     ap.add_argument("--out", help="write the markdown table here too")
-    ap.add_argument(
-        "--record", help="append each measurement (case, overrides, peak RSS) to this JSON-lines file"
-    )
-    ap.add_argument(
-        "--replan", help="no runs: recompute the plans for the measurements recorded in this file"
-    )
-    ap.add_argument(
-        "--work", help="folder for the run directories and the random Qwen2 (default: a temp dir)"
-    )
+    ap.add_argument("--record", help="append each measurement (case, overrides, peak RSS) to this JSON-lines file")
+    ap.add_argument("--replan", help="no runs: recompute the plans for the measurements recorded in this file")
+    ap.add_argument("--work", help="folder for the run directories and the random Qwen2 (default: a temp dir)")
     args = ap.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 
@@ -187,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 ],
                 env=env,
                 check=True,
-            )  # fmt: skip  - convert once, outside the measurement
+            )  # convert once, outside the measurement
             for name in args.cases:
                 config, overrides = CASES[name]
                 overrides = [*COMMON, *overrides]
@@ -200,14 +211,22 @@ def main(argv: list[str] | None = None) -> int:
                 run_dir = work / "runs" / name
                 shutil.rmtree(run_dir, ignore_errors=True)
                 print(f"load before {name}: {os.getloadavg()[0]:.1f}", flush=True)
-                measured, seconds, _ = rss_of(
-                    [*RFTLAB, "run", config, *overrides, "--out", str(run_dir)], env
-                )
+                measured, seconds, _ = rss_of([*RFTLAB, "run", config, *overrides, "--out", str(run_dir)], env)
                 if args.record:
                     with open(args.record, "a") as f:
-                        f.write(json.dumps({"name": name, "config": config, "overrides": overrides,
-                                            "measured": measured, "seconds": seconds,
-                                            "load": os.getloadavg()[0]}) + "\n")  # fmt: skip
+                        f.write(
+                            json.dumps(
+                                {
+                                    "name": name,
+                                    "config": config,
+                                    "overrides": overrides,
+                                    "measured": measured,
+                                    "seconds": seconds,
+                                    "load": os.getloadavg()[0],
+                                }
+                            )
+                            + "\n"
+                        )
                 rows.append(plan_row(name, config, overrides, measured, seconds))
     table = [
         "| case | parameters | plan peak (phase) | measured peak RSS | error |",

@@ -30,9 +30,11 @@ def moved(run_dir: str) -> str:
         policy = load_policy_for(cfg.model)
         policy.load_trainable_state_dict(saved)
         changed = sum(not torch.equal(base[n], p) for n, p in policy.base_named_parameters())
-        return (f"{run_dir}: LoRA checkpoint {len(saved)} tensors, all adapter: {all('lora_' in k for k in saved)}, "
-                f"{sum(v.numel() for v in saved.values()):,} entries ({size / 1e6:.2f} MB with optimizer state) "
-                f"vs {sum(v.numel() for v in base.values()):,} base entries; base tensors changed: {changed}")  # fmt: skip
+        return (
+            f"{run_dir}: LoRA checkpoint {len(saved)} tensors, all adapter: {all('lora_' in k for k in saved)}, "
+            f"{sum(v.numel() for v in saved.values()):,} entries ({size / 1e6:.2f} MB with optimizer state) "
+            f"vs {sum(v.numel() for v in base.values()):,} base entries; base tensors changed: {changed}"
+        )
     total = sum(v.numel() for v in base.values())
     n_moved = sum(int((saved[k].float() != v.float()).sum()) for k, v in base.items())
     return f"{run_dir}: {n_moved:,} of {total:,} entries moved ({100 * n_moved / total:.4f}%), checkpoint {size / 1e6:.2f} MB"

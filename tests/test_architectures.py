@@ -45,22 +45,47 @@ GEMMA = (
     "'<end_of_turn>\\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
 )
 
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, head_dim=16, max_position_embeddings=512)  # fmt: skip
+SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
 
 # family: (config class, extra config, chat template, bos, eos, special tokens, generation-prompt tail)
 FAMILIES = {
-    "qwen2": (transformers.Qwen2Config, {"tie_word_embeddings": True}, CHATML_QWEN, None, "<|im_end|>",
-              ["<|im_start|>", "<|im_end|>"], "<|im_start|>assistant\n"),
-    "llama": (transformers.LlamaConfig, {}, LLAMA3, "<|begin_of_text|>", "<|eot_id|>",
-              ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-              "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "qwen2": (
+        transformers.Qwen2Config,
+        {"tie_word_embeddings": True},
+        CHATML_QWEN,
+        None,
+        "<|im_end|>",
+        ["<|im_start|>", "<|im_end|>"],
+        "<|im_start|>assistant\n",
+    ),
+    "llama": (
+        transformers.LlamaConfig,
+        {},
+        LLAMA3,
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
     "olmo2": (transformers.Olmo2Config, {}, OLMO2, "<|endoftext|>", "<|endoftext|>", [], "<|assistant|>\n"),
-    "gemma3": (transformers.Gemma3TextConfig, {"final_logit_softcapping": 30.0, "sliding_window": 8,
-                                               "query_pre_attn_scalar": 16},
-               GEMMA, "<bos>", "<end_of_turn>", ["<bos>", "<start_of_turn>", "<end_of_turn>"],
-               "<start_of_turn>model\n"),
-}  # fmt: skip
+    "gemma3": (
+        transformers.Gemma3TextConfig,
+        {"final_logit_softcapping": 30.0, "sliding_window": 8, "query_pre_attn_scalar": 16},
+        GEMMA,
+        "<bos>",
+        "<end_of_turn>",
+        ["<bos>", "<start_of_turn>", "<end_of_turn>"],
+        "<start_of_turn>model\n",
+    ),
+}
 
 
 def build_family(name: str, directory) -> None:
@@ -71,8 +96,14 @@ def build_family(name: str, directory) -> None:
     tokenizer.bos_token, tokenizer.eos_token = bos, eos
     tokenizer.chat_template = template
     ids = tokenizer.convert_tokens_to_ids
-    config = config_cls(vocab_size=len(tokenizer), bos_token_id=ids(bos) if bos else None, eos_token_id=ids(eos),
-                        pad_token_id=tokenizer.pad_token_id, **SMALL, **extra)  # fmt: skip
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        bos_token_id=ids(bos) if bos else None,
+        eos_token_id=ids(eos),
+        pad_token_id=tokenizer.pad_token_id,
+        **SMALL,
+        **extra,
+    )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(directory)
@@ -87,8 +118,13 @@ def family_dirs(tmp_path_factory):
     return {name: root / name for name in FAMILIES}
 
 
-PROBLEM = Problem(id="p", question="Tom has 3 apples and buys 4 more. How many apples does he have?",
-                  answer="7", source="gsm8k", prompt_style="gsm8k")  # fmt: skip
+PROBLEM = Problem(
+    id="p",
+    question="Tom has 3 apples and buys 4 more. How many apples does he have?",
+    answer="7",
+    source="gsm8k",
+    prompt_style="gsm8k",
+)
 
 
 def check_prompt(tokenizer_policy, tail: str, bos: str | None) -> None:
@@ -99,9 +135,7 @@ def check_prompt(tokenizer_policy, tail: str, bos: str | None) -> None:
     assert text.endswith(tail) and text != PROBLEM.user_message() + "\n"
     ids = tok(text, add_special_tokens=False)["input_ids"]  # as rollout/hf.py tokenizes
     if bos is None:
-        assert (
-            tok.bos_token is None or tok.bos_token_id not in ids[:1] or ids[:2].count(tok.bos_token_id) == 1
-        )
+        assert tok.bos_token is None or tok.bos_token_id not in ids[:1] or ids[:2].count(tok.bos_token_id) == 1
     else:
         bos_id = tok.convert_tokens_to_ids(bos)
         assert ids[0] == bos_id and ids.count(bos_id) == 1
@@ -126,9 +160,7 @@ def test_chunked_logp_equals_whole_batch(family_dirs, name):
         policy.model.zero_grad(set_to_none=True)
         logp, entropy = response_logp(policy, *args, with_entropy=True, chunk_tokens=chunk_tokens)
         (logp * batch.response_mask).sum().backward()
-        results.append(
-            (logp.detach(), entropy, {n: p.grad.clone() for n, p in policy.model.named_parameters()})
-        )
+        results.append((logp.detach(), entropy, {n: p.grad.clone() for n, p in policy.model.named_parameters()}))
     (la, ea, ga), (lb, eb, gb) = results
     torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(ea, eb, atol=1e-5, rtol=1e-5)
@@ -136,10 +168,21 @@ def test_chunked_logp_equals_whole_batch(family_dirs, name):
         assert float((ga[n] - gb[n]).abs().max()) <= 1e-5 * (float(ga[n].abs().max()) + 1e-12), n
 
 
-TRAIN = ["train.rounds=2", "eval.every=0", "eval.train_samples=2", "data.test_size=2", "data.difficulty=any",
-         "run.progress=false", "rollout.max_new_tokens=12", "rollout.rollouts_per_round=2",
-         "objective.reward_design=pm1", "objective.kl_coef=0.05",  # reward +-1: never a zero signal
-         "objective.updates_per_batch=2", "optim.lr=1e-3", "model.dtype=bfloat16"]  # fmt: skip
+TRAIN = [
+    "train.rounds=2",
+    "eval.every=0",
+    "eval.train_samples=2",
+    "data.test_size=2",
+    "data.difficulty=any",
+    "run.progress=false",
+    "rollout.max_new_tokens=12",
+    "rollout.rollouts_per_round=2",
+    "objective.reward_design=pm1",
+    "objective.kl_coef=0.05",  # reward +-1: never a zero signal
+    "objective.updates_per_batch=2",
+    "optim.lr=1e-3",
+    "model.dtype=bfloat16",
+]
 MODES = {
     "full_bf16": [],
     "lora_bf16": [
@@ -188,9 +231,7 @@ def smollm2_tokenizer():
 
 
 def qwen_tokenizer():
-    found = sorted(
-        p for p in (cache_dir() / "models").glob("qwen*") if (p / "tokenizer_config.json").is_file()
-    )
+    found = sorted(p for p in (cache_dir() / "models").glob("qwen*") if (p / "tokenizer_config.json").is_file())
     if not found:
         pytest.skip("no Qwen built-in in the rftlab cache (developer C's opt-in qwen2.5-coder-0.5b)")
     return AutoTokenizer.from_pretrained(found[0])
@@ -201,8 +242,9 @@ def policy_with(tokenizer, config_cls) -> trainer.Policy:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    config = config_cls(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id, **SMALL)  # fmt: skip
+    config = config_cls(
+        vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **SMALL
+    )
     model = AutoModelForCausalLM.from_config(config).eval()
     return trainer.Policy("real", model, tokenizer, torch.device("cpu"))
 
@@ -215,9 +257,7 @@ SMOLLM2_CONVERTED = (cache_dir() / "models" / "smollm2-135m" / "tokenizer_config
 )  # reading SmolLM2's tokenizer from its GGUF takes ~20 s; from the converted copy < 1 s
 def test_real_tokenizers_prompt_and_update(which):
     tokenizer = smollm2_tokenizer() if which == "smollm2" else qwen_tokenizer()
-    policy = policy_with(
-        tokenizer, transformers.LlamaConfig if which == "smollm2" else transformers.Qwen2Config
-    )
+    policy = policy_with(tokenizer, transformers.LlamaConfig if which == "smollm2" else transformers.Qwen2Config)
     check_prompt(policy, "<|im_start|>assistant\n", None)
     text = policy.prompt_text(PROBLEM)
     assert text.count("<|im_start|>user\n") == 1 and not text.startswith("<|im_start|><|im_start|>")

@@ -9,9 +9,7 @@ from rftlab.cli import build_parser, main
 
 
 def rftlab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rftlab.cli", *args], capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([sys.executable, "-m", "rftlab.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def subcommands() -> list[list[str]]:

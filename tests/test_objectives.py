@@ -483,9 +483,7 @@ def test_ratio_one_clipped_gradient_equals_reinforce_through_softmax_policy(aggr
     adv = torch.tensor([1.0, -1.0, 0.5])
 
     logp = token_logp(logits, tokens)
-    loss, _ = clipped_policy_loss(
-        logp, logp.detach(), adv, mask, aggregation=aggregation, norm_tokens=norm_tokens
-    )
+    loss, _ = clipped_policy_loss(logp, logp.detach(), adv, mask, aggregation=aggregation, norm_tokens=norm_tokens)
     (grad_clipped,) = torch.autograd.grad(loss, logits)
 
     surrogate = _reinforce_surrogate(token_logp(logits, tokens), adv, mask, aggregation, norm_tokens)
@@ -657,9 +655,7 @@ def test_uniform_logits_give_log_v_at_any_temperature(temperature):
     logp = token_logp(logits, tokens, temperature=temperature)
     assert logp.shape == (2, 3)
     torch.testing.assert_close(logp, torch.full((2, 3), -math.log(4.0)))
-    torch.testing.assert_close(
-        entropy_from_logits(logits, temperature=temperature), torch.full((2, 3), math.log(4.0))
-    )
+    torch.testing.assert_close(entropy_from_logits(logits, temperature=temperature), torch.full((2, 3), math.log(4.0)))
 
 
 def _binary_entropy(p: float) -> float:
@@ -682,9 +678,7 @@ def test_token_logp_and_entropy_with_temperature():
     torch.testing.assert_close(
         token_logp(logits, tokens, temperature=2.0), torch.tensor([math.log(p), math.log(1 - p)])
     )
-    torch.testing.assert_close(
-        entropy_from_logits(logits, temperature=2.0), torch.full((2,), _binary_entropy(p))
-    )
+    torch.testing.assert_close(entropy_from_logits(logits, temperature=2.0), torch.full((2,), _binary_entropy(p)))
     assert abs(_binary_entropy(p) - 0.6568064) < 1e-7
 
 

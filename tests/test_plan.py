@@ -27,13 +27,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 # a hand-sized model: h=4, q = 2 heads x 2 = 4, k = 1 kv head x 2 = 2, i=8, 3 layers, vocab 7
 SMALL = ModelFacts(
-    name="small", source="test", params_total=1000, layers=3, hidden=4, heads=2, kv_heads=1, head_dim=2,
-    intermediate=8, vocab=7, tied_embeddings=True, max_positions=64,
-    linears=(("model.layers.0.self_attn.q_proj", 4, 4), ("model.layers.0.self_attn.k_proj", 4, 2),
-             ("model.layers.0.mlp.up_proj", 4, 8)),
+    name="small",
+    source="test",
+    params_total=1000,
+    layers=3,
+    hidden=4,
+    heads=2,
+    kv_heads=1,
+    head_dim=2,
+    intermediate=8,
+    vocab=7,
+    tied_embeddings=True,
+    max_positions=64,
+    linears=(
+        ("model.layers.0.self_attn.q_proj", 4, 4),
+        ("model.layers.0.self_attn.k_proj", 4, 2),
+        ("model.layers.0.mlp.up_proj", 4, 8),
+    ),
     # Linear weights 16 + 8 + 32 and the head 7 x 4 = 28; largest Linear up 4 x 8; largest tensor 7 x 4
-    linear_params=84, largest_linear=32, largest_param=28,
-)  # fmt: skip
+    linear_params=84,
+    largest_linear=32,
+    largest_param=28,
+)
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -60,9 +75,7 @@ def test_tiny_parameters_hand_counted():
     # LoRA r=8 on every linear but the head: 4 x 8 x (192+192) + 2 x 8 x (192+512) + 8 x (512+192) per layer
     assert lora_params(facts.linears, 8) == 4 * (4 * 8 * 384 + 3 * 8 * 704) == 116_736
     # what autocast casts: every Linear (no biases in Llama) and the tied head once; not the norms
-    assert (
-        facts.linear_params == 4 * (4 * 192 * 192 + 3 * 192 * 512) + 476 * 192 == facts.params_total - 9 * 192
-    )
+    assert facts.linear_params == 4 * (4 * 192 * 192 + 3 * 192 * 512) + 476 * 192 == facts.params_total - 9 * 192
     assert facts.largest_linear == facts.largest_param == 192 * 512  # an MLP matrix beats the 476 x 192 head
 
 
@@ -121,8 +134,17 @@ def test_kv_cache_and_logits_hand_computed():
 
 
 def test_memory_plan_components_and_phases():
-    inputs = PlanInputs(compute_dtype="bfloat16", kl=True, prompt_tokens=6, max_new_tokens=4, rollout_seqs=2,
-                        micro_batch_seqs=1, logprob_chunk_tokens=3, eval_seqs=5, device="cuda")  # fmt: skip
+    inputs = PlanInputs(
+        compute_dtype="bfloat16",
+        kl=True,
+        prompt_tokens=6,
+        max_new_tokens=4,
+        rollout_seqs=2,
+        micro_batch_seqs=1,
+        logprob_chunk_tokens=3,
+        eval_seqs=5,
+        device="cuda",
+    )
     plan = memory_plan(SMALL, inputs)
     c = plan.components
     assert c["weights"] == 4000 and c["gradients"] == 4000 and c["optimizer"] == 8000
@@ -159,9 +181,7 @@ def test_autocast_copies_full_lora_and_checkpointed():
 def test_keys_in_compute_dtype_when_the_architecture_keeps_them_there():
     olmo_like = dataclasses.replace(SMALL, autocast_float32_keys=False)
     inputs = PlanInputs(compute_dtype="bfloat16", prompt_tokens=6, max_new_tokens=4, rollout_seqs=2)
-    assert (
-        memory_plan(olmo_like, inputs).components["kv cache rollout"] == 3 * 2 * 10 * 2 * (2 + 2) + 2 * 7 * 10
-    )
+    assert memory_plan(olmo_like, inputs).components["kv cache rollout"] == 3 * 2 * 10 * 2 * (2 + 2) + 2 * 7 * 10
 
 
 def test_cpu_runtime_includes_peft_with_lora():
@@ -197,13 +217,35 @@ def test_same_dtypes_have_no_autocast_copy_and_sgd_one_state():
 
 
 def test_inputs_from_config():
-    cfg = load_config("tiny", ["rollout.rollouts_per_round=4", "train.examples_per_round=1",
-                               "train.micro_batch_size=3", "model.dtype=bfloat16", "eval.batch_size=20"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            "rollout.rollouts_per_round=4",
+            "train.examples_per_round=1",
+            "train.micro_batch_size=3",
+            "model.dtype=bfloat16",
+            "eval.batch_size=20",
+        ],
+    )
     inputs = inputs_from_config(cfg, device="cpu", prompt_tokens=50)
     assert (inputs.rollout_seqs, inputs.micro_batch_seqs, inputs.eval_seqs) == (4, 3, 20)
     assert DTYPE_BYTES[inputs.compute_dtype] == 2 and inputs.master_dtype == "float32"
-    small_eval = dataclasses.replace(inputs_from_config(load_config("tiny", ["data.test_size=5", "eval.train_samples=3",
-        "data.difficulty=any", "eval.test_mode=greedy", "eval.pass_k=[1]"]), device="cpu", prompt_tokens=1))  # fmt: skip
+    small_eval = dataclasses.replace(
+        inputs_from_config(
+            load_config(
+                "tiny",
+                [
+                    "data.test_size=5",
+                    "eval.train_samples=3",
+                    "data.difficulty=any",
+                    "eval.test_mode=greedy",
+                    "eval.pass_k=[1]",
+                ],
+            ),
+            device="cpu",
+            prompt_tokens=1,
+        )
+    )
     assert small_eval.eval_seqs == 5  # never more rows than the evaluation has
 
 
@@ -268,8 +310,15 @@ def _small_llama():
     from rftlab.plan import facts_from_config
     from rftlab.policy import Policy
 
-    config = LlamaConfig(vocab_size=97, hidden_size=16, intermediate_size=40, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=16,
+        intermediate_size=40,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     policy = Policy("small", model, None, torch.device("cpu"), compute_dtype=torch.bfloat16)
@@ -290,9 +339,7 @@ def test_kv_cache_under_autocast_is_float32_keys_and_compute_dtype_values():
     assert {layer.keys.dtype for layer in layers} == {torch.float32}
     assert {layer.values.dtype for layer in layers} == {torch.bfloat16}
     held = sum(layer.keys.nbytes + layer.values.nbytes for layer in layers)
-    assert (
-        held == kv_cache_bytes(facts, seq_len=7, batch=3, compute_bytes=2, key_bytes=4) == 2 * 8 * 7 * 3 * 6
-    )
+    assert held == kv_cache_bytes(facts, seq_len=7, batch=3, compute_bytes=2, key_bytes=4) == 2 * 8 * 7 * 3 * 6
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
@@ -327,8 +374,6 @@ def test_update_keeps_the_autocast_copies_the_plan_counts(lora):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), policy.autocast():
         response_logp(policy, ids[:, :3], mask[:, :3], ids[:, 3:], mask[:, 3:])
     adapters = lora_params(facts.linears, 2) if lora else 0
-    _, planned = autocast_bytes(
-        facts, PlanInputs(compute_dtype="bfloat16", lora_rank=2 if lora else 0), adapters
-    )
+    _, planned = autocast_bytes(facts, PlanInputs(compute_dtype="bfloat16", lora_rank=2 if lora else 0), adapters)
     not_saved = (256 + 128 + 128 + 3 * 2 * 16) * 2 if lora else 0
     assert sum(saved.values()) == planned - not_saved

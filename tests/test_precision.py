@@ -22,14 +22,10 @@ def moved_share_after_one_step(cfg) -> float:
     policy = load_policy(cfg.model.name, dtype=cfg.model.dtype, **_master(cfg))
     optimizer = trainer.build_optimizer(cfg, [p for p in policy.model.parameters() if p.requires_grad])
     problem = trainer.load_task(cfg)[1][0]
-    batch = trainer.generate(
-        policy, [policy.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=24, seed=0
-    )
+    batch = trainer.generate(policy, [policy.prompt_text(problem)], samples_per_prompt=2, max_new_tokens=24, seed=0)
     before = [p.detach().clone() for p in policy.model.parameters()]
     trainer.policy_update(cfg, policy, None, optimizer, batch, torch.ones(len(batch)))
-    changed = sum(
-        int((p.detach() != b).sum()) for p, b in zip(policy.model.parameters(), before, strict=True)
-    )
+    changed = sum(int((p.detach() != b).sum()) for p, b in zip(policy.model.parameters(), before, strict=True))
     return changed / sum(b.numel() for b in before)
 
 
@@ -72,8 +68,18 @@ def test_pure_bf16_training_rounds_updates_away_and_warns(caplog):
 
 
 def test_the_trainer_logs_the_resolution_warning_once(tmp_path, caplog):
-    cfg = load_config("tiny", LR_1E6 + ["model.dtype=bfloat16", "model.master_dtype=bfloat16", "train.rounds=1",
-                                        "eval.every=0", "eval.train_samples=1", "rollout.max_new_tokens=8"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        LR_1E6
+        + [
+            "model.dtype=bfloat16",
+            "model.master_dtype=bfloat16",
+            "train.rounds=1",
+            "eval.every=0",
+            "eval.train_samples=1",
+            "rollout.max_new_tokens=8",
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="rftlab"):
         trainer.train(cfg, tmp_path / "run")
     warnings = [r for r in caplog.records if "resolution" in r.getMessage()]
@@ -107,10 +113,20 @@ def test_fp16_run_survives_loss_scale_overflow(tmp_path, monkeypatch):
             super().__init__(device, init_scale=2.0**60)
 
     monkeypatch.setattr(torch.amp, "GradScaler", HugeScaler)
-    cfg = load_config("tiny", LR_1E6 + ["model.dtype=float16", "train.rounds=3", "eval.every=0",
-                                        "eval.train_samples=2", "rollout.rollouts_per_round=2",
-                                        "rollout.max_new_tokens=24", "optim.lr=1e-3",
-                                        "objective.reward_design=pm1"])  # every round has a gradient  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        LR_1E6
+        + [
+            "model.dtype=float16",
+            "train.rounds=3",
+            "eval.every=0",
+            "eval.train_samples=2",
+            "rollout.rollouts_per_round=2",
+            "rollout.max_new_tokens=24",
+            "optim.lr=1e-3",
+            "objective.reward_design=pm1",
+        ],
+    )  # every round has a gradient
     summary = trainer.train(cfg, tmp_path / "run")
     assert summary["rounds"] == 3
     rows = [r for r in trainer.RunDir(tmp_path / "run").read_metrics() if r["split"] == "train_round"]

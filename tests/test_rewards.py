@@ -194,9 +194,7 @@ def test_math_verify_equal(pred: str, ref: str) -> None:
     assert is_equivalent(pred, ref)
 
 
-@pytest.mark.parametrize(
-    ("pred", "ref"), [("2\\sqrt{2}", "\\sqrt{12}"), ("x^2-1", "x^2+1"), ("[1,2]", "[1,2)")]
-)
+@pytest.mark.parametrize(("pred", "ref"), [("2\\sqrt{2}", "\\sqrt{12}"), ("x^2-1", "x^2+1"), ("[1,2]", "[1,2)")])
 def test_math_verify_not_equal(pred: str, ref: str) -> None:
     assert not is_equivalent(pred, ref)
 
@@ -221,9 +219,7 @@ FIXED_FAST = [
 
 
 @pytest.mark.parametrize(("pred", "ref"), FIXED_FAST)
-def test_fixed_misses_are_decided_by_the_fast_path(
-    pred: str, ref: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fixed_misses_are_decided_by_the_fast_path(pred: str, ref: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rewards, "_math_verify_equal", _must_not_be_called)
     assert is_equivalent(pred, ref)
     assert is_equivalent(ref, pred)
@@ -247,9 +243,7 @@ def test_fixed_misses_do_not_accept_wrong_answers(pred: str, ref: str) -> None:
 
 def test_fixed_misses_that_need_math_verify() -> None:
     assert is_equivalent("2\\sqrt[3]2", "\\sqrt[3]{16}")
-    assert is_equivalent(
-        "\\begin{pmatrix} 1/2 \\\\ 3 \\end{pmatrix}", "\\begin{pmatrix}\\frac12\\\\3\\end{pmatrix}"
-    )
+    assert is_equivalent("\\begin{pmatrix} 1/2 \\\\ 3 \\end{pmatrix}", "\\begin{pmatrix}\\frac12\\\\3\\end{pmatrix}")
 
 
 def _math500_vector_answers() -> list[tuple[str, str, str]]:

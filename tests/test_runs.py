@@ -23,9 +23,15 @@ from rftlab.runs import RunDir, read_gzip_lines, read_jsonl, read_metrics_strict
 
 # 4 rounds, a checkpoint every round: a kill in round 4 leaves checkpoint (round 3) and checkpoint.old (2)
 FAST = [
-    "train.rounds=4", "eval.every=2", "eval.train_samples=4", "data.test_size=6", "data.difficulty=any",
-    "run.checkpoint_every=1", "run.progress=false", "rollout.max_new_tokens=96",
-]  # fmt: skip
+    "train.rounds=4",
+    "eval.every=2",
+    "eval.train_samples=4",
+    "data.test_size=6",
+    "data.difficulty=any",
+    "run.checkpoint_every=1",
+    "run.progress=false",
+    "rollout.max_new_tokens=96",
+]
 
 
 def deterministic(rows):
@@ -138,9 +144,7 @@ def test_resume_without_config_yaml_is_checked_against_the_checkpoint(killed, re
     same_run(reference, out)
 
 
-@pytest.mark.parametrize(
-    "garbage", ["model: {name: [unclosed\n", "just a string\n", "train: {rounds: -3}\n", ""]
-)
+@pytest.mark.parametrize("garbage", ["model: {name: [unclosed\n", "just a string\n", "train: {rounds: -3}\n", ""])
 def test_damaged_config_yaml_is_restored_from_the_checkpoint(killed, reference, garbage):
     out = killed
     text = (out / "config.yaml").read_text()
@@ -178,9 +182,7 @@ def test_missing_metrics_or_a_missing_or_repeated_round_is_an_error(killed):
     with pytest.raises(RftlabError, match=r"metrics.jsonl has round 2 twice"):
         resume(out)
     (out / "metrics.jsonl").write_text("".join(r for r in rows if r != row_2))
-    with pytest.raises(
-        RftlabError, match=r"metrics.jsonl has no row for round 2 \(the checkpoint is at round 3\)"
-    ):
+    with pytest.raises(RftlabError, match=r"metrics.jsonl has no row for round 2 \(the checkpoint is at round 3\)"):
         resume(out)
     (out / "metrics.jsonl").unlink()
     with pytest.raises(RftlabError, match=r"metrics.jsonl is missing but the run has a checkpoint"):
@@ -227,9 +229,7 @@ EXPLODES = ["optim.lr=10", "objective.reward_design=pm1", "train.rounds=8", "eva
 def test_non_finite_round_stops_before_logging_or_checkpointing(tmp_path):
     out = tmp_path / "nan"
     cfg = load_config("tiny", FAST + EXPLODES)
-    with pytest.raises(
-        RftlabError, match=r"^round (\d+): non-finite .*last good checkpoint \(round \d+\)"
-    ) as err:
+    with pytest.raises(RftlabError, match=r"^round (\d+): non-finite .*last good checkpoint \(round \d+\)") as err:
         trainer.train(cfg, out)
     bad = int(err.value.args[0].split(":")[0].split()[1])
     saved = torch.load(out / "checkpoint" / "trainer.pt", weights_only=False)
@@ -250,9 +250,7 @@ def test_check_finite_names_the_weight_and_accepts_finite_ones():
         trainer.check_finite(3, {"loss/policy": float("inf")}, model, 2)
     with torch.no_grad():
         model[1].bias[0] = float("nan")
-    with pytest.raises(
-        RftlabError, match=r"^round 3: non-finite weights .*\(1.bias\).*checkpoint \(round 2\)"
-    ):
+    with pytest.raises(RftlabError, match=r"^round 3: non-finite weights .*\(1.bias\).*checkpoint \(round 2\)"):
         trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
 
 
@@ -266,9 +264,7 @@ def test_bad_train_example_ids_leave_no_directory(tmp_path):
 
 
 def test_a_run_refused_before_its_first_round_leaves_a_reusable_directory(tmp_path, monkeypatch):
-    def corrupt_cache(
-        *args, **kwargs
-    ):  # any refusal after the directory is made (a bad cache, a huge prompt)
+    def corrupt_cache(*args, **kwargs):  # any refusal after the directory is made (a bad cache, a huge prompt)
         raise RftlabError("difficulty cache is damaged")
 
     monkeypatch.setattr(trainer, "choose_training_examples", corrupt_cache)

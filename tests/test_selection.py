@@ -21,10 +21,21 @@ from rftlab.tasks.problem import Problem
 
 @pytest.mark.parametrize(
     ("p", "bucket", "inside"),
-    [(0.0, "extreme", True), (0.0625, "extreme", False), (0.0, "hard", False), (0.0625, "hard", True),
-     (0.1, "hard", False), (0.1, "medium", True), (0.6, "medium", True), (0.625, "medium", False),
-     (0.625, "easy", True), (0.9, "easy", True), (0.95, "easy", False), (1.0, "any", True)],
-)  # fmt: skip
+    [
+        (0.0, "extreme", True),
+        (0.0625, "extreme", False),
+        (0.0, "hard", False),
+        (0.0625, "hard", True),
+        (0.1, "hard", False),
+        (0.1, "medium", True),
+        (0.6, "medium", True),
+        (0.625, "medium", False),
+        (0.625, "easy", True),
+        (0.9, "easy", True),
+        (0.95, "easy", False),
+        (1.0, "any", True),
+    ],
+)
 def test_buckets(p, bucket, inside):
     assert in_bucket(p, bucket) is inside
 
@@ -70,9 +81,19 @@ def cache(tmp_path, monkeypatch):
     return fake
 
 
-SETTINGS = DifficultySettings(model="m", model_fingerprint="f", dataset="d", split="train", prompt_style=None,
-                              answer_format="gsm8k_strict", samples=4, temperature=1.0, top_p=1.0,
-                              max_new_tokens=8, seed=0)  # fmt: skip
+SETTINGS = DifficultySettings(
+    model="m",
+    model_fingerprint="f",
+    dataset="d",
+    split="train",
+    prompt_style=None,
+    answer_format="gsm8k_strict",
+    samples=4,
+    temperature=1.0,
+    top_p=1.0,
+    max_new_tokens=8,
+    seed=0,
+)
 EXPECTED = {f"p{i}": 1 / (i + 2) for i in range(4)}
 
 
@@ -108,9 +129,7 @@ def test_a_corrupt_cache_is_discarded_with_a_warning_and_recomputed(cache, caplo
     assert estimate_difficulty(None, problems(4), SETTINGS) == EXPECTED and len(cache.calls) == 2
 
 
-def test_an_unwritable_cache_warns_with_the_path_and_the_variable_and_computes(
-    cache, caplog, tmp_path, monkeypatch
-):
+def test_an_unwritable_cache_warns_with_the_path_and_the_variable_and_computes(cache, caplog, tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("RFTLAB_CACHE", str(blocker))
@@ -154,16 +173,24 @@ def test_eval_recovers_the_same_estimate_from_a_corrupt_or_unwritable_cache(tmp_
     from rftlab.cli import main
 
     monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "cache"))
-    args = ["eval", "tiny", "run.threads=1", "rollout.max_new_tokens=24", "--train-problems", "2",
-            "--samples", "2", "--skip-test", "--out"]  # fmt: skip
+    args = [
+        "eval",
+        "tiny",
+        "run.threads=1",
+        "rollout.max_new_tokens=24",
+        "--train-problems",
+        "2",
+        "--samples",
+        "2",
+        "--skip-test",
+        "--out",
+    ]
     assert main([*args, str(tmp_path / "first.json")]) == 0
     (file,) = (tmp_path / "cache" / "difficulty").iterdir()
     file.write_bytes(file.read_bytes()[:-7])  # what a kill during a non-atomic write leaves
     assert main([*args, str(tmp_path / "torn.json")]) == 0
     monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "first.json"))  # a file: nothing can go under it
     assert main([*args, str(tmp_path / "unwritable.json")]) == 0
-    first, *others = (
-        json.loads((tmp_path / f"{n}.json").read_text()) for n in ("first", "torn", "unwritable")
-    )
+    first, *others = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("first", "torn", "unwritable"))
     for other in others:
         assert other["train"]["per_problem"] == first["train"]["per_problem"]

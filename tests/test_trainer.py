@@ -13,9 +13,15 @@ from rftlab.runs import read_jsonl
 
 # Small and fast: few rounds, small evaluations; difficulty "any" skips the Pass@1 estimate of a pool.
 FAST = [
-    "train.rounds=4", "eval.every=2", "eval.train_samples=4", "data.test_size=6", "data.difficulty=any",
-    "run.checkpoint_every=2", "run.progress=false", "rollout.max_new_tokens=96",
-]  # fmt: skip
+    "train.rounds=4",
+    "eval.every=2",
+    "eval.train_samples=4",
+    "data.test_size=6",
+    "data.difficulty=any",
+    "run.checkpoint_every=2",
+    "run.progress=false",
+    "rollout.max_new_tokens=96",
+]
 
 
 def deterministic(rows):
@@ -113,8 +119,17 @@ def test_existing_run_directory_needs_resume_and_same_config(tmp_path):
 
 
 def test_several_updates_per_batch_make_the_ratio_move_and_clip(tmp_path):
-    out, _ = run(tmp_path, "mu", ["train.rounds=3", "objective.updates_per_batch=4", "optim.lr=3e-3",
-                                  "objective.reward_design=pm1", "eval.every=0"])  # fmt: skip
+    out, _ = run(
+        tmp_path,
+        "mu",
+        [
+            "train.rounds=3",
+            "objective.updates_per_batch=4",
+            "optim.lr=3e-3",
+            "objective.reward_design=pm1",
+            "eval.every=0",
+        ],
+    )
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train_round"]
     # reward +-1 is never 0, so every update has signal; by the 4th update the weights have moved
     assert all(abs(r["ratio/max"] - 1) > 1e-3 or abs(r["ratio/min"] - 1) > 1e-3 for r in rows)
@@ -122,8 +137,18 @@ def test_several_updates_per_batch_make_the_ratio_move_and_clip(tmp_path):
 
 
 def test_kl_to_reference_and_group_advantages(tmp_path):
-    out, _ = run(tmp_path, "kl", ["train.rounds=2", "objective.kl_coef=0.1", "rollout.rollouts_per_round=3",
-                                  "objective.advantage=grpo", "eval.every=0", "optim.lr=1e-3"])  # fmt: skip
+    out, _ = run(
+        tmp_path,
+        "kl",
+        [
+            "train.rounds=2",
+            "objective.kl_coef=0.1",
+            "rollout.rollouts_per_round=3",
+            "objective.advantage=grpo",
+            "eval.every=0",
+            "optim.lr=1e-3",
+        ],
+    )
     rows = [r for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train_round"]
     assert rows[0]["loss/kl"] == pytest.approx(0.0, abs=1e-6)  # round 1: the policy is the reference
     assert rows[1]["loss/kl"] > 0  # after one step the policy has left the reference
@@ -132,8 +157,17 @@ def test_kl_to_reference_and_group_advantages(tmp_path):
 
 
 def test_lean_engine_and_sorted_evaluation_run_through_the_trainer(tmp_path):
-    out, _ = run(tmp_path, "lean", ["train.rounds=2", "rollout.engine=lean", "rollout.rollouts_per_round=3",
-                                    "eval.sort_by_length=true", "eval.batch_size=4"])  # fmt: skip
+    out, _ = run(
+        tmp_path,
+        "lean",
+        [
+            "train.rounds=2",
+            "rollout.engine=lean",
+            "rollout.rollouts_per_round=3",
+            "eval.sort_by_length=true",
+            "eval.batch_size=4",
+        ],
+    )
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["round"] for r in rows if r["split"] == "train_round"] == [1, 2]
     assert all(r["tokens"] >= 3 for r in rows if r["split"] == "train_round")
@@ -147,9 +181,7 @@ def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
     policy = trainer.load_policy("tiny")
     optimizer = trainer.build_optimizer(cfg, policy.model.parameters())
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
-    batch = trainer.generate(
-        policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], max_new_tokens=16, seed=0
-    )
+    batch = trainer.generate(policy, [policy.prompt_text(trainer.load_task(cfg)[1][0])], max_new_tokens=16, seed=0)
     metrics = trainer.policy_update(cfg, policy, None, optimizer, batch, torch.zeros(1))
     moved = any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
     assert moved is step_on_zero_signal
@@ -164,9 +196,17 @@ def test_micro_batches_give_the_whole_batch_update(aggregation):
     Two updates per batch with a small clip range, so the second update's ratios move and clip: the
     logged clip fraction is a token fraction and must not depend on how the batch was split.
     """
-    update = FAST + [f"objective.aggregation={aggregation}", "objective.updates_per_batch=2",
-                     "objective.clip_eps_low=0.01", "objective.clip_eps_high=0.01", "optim.optimizer=sgd",
-                     "optim.beta1=0", "optim.weight_decay=0", "optim.grad_clip=0", "optim.lr=0.5"]  # fmt: skip
+    update = FAST + [
+        f"objective.aggregation={aggregation}",
+        "objective.updates_per_batch=2",
+        "objective.clip_eps_low=0.01",
+        "objective.clip_eps_high=0.01",
+        "optim.optimizer=sgd",
+        "optim.beta1=0",
+        "optim.weight_decay=0",
+        "optim.grad_clip=0",
+        "optim.lr=0.5",
+    ]
     cfg = load_config("tiny", update)
     base = trainer.load_policy("tiny")
     prompts = [base.prompt_text(p) for p in trainer.load_task(cfg)[1][:2]]
@@ -191,9 +231,18 @@ def test_micro_batches_give_the_whole_batch_update(aggregation):
 
 def test_run_state_reads_the_checkpoint_state_dict_of_earlier_versions():
     """A checkpoint's state is a plain dict (as before RunState); extra keys (RNG, loss scale) are not state."""
-    old = {"round": 4, "train_example_ids": ["a"], "train_example_base_estimate": {"a": None},
-           "baseline": torch.zeros(1), "baseline_count": torch.ones(1), "rollouts_total": 4, "tokens_total": 96,
-           "wall_seconds": 1.5, "base": {"test/pass_at_1": 0.1}, "torch_rng": torch.get_rng_state()}  # fmt: skip
+    old = {
+        "round": 4,
+        "train_example_ids": ["a"],
+        "train_example_base_estimate": {"a": None},
+        "baseline": torch.zeros(1),
+        "baseline_count": torch.ones(1),
+        "rollouts_total": 4,
+        "tokens_total": 96,
+        "wall_seconds": 1.5,
+        "base": {"test/pass_at_1": 0.1},
+        "torch_rng": torch.get_rng_state(),
+    }
     state = trainer.RunState.from_dict(old)
     assert state.round == 4 and state.last_eval is None and state.base == {"test/pass_at_1": 0.1}
     again = state.to_dict()

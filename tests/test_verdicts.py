@@ -16,15 +16,29 @@ A, D, N = "agrees", "disagrees", "inconclusive"
 @pytest.mark.parametrize(
     ("rule", "t", "low", "high", "expected"),
     [
-        ("gt", 0.0, 0.1, 0.2, A), ("gt", 0.0, -0.1, 0.0, D), ("gt", 0.0, 0.0, 0.1, N),
-        ("lt", 0.0, -0.2, -0.1, A), ("lt", 0.0, 0.0, 0.1, D), ("lt", 0.0, -0.1, 0.0, N),
-        ("at_most", 0.05, -0.1, 0.05, A), ("at_most", 0.05, 0.01, 0.2, D), ("at_most", 0.05, -0.1, 0.2, N),
-        ("differs", 0.05, 0.01, 0.2, A), ("differs", 0.05, -0.05, 0.05, D), ("differs", 0.05, -0.1, 0.1, N),
-        ("above", 0.0, 0.1, 0.2, A), ("above", 0.0, -0.2, -0.1, D), ("above", 0.0, -0.1, 0.0, N),
-        ("below", 0.0, -0.2, -0.1, A), ("below", 0.0, 0.1, 0.2, D), ("below", 0.0, 0.0, 0.1, N),
-        ("at_least", 0.05, 0.05, 0.05, A), ("at_least", 0.05, 0.0, 0.04, D), ("at_least", 0.05, 0.0, 0.1, N),
+        ("gt", 0.0, 0.1, 0.2, A),
+        ("gt", 0.0, -0.1, 0.0, D),
+        ("gt", 0.0, 0.0, 0.1, N),
+        ("lt", 0.0, -0.2, -0.1, A),
+        ("lt", 0.0, 0.0, 0.1, D),
+        ("lt", 0.0, -0.1, 0.0, N),
+        ("at_most", 0.05, -0.1, 0.05, A),
+        ("at_most", 0.05, 0.01, 0.2, D),
+        ("at_most", 0.05, -0.1, 0.2, N),
+        ("differs", 0.05, 0.01, 0.2, A),
+        ("differs", 0.05, -0.05, 0.05, D),
+        ("differs", 0.05, -0.1, 0.1, N),
+        ("above", 0.0, 0.1, 0.2, A),
+        ("above", 0.0, -0.2, -0.1, D),
+        ("above", 0.0, -0.1, 0.0, N),
+        ("below", 0.0, -0.2, -0.1, A),
+        ("below", 0.0, 0.1, 0.2, D),
+        ("below", 0.0, 0.0, 0.1, N),
+        ("at_least", 0.05, 0.05, 0.05, A),
+        ("at_least", 0.05, 0.0, 0.04, D),
+        ("at_least", 0.05, 0.0, 0.1, N),
     ],
-)  # fmt: skip
+)
 def test_each_rule_on_hand_sized_intervals(rule, t, low, high, expected):
     assert verdict(rule, t, Interval((low + high) / 2, low, high, 10)) == expected
 
@@ -73,36 +87,39 @@ def test_l1_rule_reproduces_the_hand_coded_verdict(u, ut, t):
     delta = 0.05
     less_stable, not_better = u[0] > 0 or ut[0] > 0, t[1] < delta
     old = A if less_stable and not_better else D if t[0] > delta or (u[1] < 0 and ut[1] < 0) else N
-    rule = Rule(all_of=(AnyOf((Condition("above", 0.0, iv(*u)), Condition("above", 0.0, iv(*ut)))),
-                        Condition("below", delta, iv(*t))))  # fmt: skip
+    rule = Rule(
+        all_of=(
+            AnyOf((Condition("above", 0.0, iv(*u)), Condition("above", 0.0, iv(*ut)))),
+            Condition("below", delta, iv(*t)),
+        )
+    )
     assert rule.verdict() == old
 
 
 @pytest.mark.parametrize(("d", "gain"), list(itertools.product(INTERVALS, GRID)))
 def test_l3_rule_with_its_gate_reproduces_the_hand_coded_verdict(d, gain):
     old = old_direction(d[0], d[1], -1, 0.05) if gain >= 0.05 else N
+    rule = Rule(all_of=(Condition("below", -0.05, iv(*d)),), requires=(Condition("at_least", 0.05, iv(gain, gain)),))
+    assert rule.verdict() == old
+
+
+@pytest.mark.parametrize(("m1", "m2", "gain"), list(itertools.product([0.8, 0.9, 0.95], [0.9, 0.95], INTERVALS)))
+def test_l0_rule_reproduces_the_hand_coded_verdict(m1, m2, gain):
+    learns = m1 > 0.9 and m2 > 0.9
+    old = A if learns and gain[0] > 0 else D if not learns or gain[1] < 0 else N
     rule = Rule(
-        all_of=(Condition("below", -0.05, iv(*d)),), requires=(Condition("at_least", 0.05, iv(gain, gain)),)
+        all_of=(Condition("gt", 0.9, iv(m1, m1)), Condition("gt", 0.9, iv(m2, m2)), Condition("above", 0.0, iv(*gain)))
     )
     assert rule.verdict() == old
 
 
-@pytest.mark.parametrize(
-    ("m1", "m2", "gain"), list(itertools.product([0.8, 0.9, 0.95], [0.9, 0.95], INTERVALS))
-)
-def test_l0_rule_reproduces_the_hand_coded_verdict(m1, m2, gain):
-    learns = m1 > 0.9 and m2 > 0.9
-    old = A if learns and gain[0] > 0 else D if not learns or gain[1] < 0 else N
-    rule = Rule(all_of=(Condition("gt", 0.9, iv(m1, m1)), Condition("gt", 0.9, iv(m2, m2)),
-                        Condition("above", 0.0, iv(*gain))))  # fmt: skip
-    assert rule.verdict() == old
-
-
-@pytest.mark.parametrize(
-    ("fail", "mass"), list(itertools.product([0.3, 0.5, 0.7], [0.05, 0.1, 0.3, 0.5, 0.7]))
-)
+@pytest.mark.parametrize(("fail", "mass"), list(itertools.product([0.3, 0.5, 0.7], [0.05, 0.1, 0.3, 0.5, 0.7])))
 def test_l4_rule_reproduces_the_hand_coded_verdict(fail, mass):
     old = A if fail > 0.5 and mass < 0.1 else D if mass > 0.5 else N
-    rule = Rule(all_of=(Condition("above", 0.5, iv(fail, fail), disagree=-math.inf),
-                        Condition("below", 0.1, iv(mass, mass), disagree=0.5)))  # fmt: skip
+    rule = Rule(
+        all_of=(
+            Condition("above", 0.5, iv(fail, fail), disagree=-math.inf),
+            Condition("below", 0.1, iv(mass, mass), disagree=0.5),
+        )
+    )
     assert rule.verdict() == old

@@ -205,9 +205,20 @@ def test_trainer_logs_verifier_timeouts_per_round(tmp_path: Path, monkeypatch: p
         return False
 
     monkeypatch.setattr(trainer, "score", timed_out)
-    cfg = load_config("tiny", ["train.rounds=2", "rollout.rollouts_per_round=3", "eval.every=0",
-                               "eval.train_samples=1", "data.test_size=1", "data.difficulty=any",
-                               "run.progress=false", "rollout.max_new_tokens=8", "run.threads=1"])  # fmt: skip
+    cfg = load_config(
+        "tiny",
+        [
+            "train.rounds=2",
+            "rollout.rollouts_per_round=3",
+            "eval.every=0",
+            "eval.train_samples=1",
+            "data.test_size=1",
+            "data.difficulty=any",
+            "run.progress=false",
+            "rollout.max_new_tokens=8",
+            "run.threads=1",
+        ],
+    )
     trainer.train(cfg, tmp_path / "run")
     rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train_round"]
     assert [r["reward/verifier_timeouts"] for r in rows] == [3, 3]

@@ -60,8 +60,10 @@ def _run(args: argparse.Namespace) -> int:
                 f"run directory {out} is in use by another process (rftlab run or a sweep); "
                 f"wait for it to finish or choose another --out"
             )
-        print(f"rftlab run: {cfg.model.name} on {cfg.data.dataset}, {cfg.train.rounds} rounds, seed {cfg.seed} -> {out}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"rftlab run: {cfg.model.name} on {cfg.data.dataset}, {cfg.train.rounds} rounds, seed {cfg.seed} -> {out}",
+            file=sys.stderr,
+        )
         try:
             from rftlab.trainer import train
 
@@ -100,11 +102,7 @@ def format_summary(summary: dict, out: Path) -> str:
         f"== rftlab summary: {summary['model']} on {summary['dataset']}, seed {summary['seed']}, "
         f"training example(s) {', '.join(summary['train_example_ids'])}",
         f"   train-example Pass@1  base {b['train_pass_at_1']:.3f}  ->  final {f['train_pass_at_1']:.3f}"
-        + (
-            f"   (>= 0.9 first at round {reached})"
-            if reached is not None
-            else "   (never >= 0.9 at an evaluation)"
-        ),
+        + (f"   (>= 0.9 first at round {reached})" if reached is not None else "   (never >= 0.9 at an evaluation)"),
         f"   test Pass@1           base {b['test_pass_at_1']:.3f}  ->  final {f['test_pass_at_1']:.3f}"
         f"   (best {summary['best_test']['test_pass_at_1']:.3f} at round {summary['best_test']['round']})",
         f"   {summary['rounds']} rounds, {summary['rollouts_total']} rollouts, {summary['wall_seconds']:.1f} s wall "
@@ -137,35 +135,67 @@ def _eval(args: argparse.Namespace) -> int:
     per_problem = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
     train_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    test = None if args.skip_test else evaluate(policy, test_set, answer_format=answer_format, prompt_style=style,
-                    samples=cfg.eval.test_samples, greedy=cfg.eval.test_mode == "greedy",
-                    temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                    max_new_tokens=cfg.rollout.max_new_tokens, seed=derive_seed(cfg.seed, 0, "eval/test"),
-                    batch_size=cfg.eval.batch_size, progress="test")  # fmt: skip
+    test = (
+        None
+        if args.skip_test
+        else evaluate(
+            policy,
+            test_set,
+            answer_format=answer_format,
+            prompt_style=style,
+            samples=cfg.eval.test_samples,
+            greedy=cfg.eval.test_mode == "greedy",
+            temperature=cfg.rollout.temperature,
+            top_p=cfg.rollout.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            seed=derive_seed(cfg.seed, 0, "eval/test"),
+            batch_size=cfg.eval.batch_size,
+            progress="test",
+        )
+    )
     rates = list(per_problem.values())
     report = {
-        "model": cfg.model.name, "dataset": cfg.data.dataset, "answer_format": answer_format,
-        "max_new_tokens": cfg.rollout.max_new_tokens, "temperature": cfg.rollout.temperature,
-        "train": {"problems": len(rates), "samples_each": args.samples, "pass_at_1": statistics.fmean(rates),
-                  "problems_with_any_correct": sum(r > 0 for r in rates),
-                  "per_problem": per_problem, "seconds": round(train_seconds, 1)},
-        "test": None if test is None else {
-            "problems": len(test_set), "mode": cfg.eval.test_mode, "pass_at_1": test.pass_at_1,
-            "interval_95": test.interval, "format_rate": test.format_rate,
-            "mean_response_tokens": test.mean_response_tokens, "seconds": round(time.perf_counter() - t0, 1)},
+        "model": cfg.model.name,
+        "dataset": cfg.data.dataset,
+        "answer_format": answer_format,
+        "max_new_tokens": cfg.rollout.max_new_tokens,
+        "temperature": cfg.rollout.temperature,
+        "train": {
+            "problems": len(rates),
+            "samples_each": args.samples,
+            "pass_at_1": statistics.fmean(rates),
+            "problems_with_any_correct": sum(r > 0 for r in rates),
+            "per_problem": per_problem,
+            "seconds": round(train_seconds, 1),
+        },
+        "test": None
+        if test is None
+        else {
+            "problems": len(test_set),
+            "mode": cfg.eval.test_mode,
+            "pass_at_1": test.pass_at_1,
+            "interval_95": test.interval,
+            "format_rate": test.format_rate,
+            "mean_response_tokens": test.mean_response_tokens,
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
         "wall_seconds": round(time.perf_counter() - started, 1),
-    }  # fmt: skip
+    }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     t, s = report["train"], report["test"]
-    print(f"{cfg.model.name} on {cfg.data.dataset} ({answer_format}, {cfg.rollout.max_new_tokens} new tokens)\n"
-          f"  train candidates: Pass@1 {t['pass_at_1']:.3f} over {t['problems']} problems x {args.samples} samples "
-          f"({t['problems_with_any_correct']} with any correct), {t['seconds']} s")  # fmt: skip
+    print(
+        f"{cfg.model.name} on {cfg.data.dataset} ({answer_format}, {cfg.rollout.max_new_tokens} new tokens)\n"
+        f"  train candidates: Pass@1 {t['pass_at_1']:.3f} over {t['problems']} problems x {args.samples} samples "
+        f"({t['problems_with_any_correct']} with any correct), {t['seconds']} s"
+    )
     if s is not None:
-        print(f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, "
-              f"{s['interval_95'][1]:.3f}] on {s['problems']} problems, answer-format rate "
-              f"{s['format_rate']:.2f}, {s['seconds']} s")  # fmt: skip
+        print(
+            f"  test ({s['mode']}): Pass@1 {s['pass_at_1']:.3f} [{s['interval_95'][0]:.3f}, "
+            f"{s['interval_95'][1]:.3f}] on {s['problems']} problems, answer-format rate "
+            f"{s['format_rate']:.2f}, {s['seconds']} s"
+        )
     return 0
 
 
@@ -208,15 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CACHE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log more, and show tracebacks on errors"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="train one configuration with one seed",
-                         description="Train one configuration with one seed; writes a run directory. "
-                                     "Faults and what happens on each: RELIABILITY.md.",
-                         epilog=CACHE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    run = sub.add_parser(
+        "run",
+        help="train one configuration with one seed",
+        description="Train one configuration with one seed; writes a run directory. "
+        "Faults and what happens on each: RELIABILITY.md.",
+        epilog=CACHE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. seed=3 objective.advantage=grpo")
     run.add_argument("--out", help="run directory (default: runs/<config>__seed<N>)")
@@ -224,51 +256,64 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plan", action="store_true", help="print the memory plan (rftlab plan) and exit")
     run.set_defaults(func=_run)
 
-    ev = sub.add_parser("eval", help="base-model Pass@1 on training candidates and the test subset (no training)",
-                        description="Measure a model's Pass@1 without training: n samples on each of the "
-                                    "first N training candidates (cached) and the configured test subset.")  # fmt: skip
+    ev = sub.add_parser(
+        "eval",
+        help="base-model Pass@1 on training candidates and the test subset (no training)",
+        description="Measure a model's Pass@1 without training: n samples on each of the "
+        "first N training candidates (cached) and the configured test subset.",
+    )
     ev.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     ev.add_argument("overrides", nargs="*", help="dotted overrides")
-    ev.add_argument(
-        "--train-problems", type=int, default=50, help="training candidates to estimate (default 50)"
-    )
+    ev.add_argument("--train-problems", type=int, default=50, help="training candidates to estimate (default 50)")
     ev.add_argument("--samples", type=int, default=16, help="samples per training candidate (default 16)")
-    ev.add_argument(
-        "--skip-test", action="store_true", help="only the training candidates, not the test subset"
-    )
+    ev.add_argument("--skip-test", action="store_true", help="only the training candidates, not the test subset")
     ev.add_argument("--out", help="write the report as JSON here")
     ev.set_defaults(func=_eval)
 
-    export = sub.add_parser("export", help="write a run's final weights as a Hugging Face model directory",
-                            description="Write the run's checkpointed weights (LoRA merged) with its tokenizer "
-                                        "and chat template, loadable by from_pretrained.")  # fmt: skip
+    export = sub.add_parser(
+        "export",
+        help="write a run's final weights as a Hugging Face model directory",
+        description="Write the run's checkpointed weights (LoRA merged) with its tokenizer "
+        "and chat template, loadable by from_pretrained.",
+    )
     export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoint/)")
     export.add_argument("out_dir", help="new directory for the model")
-    export.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype"
-    )
+    export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype")
     export.set_defaults(func=_export)
 
-    pl = sub.add_parser("plan", help="parameters, memory per component and tokens per round, without loading weights",
-                        description="Estimate a configuration's parameters, memory per component and phase "
-                                    "(rollout, update, optimizer step, eval) and tokens per round, and whether it fits.")  # fmt: skip
+    pl = sub.add_parser(
+        "plan",
+        help="parameters, memory per component and tokens per round, without loading weights",
+        description="Estimate a configuration's parameters, memory per component and phase "
+        "(rollout, update, optimizer step, eval) and tokens per round, and whether it fits.",
+    )
     pl.add_argument("config", nargs="?", help=f"YAML file or built-in config name (default: {MAIN_CONFIG})")
     pl.add_argument("overrides", nargs="*", help="dotted overrides")
     pl.add_argument("--device", help="cpu or cuda (default: the config's model.device)")
     pl.add_argument("--memory", type=float, help="memory to fit in, GiB (default on cuda: the GPU's)")
     pl.set_defaults(func=_plan)
 
-    config = sub.add_parser("config", help="show a resolved config, list built-ins, or document every field",
-                            description="Inspect configurations.")  # fmt: skip
-    config.add_argument("action", choices=["show", "list", "fields"], help="show: resolved YAML; list: built-in "
-                        "configs; fields: every key with default, range and help")  # fmt: skip
+    config = sub.add_parser(
+        "config",
+        help="show a resolved config, list built-ins, or document every field",
+        description="Inspect configurations.",
+    )
+    config.add_argument(
+        "action",
+        choices=["show", "list", "fields"],
+        help="show: resolved YAML; list: built-in configs; fields: every key with default, range and help",
+    )
     config.add_argument("config", nargs="?", help="YAML file or built-in name (for show)")
     config.add_argument("overrides", nargs="*", help="dotted overrides (for show)")
     config.set_defaults(func=_config)
 
-    build = sub.add_parser("build-tiny", help="rebuild a built-in tiny model from scratch (pretraining)",
-                           description="Rebuild a built-in tiny model (pretraining); every argument goes to "
-                                       "the build script (its options: rftlab build-tiny -- --help).", add_help=True)  # fmt: skip
+    build = sub.add_parser(
+        "build-tiny",
+        help="rebuild a built-in tiny model from scratch (pretraining)",
+        description="Rebuild a built-in tiny model (pretraining); every argument goes to "
+        "the build script (its options: rftlab build-tiny -- --help).",
+        add_help=True,
+    )
     build.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the build script")
     build.set_defaults(func=_build_tiny)
 

@@ -43,9 +43,7 @@ def spec(default: Any, help: str, *, range: tuple[float, float] | None = None, c
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = spec(
-        "tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory"
-    )
+    name: str = spec("tiny", "policy: built-in (tiny, tiny-narrow, smollm2-135m), a hub id, or a local model directory")
     dtype: str = spec(
         "float32",
         "compute dtype of forward, backward and generation (bf16/fp16 via autocast over the master weights)",
@@ -60,9 +58,7 @@ class ModelConfig:
     device: str = spec("auto", "torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     use_chat_template: bool = spec(True, "wrap the prompt in the tokenizer's chat template when it has one")
     lora_rank: int = spec(0, "LoRA rank (peft); 0 = full fine-tune", range=(0, 65536))
-    lora_alpha: float = spec(
-        16.0, "LoRA scaling numerator: the update is (alpha / rank) B A", range=(0.0, 1e6)
-    )
+    lora_alpha: float = spec(16.0, "LoRA scaling numerator: the update is (alpha / rank) B A", range=(0.0, 1e6))
     lora_dropout: float = spec(0.0, "dropout on the LoRA input", range=(0.0, 0.999))
     lora_target_modules: list = spec(
         [], "module names LoRA adapts; [] = every linear layer except the output head (peft's all-linear)"
@@ -90,9 +86,7 @@ class DataConfig:
         "reward's answer extraction: auto (gsm8k_strict for gsm8k prompts, boxed for math), gsm8k_strict, boxed, any",
         choices=["auto", "gsm8k_strict", "boxed", "any"],
     )
-    train_examples: int = spec(
-        1, "number of distinct training examples (the paper's minimalist: 1)", range=(1, 100000)
-    )
+    train_examples: int = spec(1, "number of distinct training examples (the paper's minimalist: 1)", range=(1, 100000))
     train_example_ids: list = spec([], "explicit training example ids (overrides difficulty selection)")
     difficulty: str = spec(
         "medium",
@@ -108,9 +102,7 @@ class DataConfig:
         range=(0, 2**31 - 1),
     )
     difficulty_samples: int = spec(16, "samples per candidate when estimating base Pass@1", range=(1, 4096))
-    test_size: int = spec(
-        200, "held-out problems for test Pass@1 (a fixed subset: the first N)", range=(1, 1000000)
-    )
+    test_size: int = spec(200, "held-out problems for test Pass@1 (a fixed subset: the first N)", range=(1, 1000000))
     on_bad_row: str = spec(
         "error", "a malformed data row stops the load, or is skipped and counted", choices=["error", "skip"]
     )
@@ -178,9 +170,7 @@ class ObjectiveConfig:
         range=(0.0, 1.0),
         open_low=True,
     )
-    norm_tokens: int | None = spec(
-        None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens", range=(1, 1e9)
-    )
+    norm_tokens: int | None = spec(None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens", range=(1, 1e9))
 
 
 @dataclass(frozen=True)
@@ -259,9 +249,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "policy"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "task and example selection"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig, metadata={"help": "sampling"})
-    objective: ObjectiveConfig = field(
-        default_factory=ObjectiveConfig, metadata={"help": "advantage and loss"}
-    )
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"help": "advantage and loss"})
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimizer"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "round loop"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
@@ -400,9 +388,7 @@ def _check_cross_fields(cfg: Config) -> None:
                 f"(n = eval.test_samples with test_mode=sample, else 1)"
             )
     if cfg.objective.clip_eps_low >= 1.0:
-        raise ConfigError(
-            f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)"
-        )
+        raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
 
 
 # ----------------------------------------------------------------------------- loading

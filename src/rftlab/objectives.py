@@ -238,9 +238,7 @@ def aggregate_token_mean(loss_mat: Tensor, mask: Tensor, *, norm_tokens: float |
 
 
 @register_aggregation("seq_mean_token_mean", per="sequence")
-def aggregate_seq_mean_token_mean(
-    loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
-) -> Tensor:
+def aggregate_seq_mean_token_mean(loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor:
     """Mean over sequences of each sequence's token mean (the original GRPO): every response weighs the same."""
     mask = mask.to(loss_mat.dtype)
     per_sequence = (loss_mat * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)
@@ -248,9 +246,7 @@ def aggregate_seq_mean_token_mean(
 
 
 @register_aggregation("seq_mean_token_sum_norm", per="sequence")
-def aggregate_seq_mean_token_sum_norm(
-    loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None
-) -> Tensor:
+def aggregate_seq_mean_token_sum_norm(loss_mat: Tensor, mask: Tensor, *, norm_tokens: float | None = None) -> Tensor:
     """Token sum over a constant normalizer, averaged over sequences (Dr. GRPO, Liu et al. 2025).
 
     loss = sum_{i,t} l_it / (N * norm_tokens); norm_tokens defaults to T (the padded response length,

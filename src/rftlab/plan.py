@@ -169,8 +169,15 @@ def _autocast_float32_keys(config) -> bool:
 
     small = copy.deepcopy(config)
     text = small.get_text_config() if hasattr(small, "get_text_config") else small
-    shrunk = dict(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
-                  intermediate_size=64, vocab_size=64, pad_token_id=None)  # fmt: skip
+    shrunk = dict(
+        num_hidden_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        vocab_size=64,
+        pad_token_id=None,
+    )
     if getattr(text, "head_dim", None):
         shrunk["head_dim"] = 16
     if getattr(text, "layer_types", None):
@@ -346,9 +353,7 @@ def autocast_bytes(facts: ModelFacts, inputs: PlanInputs, adapters: int) -> tupl
     return generation, (head + one_layer + adapters) * c
 
 
-def logits_bytes(
-    tokens: int, vocab: int, compute_bytes: int, *, for_backward: bool, float32_tokens=None
-) -> int:
+def logits_bytes(tokens: int, vocab: int, compute_bytes: int, *, for_backward: bool, float32_tokens=None) -> int:
     """Full-vocabulary logits in the compute dtype plus their float32 log-softmax; x2 with gradients.
 
     `float32_tokens` (default `tokens`): positions whose float32 copy exists; a whole-sequence forward
@@ -418,8 +423,7 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
     persistent = sum(components[k] for k in ("weights", "optimizer", "reference", "runtime"))
     phases = {
         "rollout": persistent + components["autocast copy"] + components["kv cache rollout"],
-        "update": persistent
-        + sum(components[k] for k in ("autocast update", "gradients", "activations", "logits")),
+        "update": persistent + sum(components[k] for k in ("autocast update", "gradients", "activations", "logits")),
         "step": persistent + components["gradients"] + components["step temporaries"],
         "eval": persistent + components["autocast copy"] + components["kv cache eval"],
     }
@@ -435,9 +439,7 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
 # ----------------------------------------------------------------------------- from a config
 
 
-def inputs_from_config(
-    cfg, *, device: str, prompt_tokens: int, eval_prompt_tokens: int | None = None
-) -> PlanInputs:
+def inputs_from_config(cfg, *, device: str, prompt_tokens: int, eval_prompt_tokens: int | None = None) -> PlanInputs:
     """PlanInputs of a validated Config on `device` (cpu or cuda)."""
     n_seq = cfg.rollouts_per_round_total
     e = cfg.eval
@@ -506,8 +508,7 @@ def longest_prompt_tokens(cfg, model_name: str) -> tuple[int, int, str]:
 
         def count(problems):
             return max(
-                len(tokenizer(policy.prompt_text(p, style), add_special_tokens=False).input_ids)
-                for p in problems
+                len(tokenizer(policy.prompt_text(p, style), add_special_tokens=False).input_ids) for p in problems
             )
 
         how = "tokenized"
@@ -532,11 +533,7 @@ def format_plan(
 ) -> str:
     """The printed plan: parameters, memory per component, phases, tokens per round, fits or not."""
     i = inputs
-    lora = (
-        f"LoRA r={i.lora_rank} on {', '.join(i.lora_targets) or 'all linear'}"
-        if i.lora_rank
-        else "full fine-tune"
-    )
+    lora = f"LoRA r={i.lora_rank} on {', '.join(i.lora_targets) or 'all linear'}" if i.lora_rank else "full fine-tune"
     lines = [
         f"plan: {facts.name} on {i.device} ({facts.source})",
         f"  architecture  {facts.layers} layers, hidden {facts.hidden}, heads {facts.heads} (kv {facts.kv_heads}, "
@@ -605,8 +602,7 @@ def format_plan(
     if memory_gib is not None:
         fits = plan.peak_bytes <= memory_gib * GIB
         lines.append(
-            f"  fits in {memory_gib:g} GiB: {'yes' if fits else 'NO'} (peak {gib(plan.peak_bytes)}, "
-            f"{plan.peak_phase})"
+            f"  fits in {memory_gib:g} GiB: {'yes' if fits else 'NO'} (peak {gib(plan.peak_bytes)}, {plan.peak_phase})"
         )
     return "\n".join(lines)
 
@@ -623,9 +619,7 @@ def plan_for_config(
         prompt_tokens, eval_prompt_tokens, how = longest_prompt_tokens(cfg, cfg.model.name)
     else:
         eval_prompt_tokens, how = prompt_tokens, "given"
-    inputs = inputs_from_config(
-        cfg, device=device, prompt_tokens=prompt_tokens, eval_prompt_tokens=eval_prompt_tokens
-    )
+    inputs = inputs_from_config(cfg, device=device, prompt_tokens=prompt_tokens, eval_prompt_tokens=eval_prompt_tokens)
     plan = memory_plan(facts, inputs)
     if memory_gib is None and device.startswith("cuda"):
         memory_gib = _cuda_memory_gib()

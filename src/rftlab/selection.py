@@ -165,9 +165,7 @@ def write_difficulty_cache(file: Path, content: dict) -> None:
         os.replace(tmp, file)
         tmp = None
     except OSError as err:
-        log.warning(
-            "could not write the difficulty cache %s (%s); continuing without it (%s)", file, err, _FIX
-        )
+        log.warning("could not write the difficulty cache %s (%s); continuing without it (%s)", file, err, _FIX)
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):

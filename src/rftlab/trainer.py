@@ -84,9 +84,7 @@ def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
         raise RftlabError(f"data.dataset={cfg.data.dataset!r} gave an empty train or test split")
     held_out: set[str] = set(cfg.data.train_example_ids)
     if cfg.data.train_split == cfg.data.test_split:
-        held_out |= {
-            p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
-        }
+        held_out |= {p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)}
     test_set = [p for p in test_split if p.id not in held_out][: cfg.data.test_size]
     if not test_set:
         raise RftlabError(
@@ -157,8 +155,10 @@ def build_reference(cfg: Config, policy: Policy) -> torch.nn.Module | None:
     if cfg.objective.kl_coef <= 0 or policy.is_lora:
         return None
     model = policy.model
-    memo = {id(p): torch.nn.Parameter(p.detach().to(policy.compute_dtype, copy=True), requires_grad=False)
-            for p in model.parameters()}  # fmt: skip
+    memo = {
+        id(p): torch.nn.Parameter(p.detach().to(policy.compute_dtype, copy=True), requires_grad=False)
+        for p in model.parameters()
+    }
     return copy.deepcopy(model, memo).eval()
 
 
@@ -191,26 +191,56 @@ def checkpoint_state(state: dict, policy: Policy) -> dict:
 
 
 @torch.no_grad()
-def reference_logp(cfg: Config, policy: Policy, reference: torch.nn.Module | None, args: list[torch.Tensor],
-                   mask: torch.Tensor, chunks: list[slice]) -> torch.Tensor:  # fmt: skip
+def reference_logp(
+    cfg: Config,
+    policy: Policy,
+    reference: torch.nn.Module | None,
+    args: list[torch.Tensor],
+    mask: torch.Tensor,
+    chunks: list[slice],
+) -> torch.Tensor:
     """(N, T) log-probs under the frozen reference: the copy, or a LoRA policy with its adapter disabled."""
-    ref_policy = policy if reference is None else Policy(
-        policy.name, reference, policy.tokenizer, policy.device,
-        compute_dtype=policy.compute_dtype, master_dtype=policy.master_dtype, head_checked=policy.head_checked,
-    )  # fmt: skip
+    ref_policy = (
+        policy
+        if reference is None
+        else Policy(
+            policy.name,
+            reference,
+            policy.tokenizer,
+            policy.device,
+            compute_dtype=policy.compute_dtype,
+            master_dtype=policy.master_dtype,
+            head_checked=policy.head_checked,
+        )
+    )
     with ref_policy.reference_mode(), policy.autocast():
-        return torch.cat([
-            response_logp(ref_policy, *(a[c] for a in args), mask[c], temperature=cfg.rollout.temperature,
-                          chunk_tokens=cfg.train.logprob_chunk_tokens)[0]
-            for c in chunks
-        ])  # fmt: skip
+        return torch.cat(
+            [
+                response_logp(
+                    ref_policy,
+                    *(a[c] for a in args),
+                    mask[c],
+                    temperature=cfg.rollout.temperature,
+                    chunk_tokens=cfg.train.logprob_chunk_tokens,
+                )[0]
+                for c in chunks
+            ]
+        )
 
 
 def micro_batch_backward(
-    cfg: Config, policy: Policy, inputs: list[torch.Tensor], mask: torch.Tensor, adv: torch.Tensor,
-    old_logp: torch.Tensor, ref_logp: torch.Tensor | None, share: torch.Tensor | float, *, first: bool,
+    cfg: Config,
+    policy: Policy,
+    inputs: list[torch.Tensor],
+    mask: torch.Tensor,
+    adv: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    share: torch.Tensor | float,
+    *,
+    first: bool,
     total_tokens: torch.Tensor,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """Forward, loss and backward of one micro-batch (its `share` of the batch loss); its raw metrics.
 
     On the first update `old_logp` (this micro-batch's rows, (n, T)) is filled in place: theta_old is
@@ -219,19 +249,32 @@ def micro_batch_backward(
     obj = cfg.objective
     norm_tokens = obj.norm_tokens or cfg.rollout.max_new_tokens
     with policy.autocast():  # forward: (n, T) log-probs of the sampled tokens under the current weights
-        logp, entropy = response_logp(policy, *inputs, mask, temperature=cfg.rollout.temperature,
-                                      with_entropy=first, chunk_tokens=cfg.train.logprob_chunk_tokens)  # fmt: skip
+        logp, entropy = response_logp(
+            policy,
+            *inputs,
+            mask,
+            temperature=cfg.rollout.temperature,
+            with_entropy=first,
+            chunk_tokens=cfg.train.logprob_chunk_tokens,
+        )
     if first:
         old_logp.copy_(logp.detach())
     loss, m = objectives.clipped_policy_loss(
-        logp, old_logp, adv, mask,
-        clip_low=obj.clip_eps_low, clip_high=obj.clip_eps_high, dual_clip=obj.dual_clip,
-        aggregation=obj.aggregation, norm_tokens=norm_tokens,
-    )  # fmt: skip
+        logp,
+        old_logp,
+        adv,
+        mask,
+        clip_low=obj.clip_eps_low,
+        clip_high=obj.clip_eps_high,
+        dual_clip=obj.dual_clip,
+        aggregation=obj.aggregation,
+        norm_tokens=norm_tokens,
+    )
     total, out = loss, {"loss/kl": None, "entropy": None}
     if ref_logp is not None:
-        kl = objectives.kl_loss(logp, ref_logp, mask, estimator=obj.kl_estimator,
-                                aggregation=obj.aggregation, norm_tokens=norm_tokens)  # fmt: skip
+        kl = objectives.kl_loss(
+            logp, ref_logp, mask, estimator=obj.kl_estimator, aggregation=obj.aggregation, norm_tokens=norm_tokens
+        )
         total = loss + obj.kl_coef * kl
         out["loss/kl"] = kl.item()
     scaled = total * share
@@ -242,9 +285,18 @@ def micro_batch_backward(
     return {"loss/policy": loss.item(), **ratio_and_clip, **out}
 
 
-def batch_backward(cfg: Config, policy: Policy, args: list[torch.Tensor], mask: torch.Tensor, adv: torch.Tensor,
-                   old_logp: torch.Tensor, ref_logp: torch.Tensor | None, chunks: list[slice], *,
-                   first: bool) -> tuple[dict[str, float], float, float]:  # fmt: skip
+def batch_backward(
+    cfg: Config,
+    policy: Policy,
+    args: list[torch.Tensor],
+    mask: torch.Tensor,
+    adv: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor | None,
+    chunks: list[slice],
+    *,
+    first: bool,
+) -> tuple[dict[str, float], float, float]:
     """Accumulate the whole batch's gradient over its micro-batches; (batch metrics, ratio max, ratio min).
 
     A chunk's share of the batch loss comes from the aggregation's registry entry, so the accumulated
@@ -256,9 +308,18 @@ def batch_backward(cfg: Config, policy: Policy, args: list[torch.Tensor], mask: 
     ratio_max, ratio_min = 0.0, float("inf")
     for c in chunks:
         share = loss_share(mask[c], mask)
-        m = micro_batch_backward(cfg, policy, [a[c] for a in args], mask[c], adv[c], old_logp[c],
-                                 None if ref_logp is None else ref_logp[c], share, first=first,
-                                 total_tokens=total_tokens)  # fmt: skip
+        m = micro_batch_backward(
+            cfg,
+            policy,
+            [a[c] for a in args],
+            mask[c],
+            adv[c],
+            old_logp[c],
+            None if ref_logp is None else ref_logp[c],
+            share,
+            first=first,
+            total_tokens=total_tokens,
+        )
         w, w_tokens = float(share), float(objectives.token_share(mask[c], mask))
         for key in ("loss/policy", "loss/kl"):
             sums[key] += (m[key] or 0.0) * w
@@ -296,8 +357,9 @@ def policy_update(
     policy.model.train()
     for update in range(obj.updates_per_batch):
         optimizer.zero_grad(set_to_none=True)
-        sums, ratio_max, ratio_min = batch_backward(cfg, policy, args, mask, adv, old_logp, ref_logp, chunks,
-                                                    first=update == 0)  # fmt: skip
+        sums, ratio_max, ratio_min = batch_backward(
+            cfg, policy, args, mask, adv, old_logp, ref_logp, chunks, first=update == 0
+        )
         if policy.grad_scaler is not None:
             policy.grad_scaler.unscale_(optimizer)  # float16 compute: back to the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(
@@ -310,9 +372,7 @@ def policy_update(
             metrics["grad_norm"] = float(grad_norm)
         metrics["train/stepped"] = float(stepped)
         if update == obj.updates_per_batch - 1:  # clipping only binds after the first update
-            metrics.update(
-                {"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min}
-            )
+            metrics.update({"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min})
     optimizer.zero_grad(set_to_none=True)
     policy.model.eval()
     return metrics
@@ -336,45 +396,65 @@ def check_finite(
     propagate into it), checked in one sync; only when a sum is not finite is each parameter checked
     element-wise, so a huge but finite sum is not mistaken for a broken weight.
     """
-    kept = ("the run stops before any checkpoint" if checkpoint_round is None
-            else f"the run stops; its last good checkpoint (round {checkpoint_round}) is kept")  # fmt: skip
+    kept = (
+        "the run stops before any checkpoint"
+        if checkpoint_round is None
+        else f"the run stops; its last good checkpoint (round {checkpoint_round}) is kept"
+    )
     for key in ("loss/policy", "loss/kl") + (() if loss_scaled else ("grad_norm",)):
         value = update.get(key)
         if value is not None and not math.isfinite(value):
             raise RftlabError(f"round {round_}: non-finite {key} ({value}); {kept} (lower optim.lr?)")
     trained = [(n, p.detach()) for n, p in model.named_parameters() if p.requires_grad]
-    if not trained or bool(
-        torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in trained])).all()
-    ):
+    if not trained or bool(torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in trained])).all()):
         return
     broken = [n for n, p in trained if not bool(torch.isfinite(p).all())]
     if broken:
-        raise RftlabError(
-            f"round {round_}: non-finite weights after the optimizer step ({broken[0]}); {kept}"
-        )
+        raise RftlabError(f"round {round_}: non-finite weights after the optimizer step ({broken[0]}); {kept}")
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 
 def evaluate_round(
-    cfg: Config, policy: Policy, train_examples: list[Problem], test_set: list[Problem],
-    style: str | None, answer_format: str, round_: int,
-) -> dict[str, float]:  # fmt: skip
+    cfg: Config,
+    policy: Policy,
+    train_examples: list[Problem],
+    test_set: list[Problem],
+    style: str | None,
+    answer_format: str,
+    round_: int,
+) -> dict[str, float]:
     """Train-example Pass@1 from n samples each, and test Pass@1 (greedy, or n samples with pass@k)."""
-    common = dict(answer_format=answer_format, prompt_style=style, temperature=cfg.rollout.temperature,
-                  top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens,
-                  batch_size=cfg.eval.batch_size, engine=cfg.rollout.engine,
-                  sort_by_length=cfg.eval.sort_by_length)  # fmt: skip
-    on_train: EvalResult = evaluate(policy, train_examples, samples=cfg.eval.train_samples, greedy=False,
-                                    seed=derive_seed(cfg.seed, round_, "eval/train"),
-                                    progress=f"eval train (round {round_})" if cfg.run.progress else None,
-                                    **common)  # fmt: skip
+    common = dict(
+        answer_format=answer_format,
+        prompt_style=style,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+        engine=cfg.rollout.engine,
+        sort_by_length=cfg.eval.sort_by_length,
+    )
+    on_train: EvalResult = evaluate(
+        policy,
+        train_examples,
+        samples=cfg.eval.train_samples,
+        greedy=False,
+        seed=derive_seed(cfg.seed, round_, "eval/train"),
+        progress=f"eval train (round {round_})" if cfg.run.progress else None,
+        **common,
+    )
     greedy = cfg.eval.test_mode == "greedy"
-    on_test: EvalResult = evaluate(policy, test_set, samples=cfg.eval.test_samples, greedy=greedy,
-                                   seed=derive_seed(cfg.seed, round_, "eval/test"),
-                                   progress=f"eval test (round {round_})" if cfg.run.progress else None,
-                                   **common)  # fmt: skip
+    on_test: EvalResult = evaluate(
+        policy,
+        test_set,
+        samples=cfg.eval.test_samples,
+        greedy=greedy,
+        seed=derive_seed(cfg.seed, round_, "eval/test"),
+        progress=f"eval test (round {round_})" if cfg.run.progress else None,
+        **common,
+    )
     row = {
         "train/pass_at_1": on_train.pass_at_1,
         "train/pass_at_1_low": on_train.interval[0],
@@ -453,8 +533,9 @@ class RunState:
         return RunState(**{k: v for k, v in state.items() if k in fields})
 
 
-def resume_or_start(cfg: Config, run: RunDir, task: Task, optimizer: torch.optim.Optimizer,
-                    resume: bool) -> tuple[RunState, list[Problem], int | None]:  # fmt: skip
+def resume_or_start(
+    cfg: Config, run: RunDir, task: Task, optimizer: torch.optim.Optimizer, resume: bool
+) -> tuple[RunState, list[Problem], int | None]:
     """The carried state, the training examples, and the round of the last checkpoint (None: none yet).
 
     Resume: weights, optimizer, RNG and loss scale from the checkpoint, logs cut back to it. Start:
@@ -475,10 +556,13 @@ def resume_or_start(cfg: Config, run: RunDir, task: Task, optimizer: torch.optim
         return state, [by_id[i] for i in state.train_example_ids], state.round
     if resume:
         run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
-    examples, base_estimates = choose_training_examples(cfg, policy, task.train_split, task.style,
-                                                        task.answer_format)  # fmt: skip
-    state = RunState([p.id for p in examples], {p.id: base_estimates.get(p.id) for p in examples},
-                     torch.zeros(len(examples)), torch.zeros(len(examples)))  # fmt: skip
+    examples, base_estimates = choose_training_examples(cfg, policy, task.train_split, task.style, task.answer_format)
+    state = RunState(
+        [p.id for p in examples],
+        {p.id: base_estimates.get(p.id) for p in examples},
+        torch.zeros(len(examples)),
+        torch.zeros(len(examples)),
+    )
     state.base = evaluate_round(cfg, policy, examples, task.test_set, task.style, task.answer_format, 0)
     run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **state.base})
     if cfg.train.rounds == 0:
@@ -488,8 +572,9 @@ def resume_or_start(cfg: Config, run: RunDir, task: Task, optimizer: torch.optim
 
 
 def save(run: RunDir, policy: Policy, optimizer: torch.optim.Optimizer, state: RunState) -> None:
-    run.save_checkpoint(policy.trainable_state_dict(), optimizer.state_dict(),
-                        checkpoint_state(state.to_dict(), policy))  # fmt: skip
+    run.save_checkpoint(
+        policy.trainable_state_dict(), optimizer.state_dict(), checkpoint_state(state.to_dict(), policy)
+    )
 
 
 # ----------------------------------------------------------------------------- one round
@@ -498,23 +583,35 @@ def save(run: RunDir, policy: Policy, optimizer: torch.optim.Optimizer, state: R
 def roll_out(cfg: Config, task: Task, train_examples: list[Problem], round_: int):
     """This round's B training examples (without replacement) and G responses each: (B*G) rows."""
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
-    pick = torch.randperm(len(train_examples), generator=torch.Generator().manual_seed(
-        derive_seed(cfg.seed, round_, "examples")))[:B].tolist()  # fmt: skip
+    pick = torch.randperm(
+        len(train_examples), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, round_, "examples"))
+    )[:B].tolist()
     examples = [train_examples[i] for i in pick]
-    batch = generate(task.policy, [task.policy.prompt_text(e, task.style) for e in examples], samples_per_prompt=G,
-                     temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                     max_new_tokens=cfg.rollout.max_new_tokens, engine=cfg.rollout.engine,
-                     seed=derive_seed(cfg.seed, round_, "rollout"))  # fmt: skip
+    batch = generate(
+        task.policy,
+        [task.policy.prompt_text(e, task.style) for e in examples],
+        samples_per_prompt=G,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        engine=cfg.rollout.engine,
+        seed=derive_seed(cfg.seed, round_, "rollout"),
+    )
     return pick, examples, batch
 
 
-def reward_and_advantage(cfg: Config, state: RunState, task: Task, examples: list[Problem], pick: list[int],
-                         batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def reward_and_advantage(
+    cfg: Config, state: RunState, task: Task, examples: list[Problem], pick: list[int], batch: RolloutBatch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Verify each response, apply the reward design, then the advantage (and fold the running baseline)."""
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
-    correct = torch.tensor([score(text, examples[i].answer, task.answer_format)
-                            for text, i in zip(batch.texts, batch.prompt_index, strict=True)],
-                           dtype=torch.float32).view(B, G)  # fmt: skip
+    correct = torch.tensor(
+        [
+            score(text, examples[i].answer, task.answer_format)
+            for text, i in zip(batch.texts, batch.prompt_index, strict=True)
+        ],
+        dtype=torch.float32,
+    ).view(B, G)
     rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
     advantage_fn = objectives.get_advantage(cfg.objective.advantage)
     adv = advantage_fn(rewards, baseline=state.baseline[pick], eps=cfg.objective.adv_eps)  # (B, G)
@@ -525,33 +622,52 @@ def reward_and_advantage(cfg: Config, state: RunState, task: Task, examples: lis
     return correct, rewards, adv
 
 
-def train_row(cfg: Config, state: RunState, round_: int, examples: list[Problem], batch: RolloutBatch,
-              correct: torch.Tensor, rewards: torch.Tensor, adv: torch.Tensor, update: dict,
-              timeouts: int, times: dict[str, float]) -> dict:  # fmt: skip
+def train_row(
+    cfg: Config,
+    state: RunState,
+    round_: int,
+    examples: list[Problem],
+    batch: RolloutBatch,
+    correct: torch.Tensor,
+    rewards: torch.Tensor,
+    adv: torch.Tensor,
+    update: dict,
+    timeouts: int,
+    times: dict[str, float],
+) -> dict:
     """The round's metrics.jsonl row."""
     return {
-        "round": round_, "split": "train_round",
-        "reward/mean": float(rewards.mean()), "correct/mean": float(correct.mean()),
+        "round": round_,
+        "split": "train_round",
+        "reward/mean": float(rewards.mean()),
+        "correct/mean": float(correct.mean()),
         "reward/verifier_timeouts": timeouts,
-        "adv/mean": float(adv.mean()), "adv/abs_mean": float(adv.abs().mean()),
+        "adv/mean": float(adv.mean()),
+        "adv/abs_mean": float(adv.abs().mean()),
         "adv/zero_frac": float((adv == 0).float().mean()),
         **update,
         "response/length_mean": float(batch.response_lengths.float().mean()),
         "response/truncated_frac": float(batch.truncated.float().mean()),
-        "tokens": int(batch.response_mask.sum()), "tokens_total": state.tokens_total,
-        "rollouts_total": state.rollouts_total, "lr": cfg.optim.lr,
+        "tokens": int(batch.response_mask.sum()),
+        "tokens_total": state.tokens_total,
+        "rollouts_total": state.rollouts_total,
+        "lr": cfg.optim.lr,
         **times,
         "example_ids": [e.id for e in examples],
-    }  # fmt: skip
+    }
 
 
-def log_rollouts(run: RunDir, round_: int, examples: list[Problem], batch: RolloutBatch, correct: torch.Tensor,
-                 rewards: torch.Tensor) -> None:  # fmt: skip
-    run.append_rollouts([
-        {"round": round_, "example_id": examples[i].id, "text": text, "correct": bool(c), "reward": float(r)}
-        for text, i, c, r in zip(batch.texts, batch.prompt_index, correct.flatten().tolist(),
-                                 rewards.flatten().tolist(), strict=True)
-    ])  # fmt: skip
+def log_rollouts(
+    run: RunDir, round_: int, examples: list[Problem], batch: RolloutBatch, correct: torch.Tensor, rewards: torch.Tensor
+) -> None:
+    run.append_rollouts(
+        [
+            {"round": round_, "example_id": examples[i].id, "text": text, "correct": bool(c), "reward": float(r)}
+            for text, i, c, r in zip(
+                batch.texts, batch.prompt_index, correct.flatten().tolist(), rewards.flatten().tolist(), strict=True
+            )
+        ]
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -573,8 +689,14 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
     wall_before = state.wall_seconds
     last_eval = state.last_eval or state.base
-    bar = tqdm(range(state.round + 1, cfg.train.rounds + 1), initial=state.round, total=cfg.train.rounds,
-               desc="rounds", disable=not cfg.run.progress, dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        range(state.round + 1, cfg.train.rounds + 1),
+        initial=state.round,
+        total=cfg.train.rounds,
+        desc="rounds",
+        disable=not cfg.run.progress,
+        dynamic_ncols=True,
+    )
     recent_rewards: list[float] = []
     for round_ in bar:
         t0 = time.perf_counter()
@@ -590,9 +712,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         t1 = time.perf_counter()
         update = policy_update(cfg, policy, reference, optimizer, batch, adv.reshape(-1))
         t_update = time.perf_counter() - t1
-        check_finite(
-            round_, update, policy.model, checkpoint_round, loss_scaled=policy.grad_scaler is not None
-        )
+        check_finite(round_, update, policy.model, checkpoint_round, loss_scaled=policy.grad_scaler is not None)
 
         # ---- log
         state.rollouts_total += cfg.train.examples_per_round * cfg.rollout.rollouts_per_round
@@ -602,8 +722,21 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             "time/update_s": t_update,
             "time/round_s": time.perf_counter() - t0,
         }
-        run.append_metrics(train_row(cfg, state, round_, examples, batch, correct, rewards, adv, update,
-                                     verifier_timeouts() - timeouts_before, times))  # fmt: skip
+        run.append_metrics(
+            train_row(
+                cfg,
+                state,
+                round_,
+                examples,
+                batch,
+                correct,
+                rewards,
+                adv,
+                update,
+                verifier_timeouts() - timeouts_before,
+                times,
+            )
+        )
         if cfg.run.log_rollouts:
             log_rollouts(run, round_, examples, batch, correct, rewards)
         recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
@@ -611,19 +744,21 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         # ---- evaluate and checkpoint
         last = round_ == cfg.train.rounds
         if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
-            last_eval = evaluate_round(cfg, policy, train_examples, task.test_set, task.style,
-                                       task.answer_format, round_)  # fmt: skip
-            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total,
-                                **last_eval})  # fmt: skip
+            last_eval = evaluate_round(
+                cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_
+            )
+            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
             state.last_eval = last_eval
         state.round = round_
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
             state.wall_seconds = wall_before + time.perf_counter() - started
             save(run, policy, optimizer, state)
             checkpoint_round = round_
-        bar.set_postfix(reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
-                        train_p1=f"{last_eval['train/pass_at_1']:.2f}",
-                        test_p1=f"{last_eval['test/pass_at_1']:.3f}")  # fmt: skip
+        bar.set_postfix(
+            reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
+            train_p1=f"{last_eval['train/pass_at_1']:.2f}",
+            test_p1=f"{last_eval['test/pass_at_1']:.3f}",
+        )
     bar.close()
 
     # ---- summary and figure

@@ -30,9 +30,7 @@ def _decide(agree: bool, disagree: bool) -> str:
     return "agrees" if agree else "disagrees" if disagree else "inconclusive"
 
 
-def verdict(
-    rule: str, threshold: float, est, *, min_seeds: int = MIN_SEEDS, disagree: float | None = None
-) -> str:
+def verdict(rule: str, threshold: float, est, *, min_seeds: int = MIN_SEEDS, disagree: float | None = None) -> str:
     """The rule applied to `est` (anything with `low`, `high` and `n`); see the module docstring."""
     low, high, t = est.low, est.high, float(threshold)
     u = t if disagree is None else float(disagree)

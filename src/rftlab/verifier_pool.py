@@ -49,9 +49,15 @@ log = logging.getLogger(__name__)
 WALL_BACKSTOP_S = 600.0
 STARTUP_TIMEOUT_S = 300.0
 CACHE_SIZE = 65_536
-_WARM_UP = [("1", "1"), ("(x+1)^2", "x^2+2x+1"), ("\\sqrt{12}", "2\\sqrt{3}"), ("[1,2)", "[1, 2)"),
-            ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
-            ("\\{1,2\\}", "\\{2,1\\}"), ("\\frac{\\pi}{2}", "\\pi/2")]  # fmt: skip
+_WARM_UP = [
+    ("1", "1"),
+    ("(x+1)^2", "x^2+2x+1"),
+    ("\\sqrt{12}", "2\\sqrt{3}"),
+    ("[1,2)", "[1, 2)"),
+    ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
+    ("\\{1,2\\}", "\\{2,1\\}"),
+    ("\\frac{\\pi}{2}", "\\pi/2"),
+]
 _EOF = object()
 
 
@@ -263,9 +269,7 @@ class WorkerPool:
         try:
             worker = Worker(spawner)
         except Exception:  # noqa: BLE001 - no subprocesses here: fall back to threads
-            log.warning(
-                "math-verify worker process could not start; using a thread, time bound is best effort"
-            )
+            log.warning("math-verify worker process could not start; using a thread, time bound is best effort")
             with self.cond:
                 self.alive.discard(placeholder)
                 self.broken = True

@@ -22,17 +22,22 @@ from rftlab.objectives import get_advantage, shape_reward
 
 
 @pytest.mark.parametrize("kl_coef", [0.0, 0.05])
-@pytest.mark.parametrize(
-    "optim", [OptimConfig("sgd", lr=0.7), OptimConfig("adam", lr=0.1, weight_decay=0.05)]
-)
+@pytest.mark.parametrize("optim", [OptimConfig("sgd", lr=0.7), OptimConfig("adam", lr=0.1, weight_decay=0.05)])
 def test_pooled_equals_dense_update_for_update(kl_coef, optim):
     """Drive both policies with the same dense draws; every arm's logit must agree at every round."""
     arms, m, seeds, rollouts, rounds = 7, 2, 3, 3, 25
     env = KArmedEnv(arms=arms, optimal=m, p0=0.3)
     cfg = SimConfig(
-        rounds=rounds, rollouts=rollouts, advantage="grpo", reward_design="pm1", updates_per_batch=2,
-        clip_low=0.1, clip_high=0.1, optim=optim, kl_coef=kl_coef,
-    )  # fmt: skip
+        rounds=rounds,
+        rollouts=rollouts,
+        advantage="grpo",
+        reward_design="pm1",
+        updates_per_batch=2,
+        clip_low=0.1,
+        clip_high=0.1,
+        optim=optim,
+        kl_coef=kl_coef,
+    )
     dense, pooled = DenseSoftmax(env, seeds), PooledSoftmax(env, seeds)
     dense.freeze_reference()
     pooled.freeze_reference()
@@ -71,12 +76,8 @@ def test_pooled_sampler_matches_dense_in_distribution():
     """Small pools (many within-round repeats of the same arm): simulated means agree within 4 SE."""
     cfg = SimConfig(rounds=8, rollouts=4, advantage="grpo", reward_design="pm1", optim=OptimConfig(lr=0.5))
     seeds = 4000
-    a = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=True), cfg, seeds, seed=10).metrics[
-        "optimal_mass"
-    ]
-    b = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=False), cfg, seeds, seed=11).metrics[
-        "optimal_mass"
-    ]
+    a = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=True), cfg, seeds, seed=10).metrics["optimal_mass"]
+    b = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=False), cfg, seeds, seed=11).metrics["optimal_mass"]
     se = torch.sqrt((a.var(-1) + b.var(-1)) / seeds)
     assert torch.all((a.mean(-1) - b.mean(-1)).abs() <= 4 * se + 1e-6)
 
@@ -113,9 +114,7 @@ def test_rules_golden():
     assert pol.correct(seqs[None]).tolist() == [[True, False, True]]
     env = SequenceEnv(vocab=16, length=4, rule="prefix", target_len=2)  # target [1, 4]
     pol = env.make_policy(1)
-    assert pol.correct(torch.tensor([[[1, 4, 9, 9], [1, 5, 0, 0], [4, 1, 0, 0]]])).tolist() == [
-        [True, False, False]
-    ]
+    assert pol.correct(torch.tensor([[[1, 4, 9, 9], [1, 5, 0, 0], [4, 1, 0, 0]]])).tolist() == [[True, False, False]]
 
 
 @pytest.mark.parametrize("context", [0, 1, 2])
@@ -152,9 +151,7 @@ def test_correlated_family_shares_parameters_and_generalizes():
     assert phi.shape == (17, 32, 8) and optimal.sum(-1).eq(2).all()
     res = simulate(env, SimConfig(rounds=80), 200, seed=0)
     train, test = res.metrics["optimal_mass"], res.metrics["test_optimal_mass"]
-    assert train[0].mean() == pytest.approx(2 / 32, abs=1e-6) and test[0].mean() == pytest.approx(
-        2 / 32, abs=1e-6
-    )
+    assert train[0].mean() == pytest.approx(2 / 32, abs=1e-6) and test[0].mean() == pytest.approx(2 / 32, abs=1e-6)
     assert train[-1].mean() > 0.8
     assert test[-1].mean() > test[0].mean() + 0.05  # a shared theta moves held-out instances too
 
@@ -194,8 +191,14 @@ def test_pooled_logp_gradient_matches_autograd():
 )
 def test_fast_reinforce_path_equals_full_objective(env, aggregation):
     """mu = 1: the ratio-1 shortcut and autograd through clipped_policy_loss give the same run."""
-    cfg = SimConfig(rounds=15, rollouts=3, advantage="grpo", reward_design="pm1", aggregation=aggregation,
-                    optim=OptimConfig("adam", lr=0.1))  # fmt: skip
+    cfg = SimConfig(
+        rounds=15,
+        rollouts=3,
+        advantage="grpo",
+        reward_design="pm1",
+        aggregation=aggregation,
+        optim=OptimConfig("adam", lr=0.1),
+    )
     fast = simulate(env, cfg, 50, seed=7)
     full = simulate(env, cfg.with_(fast_reinforce=False), 50, seed=7)
     torch.testing.assert_close(fast.metrics["optimal_mass"], full.metrics["optimal_mass"], rtol=0, atol=1e-6)

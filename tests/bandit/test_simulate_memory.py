@@ -24,9 +24,7 @@ SCRIPT = textwrap.dedent(
 
 
 def test_peak_memory_does_not_grow_with_rounds():
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=300
-    )
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, timeout=300)
     after_short, after_long = map(float, out.stdout.split())
     # Appending each evaluation's metrics as small tensors fragmented the heap: the 200-round run
     # peaked ~3.5 GB above the 20-round one. Flat within a few hundred MB now.

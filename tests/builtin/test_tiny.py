@@ -33,9 +33,7 @@ def test_shipped_model_loads_offline_as_a_real_architecture(name):
     assert isinstance(model, LlamaForCausalLM)
     assert next(model.parameters()).dtype == torch.float32
     assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000
-    assert (
-        tok.eos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id != tok.pad_token_id
-    )
+    assert tok.eos_token_id is not None and tok.pad_token_id is not None and tok.eos_token_id != tok.pad_token_id
     assert model.config.vocab_size >= len(tok)
     report = json.loads((path / "build_report.json").read_text())
     assert report["profile"] == name and "in_distribution" in report["eval"]
@@ -53,9 +51,7 @@ def test_chat_template_and_tokenizer(name):
     text = p.metadata["solution"] + " \\boxed{1,234} Answer: 56"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text  # lossless (byte-level)
-    assert "1" in tok.convert_ids_to_tokens(
-        tok("x 1234", add_special_tokens=False)["input_ids"]
-    )  # digits split
+    assert "1" in tok.convert_ids_to_tokens(tok("x 1234", add_special_tokens=False)["input_ids"])  # digits split
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -116,9 +112,7 @@ def test_evaluate_reports_every_field_through_the_project_rollout(name):
     model, tok = _load(BUILTIN / name)
     tok.padding_side = "right"
     policy = bt.as_policy(name, model, tok)
-    assert tok.padding_side == "left" and policy.prompt_text(generate_problems(1, seed=0)[0]).endswith(
-        "<|assistant|>"
-    )
+    assert tok.padding_side == "left" and policy.prompt_text(generate_problems(1, seed=0)[0]).endswith("<|assistant|>")
     problems = generate_problems(3, seed=10_000, split="test")
     ev = bt.evaluate(policy, problems, samples=2, max_new_tokens=64, seed=1)
     assert ev["problems"] == 3 and ev["samples_per_problem"] == 2

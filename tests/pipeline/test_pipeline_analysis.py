@@ -111,9 +111,7 @@ def test_paired_difference_of_a_constant_shift_is_exact():
     base = [curve([0.3, 0.5 + 0.1 * s], [0.2, 0.2 + 0.05 * s], seed=s) for s in range(5)]
     shifted = [curve([0.3, 0.6 + 0.1 * s], [0.2, 0.3 + 0.05 * s], seed=s) for s in range(5)]
     est = analysis.paired_difference(shifted, base, "test_final")
-    assert (
-        est.value == pytest.approx(0.1) and est.low == pytest.approx(0.1) and est.high == pytest.approx(0.1)
-    )
+    assert est.value == pytest.approx(0.1) and est.low == pytest.approx(0.1) and est.high == pytest.approx(0.1)
     unpaired = analysis.estimate(shifted, "test_final")
     assert unpaired.high - unpaired.low > 0.05  # between-seed spread that pairing removes
 
@@ -136,12 +134,7 @@ def test_group_metric_paired_difference():
 def test_mean_curve_band():
     cs = [curve([0.0, 0.5, 1.0], [0.0] * 3, seed=s) for s in range(4)]
     xs, mean, low, high = analysis.mean_curve(cs, x="rollouts")
-    assert (
-        list(xs) == [0, 10, 20]
-        and list(mean) == [0.0, 0.5, 1.0]
-        and np.all(low <= mean)
-        and np.all(mean <= high)
-    )
+    assert list(xs) == [0, 10, 20] and list(mean) == [0.0, 0.5, 1.0] and np.all(low <= mean) and np.all(mean <= high)
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -199,15 +192,31 @@ def test_claims_on_synthetic_groups():
     groups = _groups()
     ctx = analysis.layer_context(groups)
     claims = [
-        {"finding": "flat fails", "variants": ["flat"],
-         "all_of": [{"metric": "train_final", "compare": "value", "rule": "lt", "threshold": 0.9},
-                    {"metric": "train_final", "compare": "paired", "rule": "lt", "threshold": 0.0}]},
-        {"finding": "same is no better", "metric": "test_final", "variants": ["same"], "rule": "at_most",
-         "threshold": 0.02},
+        {
+            "finding": "flat fails",
+            "variants": ["flat"],
+            "all_of": [
+                {"metric": "train_final", "compare": "value", "rule": "lt", "threshold": 0.9},
+                {"metric": "train_final", "compare": "paired", "rule": "lt", "threshold": 0.0},
+            ],
+        },
+        {
+            "finding": "same is no better",
+            "metric": "test_final",
+            "variants": ["same"],
+            "rule": "at_most",
+            "threshold": 0.02,
+        },
         {"finding": "every variant beats ref", "metric": "test_final", "rule": "gt", "threshold": 0.0},
-        {"finding": "some variant learns", "metric": "train_final", "compare": "value", "rule": "gt",
-         "threshold": 0.9, "combine": "any"},
-    ]  # fmt: skip
+        {
+            "finding": "some variant learns",
+            "metric": "train_final",
+            "compare": "value",
+            "rule": "gt",
+            "threshold": 0.9,
+            "combine": "any",
+        },
+    ]
     out = findings.evaluate_claims("L", claims, groups, "ref", ctx)
     by = {(f["finding"], f["variant"]): f for f in out}
     assert by[("flat fails", "flat")]["verdict"] == "agrees"

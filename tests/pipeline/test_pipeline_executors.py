@@ -105,18 +105,27 @@ def test_gpu_request_follows_the_device():
     assert not executors.wants_gpu({"model": {"device": "auto"}})
     tasks = sweep._tasks(
         [type("R", (), {"run": "x", "config": {**_config(), "model": {**_config()["model"], "device": "cuda"}}})()],
-        Path("/tmp"), 1,
-    )  # fmt: skip
+        Path("/tmp"),
+        1,
+    )
     assert tasks[0].num_gpus == 1.0
 
 
 def test_pipeline_resume_gives_the_same_report(tmp_path, monkeypatch):
     spec = {
-        "name": "t", "base": "tiny", "seeds": 3, "overrides": {"train.rounds": 6, "eval.every": 2},
-        "layers": [{"name": "L1", "finding": "f", "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}},
-                    "claims": [{"finding": "grpo differs", "metric": "test_final", "rule": "differs",
-                                "threshold": 0.01}]}],
-    }  # fmt: skip
+        "name": "t",
+        "base": "tiny",
+        "seeds": 3,
+        "overrides": {"train.rounds": 6, "eval.every": 2},
+        "layers": [
+            {
+                "name": "L1",
+                "finding": "f",
+                "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}},
+                "claims": [{"finding": "grpo differs", "metric": "test_final", "rule": "differs", "threshold": 0.01}],
+            }
+        ],
+    }
     spec_file = tmp_path / "spec.yaml"
     import yaml
 
@@ -131,26 +140,29 @@ def test_pipeline_resume_gives_the_same_report(tmp_path, monkeypatch):
         return synthetic_train(config, out_, resume)
 
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(str(spec_file), out, executor="inline", train_fn=dies_on_fourth, check_models=False,
-                           progress=False)  # fmt: skip
+        run_pipeline(
+            str(spec_file), out, executor="inline", train_fn=dies_on_fourth, check_models=False, progress=False
+        )
     CALLS.clear()
-    run_pipeline(str(spec_file), out, executor="inline", train_fn=recording_train, check_models=False,
-                       progress=False)  # fmt: skip
+    run_pipeline(str(spec_file), out, executor="inline", train_fn=recording_train, check_models=False, progress=False)
     assert len(CALLS) == 3  # 6 runs, 3 finished before the kill
     resumed = json.loads((out / "findings.json").read_text())
     fresh = tmp_path / "fresh"
-    run_pipeline(str(spec_file), fresh, executor="inline", train_fn=synthetic_train, check_models=False,
-                       progress=False)  # fmt: skip
+    run_pipeline(str(spec_file), fresh, executor="inline", train_fn=synthetic_train, check_models=False, progress=False)
     assert json.loads((fresh / "findings.json").read_text()) == resumed
     entries = json.loads((out / "pipeline.json").read_text())["entries"]
     assert len(entries) == 6 and all(e["status"] == "done" for e in entries)
 
 
 def test_missing_model_is_skipped_with_a_reason(tmp_path, monkeypatch):
-    spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 2},
-            "layers": [{"name": "L5", "finding": "f", "variants": {"tiny": {}, "other": {"model.name": "tiny-narrow"}}}]}  # fmt: skip
-    monkeypatch.setattr(sweep, "model_status",
-                        lambda name, **kw: "not built (test)" if name == "tiny-narrow" else None)  # fmt: skip
+    spec = {
+        "name": "t",
+        "base": "tiny",
+        "seeds": 2,
+        "overrides": {"train.rounds": 2},
+        "layers": [{"name": "L5", "finding": "f", "variants": {"tiny": {}, "other": {"model.name": "tiny-narrow"}}}],
+    }
+    monkeypatch.setattr(sweep, "model_status", lambda name, **kw: "not built (test)" if name == "tiny-narrow" else None)
     outcome = run_pipeline(spec, tmp_path / "p", executor="inline", train_fn=synthetic_train, progress=False)
     assert outcome["failed"] == 0 and outcome["skipped"] == 2
     entries = json.loads((tmp_path / "p" / "pipeline.json").read_text())["entries"]
@@ -231,8 +243,13 @@ print(json.dumps({k: outcome[k] for k in ("runs", "done", "failed", "held")}))
 def _two_run_spec(tmp_path):
     import yaml
 
-    spec = {"name": "t", "base": "tiny", "seeds": 2, "overrides": {"train.rounds": 4, "eval.every": 2},
-            "layers": [{"name": "L0", "finding": "f", "variants": {"none": {}}}]}  # fmt: skip
+    spec = {
+        "name": "t",
+        "base": "tiny",
+        "seeds": 2,
+        "overrides": {"train.rounds": 4, "eval.every": 2},
+        "layers": [{"name": "L0", "finding": "f", "variants": {"none": {}}}],
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -249,8 +266,17 @@ def test_a_run_held_by_another_process_is_reported_held_not_failed(tmp_path, cap
     result = {}
 
     def sweep_b():
-        result.update(run_pipeline(str(spec), out, executor="inline", train_fn=synthetic_train,
-                                         check_models=False, progress=False, report=False))  # fmt: skip
+        result.update(
+            run_pipeline(
+                str(spec),
+                out,
+                executor="inline",
+                train_fn=synthetic_train,
+                check_models=False,
+                progress=False,
+                report=False,
+            )
+        )
 
     with run_lock(out / "runs" / name) as got:  # another process's lock on one run (held, unfinished)
         assert got
@@ -283,14 +309,16 @@ def test_concurrent_sweeps_on_one_directory_both_end_with_every_run_done(tmp_pat
     flags.mkdir()
     script = tmp_path / "sweep_a.py"
     script.write_text(SWEEP_A)
-    a = subprocess.Popen([sys.executable, str(script), str(spec), str(out), str(flags)], text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    a = subprocess.Popen(
+        [sys.executable, str(script), str(spec), str(out), str(flags)],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (flags / "a_holds").exists():
-            assert a.poll() is None and time.monotonic() < deadline, (
-                a.stderr.read() if a.poll() is not None else ""
-            )
+            assert a.poll() is None and time.monotonic() < deadline, a.stderr.read() if a.poll() is not None else ""
             time.sleep(0.02)
         held = Path((flags / "a_holds").read_text())
 
@@ -300,8 +328,9 @@ def test_concurrent_sweeps_on_one_directory_both_end_with_every_run_done(tmp_pat
                 time.sleep(0.02)
             return synthetic_train(config, run_out, resume)
 
-        b = run_pipeline(str(spec), out, executor="inline", train_fn=b_train, check_models=False,
-                               progress=False, report=False)  # fmt: skip
+        b = run_pipeline(
+            str(spec), out, executor="inline", train_fn=b_train, check_models=False, progress=False, report=False
+        )
         stdout, stderr = a.communicate(timeout=120)
     finally:
         a.kill()

@@ -32,10 +32,7 @@ def _metrics(run_dir: Path) -> list[dict]:
 def test_ray_executor_is_resumable(local_ray, tmp_path):
     from rftlab.config import load_config
 
-    tasks = [
-        RunTask(f"r{s}", str(tmp_path / f"r{s}"), load_config("tiny", {"seed": s}).to_dict())
-        for s in range(3)
-    ]
+    tasks = [RunTask(f"r{s}", str(tmp_path / f"r{s}"), load_config("tiny", {"seed": s}).to_dict()) for s in range(3)]
     results = execute(tasks, executor="ray", train_fn=synthetic_train, progress=False)
     assert [r.status for r in results] == ["done"] * 3
     again = execute(tasks, executor="ray", train_fn=synthetic_train, progress=False)
@@ -59,12 +56,21 @@ def test_ray_and_local_give_the_same_metrics_on_tiny(local_ray, small_model, tmp
     from rftlab.commands.pipeline import run_pipeline
 
     spec = {
-        "name": "ray-vs-local", "base": "tiny", "seeds": 2,
-        "overrides": {"model.name": small_model, "data.difficulty": "any", "train.rounds": 3, "eval.every": 0, "data.test_size": 8, "eval.train_samples": 4,
-                      "rollout.rollouts_per_round": 2, "run.progress": False},
-        "layers": [{"name": "L1", "finding": "f",
-                    "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}}}],
-    }  # fmt: skip
+        "name": "ray-vs-local",
+        "base": "tiny",
+        "seeds": 2,
+        "overrides": {
+            "model.name": small_model,
+            "data.difficulty": "any",
+            "train.rounds": 3,
+            "eval.every": 0,
+            "data.test_size": 8,
+            "eval.train_samples": 4,
+            "rollout.rollouts_per_round": 2,
+            "run.progress": False,
+        },
+        "layers": [{"name": "L1", "finding": "f", "variants": {"none": {}, "grpo": {"objective.advantage": "grpo"}}}],
+    }
     run_pipeline(spec, tmp_path / "local", executor="local", workers=2, progress=False)
     run_pipeline(spec, tmp_path / "ray", executor="ray", progress=False)
     local_runs = sorted(p.name for p in (tmp_path / "local" / "runs").iterdir())

@@ -37,8 +37,16 @@ def test_builtin_pipelines_load_and_validate(name):
 def test_paper_layers_cover_the_notes_table():
     spec = load_spec("paper")
     names = [layer.name for layer in spec.layers]
-    assert names == ["L0-minimalist", "L1-advantage", "L2-rollouts", "L3-reward", "L4-difficulty",
-                     "L5-base-model", "L6-batch", "L6-budget"]  # fmt: skip
+    assert names == [
+        "L0-minimalist",
+        "L1-advantage",
+        "L2-rollouts",
+        "L3-reward",
+        "L4-difficulty",
+        "L5-base-model",
+        "L6-batch",
+        "L6-budget",
+    ]
     runs = plan(spec)
     by = {(r.layer, r.variant, r.seed): r.config for r in runs}
     # L1 runs at a G where grpo/mean/rloo differ from none
@@ -47,7 +55,10 @@ def test_paper_layers_cover_the_notes_table():
     assert {v.name for v in spec.layer("L3-reward").variants} == set(objectives.REWARD_DESIGNS)
     # tiny has no example with base Pass@1 in the easy bucket [0.6, 0.9] at temperature 1 (see paper.yaml)
     assert [by[("L4-difficulty", v, 0)]["data"]["difficulty"] for v in ("medium", "hard", "extreme")] == [
-        "medium", "hard", "extreme"]  # fmt: skip
+        "medium",
+        "hard",
+        "extreme",
+    ]
     models = {by[("L5-base-model", v.name, 0)]["model"]["name"] for v in spec.layer("L5-base-model").variants}
     assert models == {"tiny", "tiny-narrow", "smollm2-135m"}
     smol = by[("L5-base-model", "smollm2-135m", 0)]
@@ -59,8 +70,16 @@ def test_paper_layers_cover_the_notes_table():
         assert c["data"]["train_examples"] > 1
     # identical configs are shared: the minimalist is L2's G1, L3's binary, L4's medium, L5's tiny
     runs0 = {(r.layer, r.variant): r.run for r in runs if r.seed == 0}
-    shared = {runs0[k] for k in [("L0-minimalist", "minimalist"), ("L2-rollouts", "G1"), ("L3-reward", "binary"),
-                                 ("L4-difficulty", "medium"), ("L5-base-model", "tiny")]}  # fmt: skip
+    shared = {
+        runs0[k]
+        for k in [
+            ("L0-minimalist", "minimalist"),
+            ("L2-rollouts", "G1"),
+            ("L3-reward", "binary"),
+            ("L4-difficulty", "medium"),
+            ("L5-base-model", "tiny"),
+        ]
+    }
     assert len(shared) == 1
 
 
@@ -72,9 +91,7 @@ def test_paired_seeds_and_quick_overrides():
     quick = plan(spec, quick=True)
     by = {(r.layer, r.variant): r.config for r in quick if r.seed == 0}
     assert by[("L0-minimalist", "minimalist")]["train"]["rounds"] == spec.quick_overrides["train.rounds"]
-    assert (
-        by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 4
-    )  # the variant's own quick overrides
+    assert by[("L5-base-model", "smollm2-135m")]["data"]["test_size"] == 4  # the variant's own quick overrides
     three = plan(spec, seeds=3)
     assert {r.seed for r in three if r.variant != "smollm2-135m"} == {0, 1, 2}
     assert {r.seed for r in three if r.variant == "smollm2-135m"} == {0, 1}  # the variant's seed cap
@@ -86,9 +103,7 @@ GPU_RECIPES = sorted((REPO / "configs" / "gpu").glob("*.yaml"))
 @pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
 def test_gpu_recipes_have_the_paper_settings(path):
     cfg = load_config(str(path))
-    assert (
-        cfg.model.device == "cuda" and cfg.model.dtype == "bfloat16" and cfg.model.master_dtype == "float32"
-    )
+    assert cfg.model.device == "cuda" and cfg.model.dtype == "bfloat16" and cfg.model.master_dtype == "float32"
     assert cfg.optim.lr == 1e-6 and cfg.optim.weight_decay == 0.01 and cfg.optim.grad_clip == 1.0
     assert cfg.objective.clip_eps_low == cfg.objective.clip_eps_high == 0.2 and cfg.objective.dual_clip == 3.0
     assert cfg.objective.kl_coef == 0.001 and cfg.objective.kl_estimator == "k3"
@@ -100,8 +115,11 @@ def test_gpu_recipes_have_the_paper_settings(path):
 def test_gpu_recipes_cover_three_models_two_datasets():
     assert len(GPU_RECIPES) == 6
     models = {load_config(str(p)).model.name for p in GPU_RECIPES}
-    assert models == {"Qwen/Qwen2.5-1.5B-Instruct", "meta-llama/Llama-3.2-1B-Instruct",
-                      "allenai/OLMo-2-0425-1B-Instruct"}  # fmt: skip
+    assert models == {
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "meta-llama/Llama-3.2-1B-Instruct",
+        "allenai/OLMo-2-0425-1B-Instruct",
+    }
 
 
 def test_paper_gpu_base_is_the_qwen_gsm8k_recipe():
@@ -116,8 +134,7 @@ def test_paper_gpu_base_is_the_qwen_gsm8k_recipe():
 
 
 def _one_layer(key: str, names) -> dict:
-    return small_spec(base={"rollout.rollouts_per_round": 2},
-                      variants={n: {key: n} for n in sorted(names)})  # fmt: skip
+    return small_spec(base={"rollout.rollouts_per_round": 2}, variants={n: {key: n} for n in sorted(names)})
 
 
 @pytest.mark.parametrize("name", sorted(objectives.ADVANTAGES))
@@ -140,8 +157,10 @@ def test_every_reward_design_builds_a_variant(name):
 
 @pytest.mark.parametrize("name", sorted(objectives.KL_ESTIMATORS))
 def test_every_kl_estimator_builds_a_variant(name):
-    spec = small_spec(base={"objective.kl_coef": 0.001},
-                      variants={n: {"objective.kl_estimator": n} for n in sorted(objectives.KL_ESTIMATORS)})  # fmt: skip
+    spec = small_spec(
+        base={"objective.kl_coef": 0.001},
+        variants={n: {"objective.kl_estimator": n} for n in sorted(objectives.KL_ESTIMATORS)},
+    )
     runs = plan(spec_from_dict(spec))
     assert any(r.variant == name and r.config["objective"]["kl_estimator"] == name for r in runs)
 
@@ -183,13 +202,13 @@ def test_every_kl_estimator_builds_a_variant(name):
                 claims=[{"finding": "x", "metric": "test_final", "rule": "gt", "variants": ["zz"]}]
             ),
             r"'zz' is not a variant",
-        ),  # fmt: skip
+        ),
         (
             lambda s: s["layers"][0].update(
                 claims=[{"finding": "x", "metric": "test_final", "rule": "gt", "thresh": 1}]
             ),
             r"claims\[0\]\.thresh",
-        ),  # fmt: skip
+        ),
         (
             lambda s: s["layers"][0]["variants"].update(c={"set": {"seed": 1}, "quik": {}}),
             r"variants\.c\.quik",

@@ -28,16 +28,23 @@ SPEC = {
     "base": "tiny",
     "seeds": 2,
     "overrides": {"train.rounds": 20, "eval.every": 10},
-    "layers": [{"name": n, "finding": f"{n} finding", "reference": "a",
-                "variants": {"a": {}, "b": {"rollout.rollouts_per_round": 2}},
-                "claims": [{"finding": f"{n} claim", "metric": "auc_rounds", "rule": "gt", "threshold": 0.0}]}
-               for n in NAMES],
-}  # fmt: skip
+    "layers": [
+        {
+            "name": n,
+            "finding": f"{n} finding",
+            "reference": "a",
+            "variants": {"a": {}, "b": {"rollout.rollouts_per_round": 2}},
+            "claims": [{"finding": f"{n} claim", "metric": "auc_rounds", "rule": "gt", "threshold": 0.0}],
+        }
+        for n in NAMES
+    ],
+}
 
 
 def _run(out):
-    run_pipeline(SPEC, out, executor="inline", train_fn=synthetic_train, check_models=False, progress=False,
-                 bandit="quick")  # fmt: skip
+    run_pipeline(
+        SPEC, out, executor="inline", train_fn=synthetic_train, check_models=False, progress=False, bandit="quick"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +102,14 @@ def test_findings_json_carries_both_sources(combined):
     bandit = [f for f in items if f["source"] == "bandit"]
     assert all("llm_layer" in f for f in bandit)
     shown = {f["layer"]: f["llm_layer"] for f in bandit}
-    assert shown == {"L0": "L0-minimalist", "L1": "L1-advantage", "L2": "L2-rollouts", "L3": "L3-reward",
-                     "L4": "L4-difficulty", "next": None}  # fmt: skip
+    assert shown == {
+        "L0": "L0-minimalist",
+        "L1": "L1-advantage",
+        "L2": "L2-rollouts",
+        "L3": "L3-reward",
+        "L4": "L4-difficulty",
+        "next": None,
+    }
     on_disk = json.loads((combined / "bandit" / "findings.json").read_text())
     assert [{k: v for k, v in f.items() if k not in ("source", "llm_layer")} for f in bandit] == on_disk
     analysis = json.loads((combined / "analysis.json").read_text())

@@ -21,17 +21,33 @@ SPEC = {
     "seeds": 4,
     "overrides": {"train.rounds": 40, "eval.every": 10},
     "layers": [
-        {"name": "L2-rollouts", "finding": "more rollouts learn faster per round", "reference": "G1",
-         "variants": {"G1": {}, "G4": {"rollout.rollouts_per_round": 4}},
-         "claims": [{"finding": "faster per round", "metric": "auc_rounds", "rule": "gt", "threshold": 0.0},
-                    {"finding": "slower per round", "metric": "auc_rounds", "rule": "lt", "threshold": 0.0}]},
-        {"name": "L3-reward", "finding": "negative rewards make training fail", "reference": "binary",
-         "variants": {"binary": {}, "pm1": {"objective.reward_design": "pm1"}},
-         "claims": [{"finding": "pm1 fails", "all_of": [
-             {"metric": "train_final", "compare": "value", "rule": "lt", "threshold": 0.9},
-             {"metric": "train_final", "compare": "paired", "rule": "lt", "threshold": 0.0}]}]},
+        {
+            "name": "L2-rollouts",
+            "finding": "more rollouts learn faster per round",
+            "reference": "G1",
+            "variants": {"G1": {}, "G4": {"rollout.rollouts_per_round": 4}},
+            "claims": [
+                {"finding": "faster per round", "metric": "auc_rounds", "rule": "gt", "threshold": 0.0},
+                {"finding": "slower per round", "metric": "auc_rounds", "rule": "lt", "threshold": 0.0},
+            ],
+        },
+        {
+            "name": "L3-reward",
+            "finding": "negative rewards make training fail",
+            "reference": "binary",
+            "variants": {"binary": {}, "pm1": {"objective.reward_design": "pm1"}},
+            "claims": [
+                {
+                    "finding": "pm1 fails",
+                    "all_of": [
+                        {"metric": "train_final", "compare": "value", "rule": "lt", "threshold": 0.9},
+                        {"metric": "train_final", "compare": "paired", "rule": "lt", "threshold": 0.0},
+                    ],
+                }
+            ],
+        },
     ],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +114,9 @@ def test_report_rebuild_is_identical(pipeline_dir):
 
 def test_report_lists_unfinished_runs(tmp_path):
     out = tmp_path / "p"
-    run_pipeline(SPEC, out, executor="inline", train_fn=synthetic_train, check_models=False, progress=False,
-                 report=False)  # fmt: skip
+    run_pipeline(
+        SPEC, out, executor="inline", train_fn=synthetic_train, check_models=False, progress=False, report=False
+    )
     victim = sorted((out / "runs").iterdir())[0]
     (victim / "summary.json").unlink()
     build_report(out, n_boot=200)

@@ -46,9 +46,17 @@ def test_training_logp_equals_the_sampling_logp_under_left_padding():
     tok = policy.tokenizer
     enc = tok(prompts(policy), return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(0)
-    out = policy.model.generate(**enc, do_sample=True, top_k=0, temperature=0.7, max_new_tokens=24,
-                                output_logits=True, return_dict_in_generate=True,
-                                pad_token_id=tok.pad_token_id, eos_token_id=policy.eos_token_ids)  # fmt: skip
+    out = policy.model.generate(
+        **enc,
+        do_sample=True,
+        top_k=0,
+        temperature=0.7,
+        max_new_tokens=24,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=policy.eos_token_ids,
+    )
     response = out.sequences[:, enc["input_ids"].shape[1] :]
     sampled_logp = token_logp(torch.stack(out.logits, dim=1), response, temperature=0.7)
     mask = torch.ones_like(response)
@@ -57,8 +65,9 @@ def test_training_logp_equals_the_sampling_logp_under_left_padding():
         if hits:
             mask[row, hits[0] + 1 :] = 0
     with torch.no_grad():
-        logp, entropy = response_logp(policy, enc["input_ids"], enc["attention_mask"], response, mask,
-                                      temperature=0.7, with_entropy=True)  # fmt: skip
+        logp, entropy = response_logp(
+            policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=0.7, with_entropy=True
+        )
     real = mask.bool()
     assert torch.allclose(logp[real], sampled_logp[real], atol=1e-4)
     assert (entropy[real] >= 0).all()
@@ -74,23 +83,27 @@ def test_training_logp_equals_generates_temperature_scaled_scores():
     tok = policy.tokenizer
     enc = tok(prompts(policy), return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(1)
-    out = policy.model.generate(**enc, do_sample=True, top_k=0, temperature=0.7, max_new_tokens=24,
-                                output_scores=True, return_dict_in_generate=True,
-                                pad_token_id=tok.pad_token_id, eos_token_id=policy.eos_token_ids)  # fmt: skip
+    out = policy.model.generate(
+        **enc,
+        do_sample=True,
+        top_k=0,
+        temperature=0.7,
+        max_new_tokens=24,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=policy.eos_token_ids,
+    )
     response = out.sequences[:, enc["input_ids"].shape[1] :]
     scores = torch.log_softmax(torch.stack(out.scores, dim=1), dim=-1)  # (N, T, V), already / temperature
     sampled_logp = scores.gather(-1, response.unsqueeze(-1)).squeeze(-1)
     mask, _ = _response_mask(response, policy.eos_token_ids)
     with torch.no_grad():
-        logp, _ = response_logp(
-            policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=0.7
-        )
+        logp, _ = response_logp(policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=0.7)
     real = mask.bool()
     assert torch.allclose(logp[real], sampled_logp[real], atol=1e-4)
     # and at temperature 1 the scores would differ: the check has power against a dropped temperature
-    logp_t1, _ = response_logp(
-        policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=1.0
-    )
+    logp_t1, _ = response_logp(policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=1.0)
     assert not torch.allclose(logp_t1[real], sampled_logp[real], atol=1e-2)
 
 
@@ -120,11 +133,13 @@ def test_sorting_by_prompt_length_returns_rows_in_order_and_keeps_greedy_results
     ordered = generate(policy, mixed_prompts(policy), sort_by_length=True, **kw)
     assert_same_batch(plain, ordered)
     # sampled: each row still answers its own prompt, samples of a prompt stay grouped
-    sampled = generate(policy, mixed_prompts(policy), samples_per_prompt=2, max_new_tokens=16, batch_size=3,
-                       sort_by_length=True)  # fmt: skip
+    sampled = generate(
+        policy, mixed_prompts(policy), samples_per_prompt=2, max_new_tokens=16, batch_size=3, sort_by_length=True
+    )
     assert sampled.prompt_index == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    decoded = policy.tokenizer.batch_decode(sampled.prompt_ids.masked_fill(sampled.prompt_mask == 0, 0),
-                                            skip_special_tokens=True)  # fmt: skip
+    decoded = policy.tokenizer.batch_decode(
+        sampled.prompt_ids.masked_fill(sampled.prompt_mask == 0, 0), skip_special_tokens=True
+    )
     for row, i in enumerate(sampled.prompt_index):
         assert MIXED[i] in decoded[row]
 
@@ -157,9 +172,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_results(monkeypatch, caplog):
         assert_same_batch(greedy_plain, greedy_split)
         # sampled: each retry starts from the random state of the failed batch, so halving 8 -> 4 -> 2
         # gives exactly the run made at 2 rows per batch
-        sampled_split = generate(
-            policy, prompts_, samples_per_prompt=2, max_new_tokens=24, seed=4, batch_size=8
-        )
+        sampled_split = generate(policy, prompts_, samples_per_prompt=2, max_new_tokens=24, seed=4, batch_size=8)
     assert_same_batch(sampled_at_2, sampled_split)
     halving = [r for r in caplog.records if "out of device memory" in r.getMessage()]
     assert len(halving) == 1 and "eval.batch_size" in halving[0].getMessage()

@@ -61,15 +61,22 @@ def test_lean_sampled_logp_equals_the_loss_logp():
     enc = tok(prompts(policy) * 2, return_tensors="pt", padding=True, add_special_tokens=False)
     torch.manual_seed(3)
     response, logp = lean_generate(
-        policy.model, enc["input_ids"], enc["attention_mask"], greedy=False, temperature=0.7, top_p=1.0,
-        max_new_tokens=48, eos_token_ids=policy.eos_token_ids, pad_token_id=tok.pad_token_id, with_logp=True,
-    )  # fmt: skip
+        policy.model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        greedy=False,
+        temperature=0.7,
+        top_p=1.0,
+        max_new_tokens=48,
+        eos_token_ids=policy.eos_token_ids,
+        pad_token_id=tok.pad_token_id,
+        with_logp=True,
+    )
     is_eos = torch.isin(response, torch.tensor(policy.eos_token_ids))
     mask = ((is_eos.cumsum(-1) - is_eos.int()) == 0).long()  # up to and including the first eos
     assert not mask.all()  # some rows ended early and were retired
     with torch.no_grad():
-        loss_logp, _ = response_logp(policy, enc["input_ids"], enc["attention_mask"], response, mask,
-                                     temperature=0.7)  # fmt: skip
+        loss_logp, _ = response_logp(policy, enc["input_ids"], enc["attention_mask"], response, mask, temperature=0.7)
     real = mask.bool()
     assert torch.allclose(logp[real], loss_logp[real], atol=1e-4)
     assert (logp[~real] == 0).all() and (response[~real] == tok.pad_token_id).all()
@@ -97,9 +104,16 @@ def test_lean_sampling_matches_the_model_softmax_at_temperature_and_top_p():
 
     torch.manual_seed(0)
     tokens = lean_generate(
-        policy.model, enc["input_ids"], enc["attention_mask"], greedy=False, temperature=temperature,
-        top_p=top_p, max_new_tokens=1, eos_token_ids=policy.eos_token_ids, pad_token_id=tok.pad_token_id,
-    )[:, 0]  # fmt: skip
+        policy.model,
+        enc["input_ids"],
+        enc["attention_mask"],
+        greedy=False,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=1,
+        eos_token_ids=policy.eos_token_ids,
+        pad_token_id=tok.pad_token_id,
+    )[:, 0]
     counts = torch.bincount(tokens, minlength=logits.shape[0])
     assert counts[~in_nucleus].sum() == 0
     stat, dof = chi_square(counts, expected)

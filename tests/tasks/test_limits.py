@@ -126,16 +126,24 @@ def test_no_known_context_means_no_check(tiny):
 
 def _data_file(tmp_path, long_words=3000):
     """A GSM8K-format file whose third row is a prompt far past tiny's 256-position context."""
-    rows = [{"question": f"Tom has {i} apples and gets 2 more. How many now?", "answer": f"#### {i + 2}"}
-            for i in range(6)]  # fmt: skip
+    rows = [
+        {"question": f"Tom has {i} apples and gets 2 more. How many now?", "answer": f"#### {i + 2}"} for i in range(6)
+    ]
     rows[2]["question"] = "apples " * long_words + "How many?"
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-RUN = ["data.difficulty=any", "train.rounds=1", "eval.train_samples=1", "data.test_size=2", "run.threads=1",
-       "rollout.max_new_tokens=16", "run.progress=false"]  # fmt: skip
+RUN = [
+    "data.difficulty=any",
+    "train.rounds=1",
+    "eval.train_samples=1",
+    "data.test_size=2",
+    "run.threads=1",
+    "rollout.max_new_tokens=16",
+    "run.progress=false",
+]
 
 
 def _error_lines(capsys):
@@ -155,10 +163,7 @@ def test_run_skips_and_counts_a_long_prompt_under_on_bad_row_skip(tmp_path, capl
     data = _data_file(tmp_path)
     out = tmp_path / "run"
     with caplog.at_level("WARNING"):
-        assert (
-            main(["run", "tiny", f"data.dataset={data}", "data.on_bad_row=skip", *RUN, "--out", str(out)])
-            == 0
-        )
+        assert main(["run", "tiny", f"data.dataset={data}", "data.on_bad_row=skip", *RUN, "--out", str(out)]) == 0
     assert "skipped 1 prompt(s)" in caplog.text and "data/3" in caplog.text
     assert "data/3" not in json.loads((out / "summary.json").read_text())["train_example_ids"]
 

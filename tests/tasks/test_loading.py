@@ -43,9 +43,7 @@ def _raw_rows(dataset: str, split: str) -> list[dict]:
 # ------------------------------------------------------------------------------------------ vendored data
 
 
-def test_vendored_sizes(
-    gsm8k_test: list[Problem], gsm8k_train: list[Problem], math500: list[Problem]
-) -> None:
+def test_vendored_sizes(gsm8k_test: list[Problem], gsm8k_train: list[Problem], math500: list[Problem]) -> None:
     assert len(gsm8k_test) == 1319
     assert len(gsm8k_train) == 7473
     assert len(math500) == 500
@@ -58,9 +56,7 @@ def test_vendored_files_are_package_resources() -> None:
         assert (vendored_path("gsm8k", "test").parent.parent / license_file).is_file()
 
 
-@pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason="the project's shared data folder is not beside the repo"
-)
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the project's shared data folder is not beside the repo")
 def test_vendored_files_match_the_shared_data() -> None:
     for rel in ("gsm8k/train.jsonl", "gsm8k/test.jsonl", "gsm8k/LICENSE", "math500/test.jsonl"):
         dataset, name = rel.split("/")
@@ -80,9 +76,7 @@ def test_gsm8k_first_rows(gsm8k_test: list[Problem], gsm8k_train: list[Problem])
         raw = _raw_rows("gsm8k", split)
         for p, row in zip(problems[:20], raw[:20], strict=True):
             assert p.question == row["question"].strip()
-            assert p.answer == row["answer"].strip().splitlines()[-1].removeprefix("####").strip().replace(
-                ",", ""
-            )
+            assert p.answer == row["answer"].strip().splitlines()[-1].removeprefix("####").strip().replace(",", "")
 
 
 def test_gsm8k_answers_are_bare_numbers(gsm8k_test: list[Problem], gsm8k_train: list[Problem]) -> None:
@@ -104,9 +98,7 @@ def test_math500_first_rows(math500: list[Problem]) -> None:
         assert p.metadata["solution"] == row["answer"].strip()
 
 
-def test_ids_are_unique(
-    gsm8k_test: list[Problem], gsm8k_train: list[Problem], math500: list[Problem]
-) -> None:
+def test_ids_are_unique(gsm8k_test: list[Problem], gsm8k_train: list[Problem], math500: list[Problem]) -> None:
     ids = [p.id for p in gsm8k_test + gsm8k_train + math500]
     assert len(set(ids)) == len(ids)
 
@@ -163,9 +155,7 @@ def test_math_needs_a_path() -> None:
         load_problems("math")
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"on_bad_row": "ignore"}, {"limit": -1}, {"limit": 2.5}, {"format": "csv"}]
-)
+@pytest.mark.parametrize("kwargs", [{"on_bad_row": "ignore"}, {"limit": -1}, {"limit": 2.5}, {"format": "csv"}])
 def test_bad_options(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         load_problems("gsm8k", **kwargs)
@@ -288,9 +278,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
         ([GSM_ROWS[0], "", "", '["not", "an", "object"]'], 4, "expected an object"),
     ],
 )
-def test_malformed_gsm8k_rows_name_file_line_field(
-    tmp_path: Path, rows: list, line: int, needle: str
-) -> None:
+def test_malformed_gsm8k_rows_name_file_line_field(tmp_path: Path, rows: list, line: int, needle: str) -> None:
     path = _write_jsonl(tmp_path / "x.jsonl", rows)
     with pytest.raises(DataError) as err:
         load_problems("gsm8k", path=path)
@@ -327,9 +315,7 @@ def test_malformed_json_and_parquet_rows_name_the_row(tmp_path: Path) -> None:
         load_problems(str(broken))
     pa = pytest.importorskip("pyarrow")
     pq = pytest.importorskip("pyarrow.parquet")
-    table = pa.Table.from_pylist(
-        [{"question": "q", "answer": "#### 1"}, {"question": None, "answer": "#### 2"}]
-    )
+    table = pa.Table.from_pylist([{"question": "q", "answer": "#### 1"}, {"question": None, "answer": "#### 2"}])
     pq.write_table(table, tmp_path / "t.parquet")
     with pytest.raises(DataError, match=r"t\.parquet row 2: missing field 'question'"):
         load_problems(str(tmp_path / "t.parquet"))
@@ -376,9 +362,7 @@ def _fake_datasets(monkeypatch: pytest.MonkeyPatch, load_dataset) -> None:
 
 def test_hub_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: object, **kwargs: object) -> None:
-        raise ConnectionError(
-            "Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore detail"
-        )
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
     _fake_datasets(monkeypatch, offline)
     with pytest.raises(DataError) as err:

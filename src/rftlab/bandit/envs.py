@@ -278,9 +278,7 @@ class PooledSoftmax(BanditPolicy):
 
     def logp(self, actions: Tensor) -> Tensor:
         u = self.used
-        return _PooledLogp.apply(self.z[:, :u], actions, self.log_count[:, :u], self._log_norm()).unsqueeze(
-            -1
-        )
+        return _PooledLogp.apply(self.z[:, :u], actions, self.log_count[:, :u], self._log_norm()).unsqueeze(-1)
 
     def freeze_reference(self) -> None:
         env = self.env
@@ -435,9 +433,7 @@ class SequenceSoftmax(BanditPolicy):
             ctx = torch.zeros(S, rollouts, dtype=torch.long)
             tokens = torch.empty(S, rollouts, L, dtype=torch.long)
             for pos in range(L):
-                logits = self.table[:, pos].gather(
-                    1, ctx[..., None].expand(-1, -1, self.env.vocab)
-                )  # (S, G, V)
+                logits = self.table[:, pos].gather(1, ctx[..., None].expand(-1, -1, self.env.vocab))  # (S, G, V)
                 tok = sample_categorical(logits, gen, 1).squeeze(-1)  # (S, G)
                 tokens[..., pos] = tok
                 ctx = self.next_ctx[ctx, tok]

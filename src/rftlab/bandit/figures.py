@@ -24,8 +24,14 @@ from rftlab.plotting import save_figure, style_axes  # noqa: E402
 
 N_TRACES = 8  # individual seed trajectories drawn in thin lines
 # figure file (without .png) per layer id of rftlab.bandit.pipeline's findings
-FIGURES = {"L0": "l0_minimalist", "L1": "l1_advantage", "L2": "l2_rollouts", "L3": "l3_reward_design",
-           "L4": "l4_difficulty", "next": "instances"}  # fmt: skip
+FIGURES = {
+    "L0": "l0_minimalist",
+    "L1": "l1_advantage",
+    "L2": "l2_rollouts",
+    "L3": "l3_reward_design",
+    "L4": "l4_difficulty",
+    "next": "instances",
+}
 
 
 def _band(
@@ -120,8 +126,7 @@ def figures(out: Path, curves: dict) -> list[tuple[str, str, Path]]:
     return figs
 
 
-def write_results(out: Path, findings: list, curves: dict, scale: dict | None = None,
-                  seed: int | None = None) -> Path:  # fmt: skip
+def write_results(out: Path, findings: list, curves: dict, scale: dict | None = None, seed: int | None = None) -> Path:
     """Write findings.json and the figures, then bandit.json (the finished mark) into `out`; its path.
 
     `findings`: rftlab.bandit.pipeline.BanditFinding records. bandit.json also lists each one's claim
@@ -133,9 +138,7 @@ def write_results(out: Path, findings: list, curves: dict, scale: dict | None = 
     manifest = {
         "scale": scale or {},
         "seed": seed,
-        "figures": [
-            {"layer": layer, "caption": cap, "file": p.name} for layer, cap, p in figures(out, curves)
-        ],
+        "figures": [{"layer": layer, "caption": cap, "file": p.name} for layer, cap, p in figures(out, curves)],
         "claims": [{"claim": f.claim, "rule": f.rule_text} for f in findings],
     }
     write_atomic(out / BANDIT_MANIFEST, json.dumps(manifest, indent=1) + "\n")

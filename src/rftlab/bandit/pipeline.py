@@ -145,24 +145,31 @@ def layer_minimalist(lab: Lab) -> tuple[list[BanditFinding], dict]:
     gain = test_c[-1] - test_c[0]
     m_gain, lo_gain, hi_gain = mean_ci(gain)
     n = len(final)
-    rule = Rule(all_of=(Condition("gt", 0.9, point(float(final.mean()), n)),
-                        Condition("gt", 0.9, point(float(train_c[-1].mean()), n)),
-                        Condition("above", 0.0, interval((m_gain, lo_gain, hi_gain), n))))  # fmt: skip
+    rule = Rule(
+        all_of=(
+            Condition("gt", 0.9, point(float(final.mean()), n)),
+            Condition("gt", 0.9, point(float(train_c[-1].mean()), n)),
+            Condition("above", 0.0, interval((m_gain, lo_gain, hi_gain), n)),
+        )
+    )
     finding = BanditFinding(
         "L0 minimalist learns the training example and generalizes; dynamics vary across seeds",
         "rule: agrees if mean final train mass > 0.9 in both envs and the held-out gain CI > 0",
-        "L0", rule,
-        dict(karmed_final_mass_mean=float(final.mean()),
-             karmed_final_mass_theory=float(theory["mean"][-1]),
-             karmed_frac_seeds_above_0_9=float((final > 0.9).float().mean()),
-             karmed_mass_std_across_seeds_midrun=float(r0.metrics["optimal_mass"][sc.rounds // 4].std()),
-             correlated_train_mass_final=float(train_c[-1].mean()),
-             correlated_test_mass_initial=float(test_c[0].mean()),
-             correlated_test_gain_mean=m_gain,
-             correlated_test_gain_ci=[lo_gain, hi_gain],
-             correlated_test_gain_std_across_seeds=float(gain.std()),
-             correlated_test_gain_max=float(gain.max())),
-    )  # fmt: skip
+        "L0",
+        rule,
+        dict(
+            karmed_final_mass_mean=float(final.mean()),
+            karmed_final_mass_theory=float(theory["mean"][-1]),
+            karmed_frac_seeds_above_0_9=float((final > 0.9).float().mean()),
+            karmed_mass_std_across_seeds_midrun=float(r0.metrics["optimal_mass"][sc.rounds // 4].std()),
+            correlated_train_mass_final=float(train_c[-1].mean()),
+            correlated_test_mass_initial=float(test_c[0].mean()),
+            correlated_test_gain_mean=m_gain,
+            correlated_test_gain_ci=[lo_gain, hi_gain],
+            correlated_test_gain_std_across_seeds=float(gain.std()),
+            correlated_test_gain_max=float(gain.max()),
+        ),
+    )
     ode = mean_field_trajectory(karm.p0, karm.arms, base.optim.lr, sc.rounds)
     return [finding], {"L0": {"karmed": r0, "theory": theory, "correlated": c0}, "ode": ode}
 
@@ -170,33 +177,40 @@ def layer_minimalist(lab: Lab) -> tuple[list[BanditFinding], dict]:
 def layer_advantage(lab: Lab) -> tuple[list[BanditFinding], dict]:
     """L1: GRPO's advantage vs none at G = 4 (with G = 1 they coincide)."""
     g4 = lab.base.with_(rollouts=4)
-    l1 = {name: (lab.run(env, g4), lab.run(env, g4.with_(advantage="grpo")))
-          for name, env in (("karmed", lab.karm), ("correlated", lab.corr))}  # fmt: skip
+    l1 = {
+        name: (lab.run(env, g4), lab.run(env, g4.with_(advantage="grpo")))
+        for name, env in (("karmed", lab.karm), ("correlated", lab.corr))
+    }
     (none_c, grpo_c), (none_k, grpo_k) = l1["correlated"], l1["karmed"]
     d_unstable = paired_ci(
         downward_moves(grpo_c.metrics["optimal_mass"]), downward_moves(none_c.metrics["optimal_mass"])
     )
-    d_unstable_test = paired_ci(downward_moves(grpo_c.metrics["test_optimal_mass"]),
-                                downward_moves(none_c.metrics["test_optimal_mass"]))  # fmt: skip
+    d_unstable_test = paired_ci(
+        downward_moves(grpo_c.metrics["test_optimal_mass"]), downward_moves(none_c.metrics["test_optimal_mass"])
+    )
     d_test = paired_ci(grpo_c.metrics["test_optimal_mass"][-1], none_c.metrics["test_optimal_mass"][-1])
     d_k = paired_ci(grpo_k.metrics["optimal_mass"][-1], none_k.metrics["optimal_mass"][-1])
     n = none_c.metrics["optimal_mass"].shape[1]
-    less_stable = AnyOf((Condition("above", 0.0, interval(d_unstable, n)),
-                         Condition("above", 0.0, interval(d_unstable_test, n))))  # fmt: skip
+    less_stable = AnyOf(
+        (Condition("above", 0.0, interval(d_unstable, n)), Condition("above", 0.0, interval(d_unstable_test, n)))
+    )
     not_better = Condition("below", DELTA, interval(d_test, n))
     finding = BanditFinding(
         "L1 GRPO advantage is less stable and no better than the raw reward",
         "G = 4, same lr; rule: agrees if GRPO's total downward movement of train or test mass is larger (CI > 0) "
         f"and its final test mass is not better by {DELTA}; disagrees if it is better by {DELTA} or less unstable "
         "on both",
-        "L1", Rule(all_of=(less_stable, not_better)),
-        dict(correlated_downward_train_grpo_minus_none=list(d_unstable),
-             correlated_downward_test_grpo_minus_none=list(d_unstable_test),
-             correlated_final_test_mass_grpo_minus_none=list(d_test),
-             karmed_final_mass_grpo_minus_none=list(d_k),
-             karmed_final_mass_none=float(none_k.metrics["optimal_mass"][-1].mean()),
-             karmed_final_mass_grpo=float(grpo_k.metrics["optimal_mass"][-1].mean())),
-    )  # fmt: skip
+        "L1",
+        Rule(all_of=(less_stable, not_better)),
+        dict(
+            correlated_downward_train_grpo_minus_none=list(d_unstable),
+            correlated_downward_test_grpo_minus_none=list(d_unstable_test),
+            correlated_final_test_mass_grpo_minus_none=list(d_test),
+            karmed_final_mass_grpo_minus_none=list(d_k),
+            karmed_final_mass_none=float(none_k.metrics["optimal_mass"][-1].mean()),
+            karmed_final_mass_grpo=float(grpo_k.metrics["optimal_mass"][-1].mean()),
+        ),
+    )
     return [finding], {"L1": l1}
 
 
@@ -210,21 +224,21 @@ def layer_rollouts(lab: Lab) -> tuple[list[BanditFinding], dict]:
     samples = paired_ci(to_half[16] * 16, to_half[1] * 1)  # positive = more samples needed
     d_gen = paired_ci(l2c[16].metrics["test_optimal_mass"][-1], l2c[1].metrics["test_optimal_mass"][-1])
     n = len(to_half[1])
-    rule = Rule(
-        all_of=(Condition("below", 0.0, interval(faster, n)), Condition("above", 0.0, interval(samples, n)))
-    )
+    rule = Rule(all_of=(Condition("below", 0.0, interval(faster, n)), Condition("above", 0.0, interval(samples, n))))
     finding = BanditFinding(
-        "L2 more rollouts per round learn faster per round but are less sample-efficient, no better at "
-        "generalizing",
+        "L2 more rollouts per round learn faster per round but are less sample-efficient, no better at generalizing",
         "rounds and samples to reach optimal mass 0.5, G = 16 vs 1; rule: agrees if both "
         "paired CIs have the paper's sign, disagrees if either has the opposite sign",
-        "L2", rule,
-        dict(mean_rounds_to_half={str(g): float(v.mean()) for g, v in to_half.items()},
-             mean_samples_to_half={str(g): float(v.mean() * g) for g, v in to_half.items()},
-             rounds_g16_minus_g1=list(faster),
-             samples_g16_minus_g1=list(samples),
-             correlated_final_test_mass_g16_minus_g1=list(d_gen)),
-    )  # fmt: skip
+        "L2",
+        rule,
+        dict(
+            mean_rounds_to_half={str(g): float(v.mean()) for g, v in to_half.items()},
+            mean_samples_to_half={str(g): float(v.mean() * g) for g, v in to_half.items()},
+            rounds_g16_minus_g1=list(faster),
+            samples_g16_minus_g1=list(samples),
+            correlated_final_test_mass_g16_minus_g1=list(d_gen),
+        ),
+    )
     return [finding], {"L2": {"karmed": l2, "correlated": l2c}}
 
 
@@ -235,15 +249,17 @@ def layer_reward_design(lab: Lab) -> tuple[list[BanditFinding], dict]:
     # token-mean divides a sequence's gradient by L = 10: lr 10 gives each token SGD's unit step
     seq_sgd = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5)
     seq_adam = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5)
-    settings = (("karmed/sgd", lab.karm, base, None), ("karmed/adam", lab.karm, adam, None),
-                ("correlated/sgd", lab.corr, base, None), ("sequence/sgd", lab.seq, seq_sgd, sc.seq_seeds),
-                ("sequence/adam", lab.seq, seq_adam, sc.seq_seeds))  # fmt: skip
+    settings = (
+        ("karmed/sgd", lab.karm, base, None),
+        ("karmed/adam", lab.karm, adam, None),
+        ("correlated/sgd", lab.corr, base, None),
+        ("sequence/sgd", lab.seq, seq_sgd, sc.seq_seeds),
+        ("sequence/adam", lab.seq, seq_adam, sc.seq_seeds),
+    )
     l3: dict[str, dict[str, SimResult]] = {}
     findings = []
     for label, env, cfg, n_seeds in settings:
-        res = l3[label] = {
-            d: lab.run(env, cfg.with_(reward_design=d), n_seeds) for d in ("binary", "pm1", "neg")
-        }
+        res = l3[label] = {d: lab.run(env, cfg.with_(reward_design=d), n_seeds) for d in ("binary", "pm1", "neg")}
         binary = res["binary"].metrics["optimal_mass"]
         for design in ("neg", "pm1"):
             findings.append(_reward_finding(label, design, binary, res[design].metrics["optimal_mass"]))
@@ -254,33 +270,51 @@ def _reward_finding(label: str, design: str, binary: Tensor, variant: Tensor) ->
     d = paired_ci(variant[-1], binary[-1])
     ref_gain = float((binary[-1] - binary[0]).mean())
     n = binary.shape[1]
-    rule = Rule(all_of=(Condition("below", -DELTA, interval(d, n)),),
-                requires=(Condition("at_least", DELTA, point(ref_gain, n)),))  # fmt: skip
+    rule = Rule(
+        all_of=(Condition("below", -DELTA, interval(d, n)),),
+        requires=(Condition("at_least", DELTA, point(ref_gain, n)),),
+    )
     return BanditFinding(
         f"L3 negative reward ({design}) makes training fail [{label}]",
         f"final train mass vs {{0,1}}; rule: agrees if lower by more than {DELTA}, disagrees if the CI excludes "
         f"that; inconclusive if {{0,1}} itself gained less than {DELTA}",
-        "L3", rule,
-        dict(final_mass_binary=float(binary[-1].mean()), final_mass_variant=float(variant[-1].mean()),
-             initial_mass=float(binary[0].mean()), variant_minus_binary=list(d)),
-    )  # fmt: skip
+        "L3",
+        rule,
+        dict(
+            final_mass_binary=float(binary[-1].mean()),
+            final_mass_variant=float(variant[-1].mean()),
+            initial_mass=float(binary[0].mean()),
+            variant_minus_binary=list(d),
+        ),
+    )
 
 
 def layer_difficulty(lab: Lab) -> tuple[list[BanditFinding], dict]:
     """L4: p0 from easy to extremely hard; the hardest never sees a success."""
     l4 = {p: lab.run(KArmedEnv(arms=1_000_000, p0=p), lab.base) for p in (0.05, 1e-2, 1e-3, 1e-4)}
-    rows = [{"p0": p, "fail_frac_sim": float((r.metrics["successes"][-1] == 0).float().mean()),
-             "fail_prob_theory": failure_probability(p, lab.scale.rounds),
-             "final_mass": float(r.metrics["optimal_mass"][-1].mean())} for p, r in l4.items()]  # fmt: skip
+    rows = [
+        {
+            "p0": p,
+            "fail_frac_sim": float((r.metrics["successes"][-1] == 0).float().mean()),
+            "fail_prob_theory": failure_probability(p, lab.scale.rounds),
+            "final_mass": float(r.metrics["optimal_mass"][-1].mean()),
+        }
+        for p, r in l4.items()
+    ]
     hardest, n = rows[-1], l4[1e-4].metrics["optimal_mass"].shape[1]
-    rule = Rule(all_of=(Condition("above", 0.5, point(hardest["fail_frac_sim"], n), disagree=-math.inf),
-                        Condition("below", 0.1, point(hardest["final_mass"], n), disagree=0.5)))  # fmt: skip
+    rule = Rule(
+        all_of=(
+            Condition("above", 0.5, point(hardest["fail_frac_sim"], n), disagree=-math.inf),
+            Condition("below", 0.1, point(hardest["final_mass"], n), disagree=0.5),
+        )
+    )
     finding = BanditFinding(
         "L4 an extremely hard example fails: no correct rollout, no signal",
-        "rule: agrees if most seeds (> 0.5) of the hardest p0 never see a success and its final mass stays "
-        "below 0.1",
-        "L4", rule, dict(by_p0=rows),
-    )  # fmt: skip
+        "rule: agrees if most seeds (> 0.5) of the hardest p0 never see a success and its final mass stays below 0.1",
+        "L4",
+        rule,
+        dict(by_p0=rows),
+    )
     return [finding], {"L4": l4}
 
 
@@ -291,16 +325,26 @@ def layer_instances(lab: Lab) -> tuple[list[BanditFinding], dict]:
     finding = BanditFinding(
         "More training instances (one per round, same rollouts per round) and held-out mass: the paper "
         "makes no claim here (its next layer); reported for the batch question, verdict inconclusive by design",
-        "", "next", Rule(),
-        dict(final_test_mass={str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()},
-             final_train_mass={str(n): float(r.metrics["optimal_mass"][-1].mean()) for n, r in inst.items()},
-             test_mass_16_minus_1=list(d_inst)),
-    )  # fmt: skip
+        "",
+        "next",
+        Rule(),
+        dict(
+            final_test_mass={str(n): float(r.metrics["test_optimal_mass"][-1].mean()) for n, r in inst.items()},
+            final_train_mass={str(n): float(r.metrics["optimal_mass"][-1].mean()) for n, r in inst.items()},
+            test_mass_16_minus_1=list(d_inst),
+        ),
+    )
     return [finding], {"instances": inst}
 
 
-LAYERS: tuple[Layer, ...] = (layer_minimalist, layer_advantage, layer_rollouts, layer_reward_design,
-                             layer_difficulty, layer_instances)  # fmt: skip
+LAYERS: tuple[Layer, ...] = (
+    layer_minimalist,
+    layer_advantage,
+    layer_rollouts,
+    layer_reward_design,
+    layer_difficulty,
+    layer_instances,
+)
 
 
 def run_counterparts(

@@ -85,9 +85,7 @@ class SimResult:
         return self.metrics[name].mean(-1)
 
     def std(self, name: str = "optimal_mass") -> Tensor:
-        return (
-            self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
-        )
+        return self.metrics[name].std(-1) if self.metrics[name].shape[-1] > 1 else torch.zeros(len(self.rounds))
 
 
 def _ratio_one_gradient(rollouts: int, tokens: int, cfg: SimConfig, dtype: torch.dtype) -> Tensor:
@@ -129,9 +127,7 @@ def policy_update(policy, actions: Tensor, adv: Tensor, cfg: SimConfig, step: in
     """
     if cfg.fast_reinforce and cfg.updates_per_batch == 1 and cfg.kl_coef == 0:
         logp = policy.logp(actions)  # (S, G, T)
-        weight = adv.to(logp.dtype)[..., None] * _ratio_one_gradient(
-            logp.shape[1], logp.shape[2], cfg, logp.dtype
-        )
+        weight = adv.to(logp.dtype)[..., None] * _ratio_one_gradient(logp.shape[1], logp.shape[2], cfg, logp.dtype)
         grads = torch.autograd.grad(logp, policy.params, grad_outputs=weight)
         optimizer_step(policy, list(grads), cfg.optim, step + 1)
         return step + 1

@@ -121,9 +121,7 @@ def expected_next_mass(
     return mean, float((weight * (p_new - mean) ** 2).sum())
 
 
-def _advantages_given_successes(
-    c: int, rollouts: int, advantage: str, reward_design: str
-) -> tuple[float, float]:
+def _advantages_given_successes(c: int, rollouts: int, advantage: str, reward_design: str) -> tuple[float, float]:
     """(A of a correct rollout, A of a wrong rollout) in a group with c correct of G."""
     wrong, right = REWARD_DESIGNS[reward_design]
     rewards = torch.tensor([right] * c + [wrong] * (rollouts - c), dtype=torch.float64)

@@ -197,9 +197,7 @@ def evaluate(
     answers = [p.answer for p in problems]
 
     def strict_ok(batch) -> list[bool]:
-        return [
-            score(t, answers[i], "gsm8k_strict") for t, i in zip(batch.texts, batch.prompt_index, strict=True)
-        ]
+        return [score(t, answers[i], "gsm8k_strict") for t, i in zip(batch.texts, batch.prompt_index, strict=True)]
 
     def any_format_ok(batch) -> list[bool]:
         return [
@@ -266,17 +264,11 @@ def build(
     # data: a fresh train-split sample per step, drawn once up front
     n = p.steps * p.batch_size
     samples = generate_pretraining_samples(n, seed, format_weights=p.format_weights, **p.problem_knobs)
-    tok_texts = generate_pretraining_samples(
-        4000, seed + 10_000, format_weights=p.format_weights, **p.problem_knobs
-    )
-    tokenizer = build_tokenizer(
-        [s.problem.user_message() + "\n" + s.response for s in tok_texts], p.vocab_size
-    )
+    tok_texts = generate_pretraining_samples(4000, seed + 10_000, format_weights=p.format_weights, **p.problem_knobs)
+    tokenizer = build_tokenizer([s.problem.user_message() + "\n" + s.response for s in tok_texts], p.vocab_size)
     model = build_model(p, tokenizer)  # the first use of torch's RNG: the same init as ever
     policy = as_policy(profile, model, tokenizer)
-    prompts = tokenizer([policy.prompt_text(s.problem) for s in samples], add_special_tokens=False)[
-        "input_ids"
-    ]
+    prompts = tokenizer([policy.prompt_text(s.problem) for s in samples], add_special_tokens=False)["input_ids"]
     responses = tokenizer([s.response for s in samples], add_special_tokens=False)["input_ids"]
     seqs = [(pr, rs + [tokenizer.eos_token_id]) for pr, rs in zip(prompts, responses, strict=True)]
     max_len = max(len(a) + len(b) for a, b in seqs)
@@ -350,9 +342,7 @@ def build(
         "settings": asdict(p),
         "longest_sample_tokens": max_len,
         "final_train_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
-        "loss_curve": [
-            round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)
-        ],
+        "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
         "train_seconds": round(train_s, 1),
         "wall_seconds": round(time.time() - t0, 1),
         "torch": torch.__version__,
@@ -381,15 +371,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="output folder (default: the shipped rftlab/builtin/<profile>/)",
     )
-    ap.add_argument(
-        "--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build"
-    )
-    ap.add_argument(
-        "--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation"
-    )
-    ap.add_argument(
-        "--steps", type=int, default=None, help="override the profile's number of optimizer steps"
-    )
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation")
+    ap.add_argument("--steps", type=int, default=None, help="override the profile's number of optimizer steps")
     ap.add_argument(
         "--threads",
         type=int,

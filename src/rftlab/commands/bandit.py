@@ -38,30 +38,20 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--arms", type=int, default=1000, help="K, number of arms (karmed, correlated); >= 2")
     g.add_argument("--optimal", type=int, default=1, help="number of optimal arms (default 1)")
-    g.add_argument(
-        "--p0", type=float, default=0.05, help="initial optimal mass (difficulty), in (0, 1) [karmed]"
-    )
+    g.add_argument("--p0", type=float, default=0.05, help="initial optimal mass (difficulty), in (0, 1) [karmed]")
     g.add_argument("--vocab", type=int, default=16, help="V, tokens [sequence]")
     g.add_argument("--length", type=int, default=10, help="L, response length [sequence]")
     g.add_argument("--context", type=int, default=1, help="tokens of context per logit table, 0-2 [sequence]")
-    g.add_argument(
-        "--rule", choices=("prefix", "sum_mod"), default="prefix", help="verifiable rule [sequence]"
-    )
-    g.add_argument(
-        "--target-len", type=int, default=2, help="prefix length for rule=prefix (p0 = V^-len) [sequence]"
-    )
+    g.add_argument("--rule", choices=("prefix", "sum_mod"), default="prefix", help="verifiable rule [sequence]")
+    g.add_argument("--target-len", type=int, default=2, help="prefix length for rule=prefix (p0 = V^-len) [sequence]")
     g.add_argument("--modulus", type=int, default=8, help="modulus for rule=sum_mod [sequence]")
     g.add_argument("--dim", type=int, default=16, help="feature dimension d [correlated]")
     g.add_argument("--train-instances", type=int, default=1, help="training instances [correlated]")
     g.add_argument("--test-instances", type=int, default=32, help="held-out instances [correlated]")
     g.add_argument("--skill", type=float, default=0.0, help="base policy theta0 = skill * w* [correlated]")
     o = p.add_argument_group("objective")
-    o.add_argument(
-        "--advantage", default="none", help=f"advantage estimator: {', '.join(sorted(ADVANTAGES))}"
-    )
-    o.add_argument(
-        "--reward-design", default="binary", help=f"reward design: {', '.join(sorted(REWARD_DESIGNS))}"
-    )
+    o.add_argument("--advantage", default="none", help=f"advantage estimator: {', '.join(sorted(ADVANTAGES))}")
+    o.add_argument("--reward-design", default="binary", help=f"reward design: {', '.join(sorted(REWARD_DESIGNS))}")
     o.add_argument("--rollouts", type=int, default=1, help="G, rollouts per round (default 1)")
     o.add_argument(
         "--updates-per-batch",
@@ -69,9 +59,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         default=1,
         help="mu, optimizer steps per batch (ratio/clip bind when > 1)",
     )
-    o.add_argument(
-        "--clip-eps", type=float, default=0.2, help="PPO clip epsilon (both sides unless --clip-high)"
-    )
+    o.add_argument("--clip-eps", type=float, default=0.2, help="PPO clip epsilon (both sides unless --clip-high)")
     o.add_argument("--clip-high", type=float, default=None, help="upper clip epsilon (DAPO clip-higher)")
     o.add_argument("--dual-clip", type=float, default=None, help="dual-clip constant c > 1")
     o.add_argument(
@@ -113,9 +101,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     pipe.add_argument("--out", required=True, type=Path, help="output directory")
     pipe.add_argument("--quick", action="store_true", help="small scale (smoke test, ~15 s on 2 CPU cores)")
-    pipe.add_argument(
-        "--seed", type=int, default=0, help="generator seed shared by all variants (paired seeds)"
-    )
+    pipe.add_argument("--seed", type=int, default=0, help="generator seed shared by all variants (paired seeds)")
     pipe.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     pipe.add_argument("--no-progress", action="store_true", help="hide progress bars")
     pipe.set_defaults(func=cmd_pipeline)
@@ -224,8 +210,9 @@ def _plot_run(out: Path, res) -> None:
     plt.close(fig)
 
 
-def run_bandit_pipeline(out: Path, quick: bool = False, seed: int = 0, progress: bool = True,
-                        scale: Scale | None = None) -> list[dict]:  # fmt: skip
+def run_bandit_pipeline(
+    out: Path, quick: bool = False, seed: int = 0, progress: bool = True, scale: Scale | None = None
+) -> list[dict]:
     """The layer counterparts' data (rftlab.bandit.pipeline), then their report.html (rftlab.report.html)."""
     findings = run_counterparts(out, quick=quick, seed=seed, progress=progress, scale=scale)
     write_bandit_page(out)

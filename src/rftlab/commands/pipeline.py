@@ -23,8 +23,9 @@ from rftlab.report.html import build_report
 BANDIT_SCALES = ("quick", "full")
 
 
-def run_pipeline(source, out: str | Path, *, bandit: str | None = None, report: bool = True,
-                 progress: bool = True, **sweep_options) -> dict:  # fmt: skip
+def run_pipeline(
+    source, out: str | Path, *, bandit: str | None = None, report: bool = True, progress: bool = True, **sweep_options
+) -> dict:
     """The sweep (`run_sweep`, with `sweep_options`), then the bandit counterparts into `<out>/bandit`
     (`bandit`: "quick" or "full"; kept when a finished one of that scale is there), then the report.
 
@@ -47,16 +48,26 @@ def run_pipeline(source, out: str | Path, *, bandit: str | None = None, report: 
 
 def _pipeline(args: argparse.Namespace) -> int:
     outcome = run_pipeline(
-        args.spec, args.out, seeds=args.seeds, executor=args.executor, workers=args.workers, quick=args.quick,
-        layers=args.layers, keep_checkpoints=args.keep_checkpoints, dry_run=args.dry_run,
-        ray_address=args.ray_address, report=not args.no_report,
+        args.spec,
+        args.out,
+        seeds=args.seeds,
+        executor=args.executor,
+        workers=args.workers,
+        quick=args.quick,
+        layers=args.layers,
+        keep_checkpoints=args.keep_checkpoints,
+        dry_run=args.dry_run,
+        ray_address=args.ray_address,
+        report=not args.no_report,
         bandit="quick" if args.bandit_quick else "full" if args.bandit else None,
-    )  # fmt: skip
+    )
     if args.dry_run:
         return 0
     held = f", {outcome['held']} held by another sweep" if outcome.get("held") else ""
-    print(f"{outcome['runs']} runs: {outcome['done']} done, {outcome['failed']} failed{held}, "
-          f"{outcome['skipped']} skipped (missing model)")  # fmt: skip
+    print(
+        f"{outcome['runs']} runs: {outcome['done']} done, {outcome['failed']} failed{held}, "
+        f"{outcome['skipped']} skipped (missing model)"
+    )
     if not args.no_report:
         print(f"report: {args.out}/report.html  findings: {args.out}/findings.json")
     return 1 if outcome["failed"] else 0
@@ -78,21 +89,25 @@ def _compare(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "pipeline", help="run a layered sweep (variants x seeds) and write its report",
+        "pipeline",
+        help="run a layered sweep (variants x seeds) and write its report",
         description="Run every (variant, seed) of a pipeline spec's layers, then write DIR/report.html and "
-                    "DIR/findings.json. Running it again skips finished runs and resumes unfinished ones.",
-    )  # fmt: skip
+        "DIR/findings.json. Running it again skips finished runs and resumes unfinished ones.",
+    )
     p.add_argument("spec", help="pipeline YAML file or built-in name (paper, paper-gpu)")
     p.add_argument("--out", required=True, help="pipeline directory (run directories go in DIR/runs/)")
     p.add_argument("--seeds", type=int, help="seeds per variant (default: the spec's; seed k uses seed=k)")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local: process pool on this machine (default); ray: one Ray task per run; inline: "
-                        "sequential in this process")  # fmt: skip
-    p.add_argument("--workers", type=int, help="parallel runs (default: the machine's cores; torch threads = "
-                   "cores / workers)")  # fmt: skip
     p.add_argument(
-        "--quick", action="store_true", help="the spec's quick mode: 2 seeds and few rounds (smoke test)"
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: process pool on this machine (default); ray: one Ray task per run; inline: "
+        "sequential in this process",
     )
+    p.add_argument(
+        "--workers", type=int, help="parallel runs (default: the machine's cores; torch threads = cores / workers)"
+    )
+    p.add_argument("--quick", action="store_true", help="the spec's quick mode: 2 seeds and few rounds (smoke test)")
     p.add_argument("--layers", nargs="+", metavar="LAYER", help="run only these layers")
     p.add_argument(
         "--keep-checkpoints",
@@ -102,28 +117,39 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and a time estimate")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
-    p.add_argument("--bandit", action="store_true",
-                   help="after the sweep, run the bandit counterparts of the layers into DIR/bandit (skipped if "
-                        "a finished one is there); the report shows them next to the LLM layers")  # fmt: skip
-    p.add_argument("--bandit-quick", action="store_true",
-                   help="like --bandit, at the bandit pipeline's quick scale (~15 s)")  # fmt: skip
+    p.add_argument(
+        "--bandit",
+        action="store_true",
+        help="after the sweep, run the bandit counterparts of the layers into DIR/bandit (skipped if "
+        "a finished one is there); the report shows them next to the LLM layers",
+    )
+    p.add_argument(
+        "--bandit-quick", action="store_true", help="like --bandit, at the bandit pipeline's quick scale (~15 s)"
+    )
     p.set_defaults(func=_pipeline)
 
-    r = subparsers.add_parser("report", help="rebuild a pipeline's report.html and findings.json",
-                              description="Analyse a pipeline directory's runs and (re)write DIR/report.html, "
-                                          "DIR/findings.json, DIR/analysis.json and DIR/figures/.")  # fmt: skip
-    r.add_argument("dir", help="pipeline directory (from rftlab pipeline --out)")
-    r.add_argument(
-        "--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})"
+    r = subparsers.add_parser(
+        "report",
+        help="rebuild a pipeline's report.html and findings.json",
+        description="Analyse a pipeline directory's runs and (re)write DIR/report.html, "
+        "DIR/findings.json, DIR/analysis.json and DIR/figures/.",
     )
-    r.add_argument("--bandit", metavar="BANDIT_DIR",
-                   help="a finished `rftlab bandit pipeline` directory whose figures and findings go next to the "
-                        "LLM layers (default: DIR/bandit if it is there)")  # fmt: skip
+    r.add_argument("dir", help="pipeline directory (from rftlab pipeline --out)")
+    r.add_argument("--bootstrap", type=int, default=BOOTSTRAP, help=f"bootstrap resamples (default {BOOTSTRAP})")
+    r.add_argument(
+        "--bandit",
+        metavar="BANDIT_DIR",
+        help="a finished `rftlab bandit pipeline` directory whose figures and findings go next to the "
+        "LLM layers (default: DIR/bandit if it is there)",
+    )
     r.set_defaults(func=_report)
 
-    c = subparsers.add_parser("compare", help="compare run directories: a table and a figure",
-                              description="Print a table of several run directories (Pass@1 base/final/best, "
-                                          "learning speed, sample efficiency) and draw them in one figure.")  # fmt: skip
+    c = subparsers.add_parser(
+        "compare",
+        help="compare run directories: a table and a figure",
+        description="Print a table of several run directories (Pass@1 base/final/best, "
+        "learning speed, sample efficiency) and draw them in one figure.",
+    )
     c.add_argument("runs", nargs="+", help="run directories")
     c.add_argument("--figure", default="compare.png", help="where to save the figure (default: compare.png)")
     c.set_defaults(func=_compare)

@@ -79,9 +79,7 @@ def _num(x: float) -> float | None:
 # ----------------------------------------------------------------------------- loading
 
 
-def curve_from_rows(
-    rows: list[dict], *, seed: int = 0, total_rounds: int | None = None, name: str = ""
-) -> RunCurve:
+def curve_from_rows(rows: list[dict], *, seed: int = 0, total_rounds: int | None = None, name: str = "") -> RunCurve:
     """A RunCurve from metrics.jsonl rows (eval rows carry `split: "eval"`)."""
     evals: dict[int, dict] = {}
     for row in rows:
@@ -205,9 +203,7 @@ def _group_std(curves: Sequence[RunCurve], key: str) -> float:
     common = sorted(set.intersection(*(set(c.rounds.tolist()) for c in curves)))
     if not common:
         return float("nan")
-    mat = np.array(
-        [[getattr(c, key)[np.searchsorted(c.rounds, r)] for r in common] for c in curves]
-    )  # (S, E)
+    mat = np.array([[getattr(c, key)[np.searchsorted(c.rounds, r)] for r in common] for c in curves])  # (S, E)
     return float(np.nanmean(np.nanstd(mat, axis=0, ddof=1)))
 
 
@@ -220,8 +216,12 @@ METRICS: dict[str, Callable] = {
     "never_frac": _group_metric(lambda cs, x: float(np.mean([first_reaching(c, x.threshold) is None for c in cs]))),
     "auc_rounds": _seed_metric(lambda c, x: area_normalized(c.rounds, c.train, x.round_horizon or c.rounds[-1])),
     # sample efficiency
-    "auc_rollouts": _seed_metric(lambda c, x: area_normalized(c.rollouts, c.train, x.rollout_horizon or c.rollouts[-1])),
-    "online_correct": _seed_metric(lambda c, x: online_correct(c, x.rollout_horizon or (c.round_rollouts[-1] if len(c.round_rollouts) else None))),
+    "auc_rollouts": _seed_metric(
+        lambda c, x: area_normalized(c.rollouts, c.train, x.rollout_horizon or c.rollouts[-1])
+    ),
+    "online_correct": _seed_metric(
+        lambda c, x: online_correct(c, x.rollout_horizon or (c.round_rollouts[-1] if len(c.round_rollouts) else None))
+    ),
     # generalization
     "train_base": _seed_metric(lambda c, x: float(c.train[0])),
     "train_final": _seed_metric(lambda c, x: float(c.train[-1])),
@@ -235,13 +235,17 @@ METRICS: dict[str, Callable] = {
     "test_max_drop": _seed_metric(lambda c, x: max_drop(c.test)),
     "train_max_drop": _seed_metric(lambda c, x: max_drop(c.train)),
     "conv_round_spread": _group_metric(
-        lambda cs, x: float(np.std(v, ddof=1)) if len(v := [r for c in cs if (r := _conv(c, x, "rounds", False)) is not None]) > 1 else float("nan")
+        lambda cs, x: (
+            float(np.std(v, ddof=1))
+            if len(v := [r for c in cs if (r := _conv(c, x, "rounds", False)) is not None]) > 1
+            else float("nan")
+        )
     ),
     "train_seed_std": _group_metric(lambda cs, x: _group_std(cs, "train")),
     "test_seed_std": _group_metric(lambda cs, x: _group_std(cs, "test")),
     "rounds": _seed_metric(lambda c, x: float(c.total_rounds)),
     "rollouts_total": _seed_metric(lambda c, x: float(c.rollouts[-1])),
-}  # fmt: skip
+}
 
 METRIC_HELP = {
     "conv_round": "first eval round with train Pass@1 >= 0.9 (seeds that got there)",
@@ -285,9 +289,7 @@ def seed_values(curves: Sequence[RunCurve], metric: str, ctx: Context = Context(
 # ----------------------------------------------------------------------------- bootstrap
 
 
-def bootstrap_ci(
-    values: np.ndarray, *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED, level: float = 0.95
-) -> Estimate:
+def bootstrap_ci(values: np.ndarray, *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED, level: float = 0.95) -> Estimate:
     """Mean of the finite values with its percentile-bootstrap interval (resampling those values)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -297,14 +299,10 @@ def bootstrap_ci(
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))  # (n_boot, S)
     means = v[idx].mean(axis=1)
     alpha = (1 - level) / 2
-    return Estimate(
-        float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), len(v)
-    )
+    return Estimate(float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)), len(v))
 
 
-def _bootstrap_group(
-    fn: Callable[[list[int]], float], n: int, n_boot: int, seed: int, level: float
-) -> Estimate:
+def _bootstrap_group(fn: Callable[[list[int]], float], n: int, n_boot: int, seed: int, level: float) -> Estimate:
     value = fn(list(range(n)))
     if n == 0 or not math.isfinite(value):
         return Estimate(value, float("nan"), float("nan"), n)
@@ -317,15 +315,14 @@ def _bootstrap_group(
     return Estimate(value, float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)), n)
 
 
-def estimate(curves: Sequence[RunCurve], metric: str, ctx: Context = Context(), *,
-             n_boot: int = BOOTSTRAP, seed: int = CI_SEED) -> Estimate:  # fmt: skip
+def estimate(
+    curves: Sequence[RunCurve], metric: str, ctx: Context = Context(), *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED
+) -> Estimate:
     """A variant's value of a metric across its seeds, with a 95% bootstrap interval."""
     if metric_kind(metric) == "seed":
         return bootstrap_ci(seed_values(curves, metric, ctx), n_boot=n_boot, seed=seed)
     fn = METRICS[metric]
-    return _bootstrap_group(
-        lambda idx: fn([curves[i] for i in idx], ctx), len(curves), n_boot // 4, seed, 0.95
-    )
+    return _bootstrap_group(lambda idx: fn([curves[i] for i in idx], ctx), len(curves), n_boot // 4, seed, 0.95)
 
 
 def pair_by_seed(a: Sequence[RunCurve], b: Sequence[RunCurve]) -> tuple[list[RunCurve], list[RunCurve]]:
@@ -336,24 +333,31 @@ def pair_by_seed(a: Sequence[RunCurve], b: Sequence[RunCurve]) -> tuple[list[Run
     return [a_by[s] for s in shared], [by_seed[s] for s in shared]
 
 
-def paired_difference(variant: Sequence[RunCurve], reference: Sequence[RunCurve], metric: str,
-                      ctx: Context = Context(), *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED) -> Estimate:  # fmt: skip
+def paired_difference(
+    variant: Sequence[RunCurve],
+    reference: Sequence[RunCurve],
+    metric: str,
+    ctx: Context = Context(),
+    *,
+    n_boot: int = BOOTSTRAP,
+    seed: int = CI_SEED,
+) -> Estimate:
     """Variant - reference, paired by seed, with a 95% bootstrap interval over the shared seeds."""
     a, b = pair_by_seed(variant, reference)
     if metric_kind(metric) == "seed":
-        return bootstrap_ci(
-            seed_values(a, metric, ctx) - seed_values(b, metric, ctx), n_boot=n_boot, seed=seed
-        )
+        return bootstrap_ci(seed_values(a, metric, ctx) - seed_values(b, metric, ctx), n_boot=n_boot, seed=seed)
     fn = METRICS[metric]
-    return _bootstrap_group(lambda idx: fn([a[i] for i in idx], ctx) - fn([b[i] for i in idx], ctx),
-                            len(a), n_boot // 4, seed, 0.95)  # fmt: skip
+    return _bootstrap_group(
+        lambda idx: fn([a[i] for i in idx], ctx) - fn([b[i] for i in idx], ctx), len(a), n_boot // 4, seed, 0.95
+    )
 
 
 # ----------------------------------------------------------------------------- curves for figures
 
 
-def mean_curve(curves: Sequence[RunCurve], x: str = "rounds", y: str = "train", *, n_boot: int = 500,
-               seed: int = CI_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def mean_curve(
+    curves: Sequence[RunCurve], x: str = "rounds", y: str = "train", *, n_boot: int = 500, seed: int = CI_SEED
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x, mean, low, high) over seeds at the eval points all seeds share (95% bootstrap band)."""
     if not curves:
         empty = np.zeros(0)

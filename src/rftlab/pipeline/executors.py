@@ -86,8 +86,9 @@ def default_train(config: dict, out: str, resume: bool) -> dict:
     return train(config_from_dict(config), out, resume=resume)
 
 
-def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None = None,
-            keep_checkpoint: bool = True) -> RunResult:  # fmt: skip
+def run_one(
+    task: RunTask, train_fn: Callable[[dict, str, bool], object] | None = None, keep_checkpoint: bool = True
+) -> RunResult:
     """Skip a finished run, resume an unfinished one, or start it; never raises for a failed run."""
     out = Path(task.out)
     if is_finished(out):
@@ -105,9 +106,7 @@ def run_one(task: RunTask, train_fn: Callable[[dict, str, bool], object] | None 
         except Exception as err:  # a run's failure is data for the report, not the end of the sweep
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
             (out / "error.txt").write_text(traceback.format_exc())
-            return RunResult(
-                task.name, "failed", time.perf_counter() - t0, resume, f"{type(err).__name__}: {first}"
-            )
+            return RunResult(task.name, "failed", time.perf_counter() - t0, resume, f"{type(err).__name__}: {first}")
         (out / "error.txt").unlink(missing_ok=True)
         if not keep_checkpoint:
             import shutil
@@ -175,8 +174,9 @@ class Progress:
     """A tqdm bar over runs (done / total, rate, ETA) with failure counts in the postfix."""
 
     def __init__(self, total: int, already: int, enabled: bool = True, desc: str = "runs"):
-        self.bar = tqdm(total=total, initial=already, desc=desc, unit="run", disable=not enabled,
-                        dynamic_ncols=True, smoothing=0.0)  # fmt: skip
+        self.bar = tqdm(
+            total=total, initial=already, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True, smoothing=0.0
+        )
         self.failed = 0
         self.held = 0
 
@@ -192,9 +192,16 @@ class Progress:
         self.bar.close()
 
 
-def execute(tasks: list[RunTask], *, executor: str = "local", workers: int | None = None,
-            train_fn: Callable | None = None, progress: bool = True, keep_checkpoint: bool = True,
-            ray_address: str | None = None) -> list[RunResult]:  # fmt: skip
+def execute(
+    tasks: list[RunTask],
+    *,
+    executor: str = "local",
+    workers: int | None = None,
+    train_fn: Callable | None = None,
+    progress: bool = True,
+    keep_checkpoint: bool = True,
+    ray_address: str | None = None,
+) -> list[RunResult]:
     """Run every task (skipping finished ones); results in task order."""
     if executor not in EXECUTORS:
         from rftlab.errors import RftlabError
@@ -244,8 +251,9 @@ def _execute_local(todo, workers, train_fn, keep_checkpoint, bar) -> dict[str, R
         threads = max(1, cpus // workers_now)
         retry = []
         ctx = mp.get_context("spawn")  # fork after torch has started threads is unsafe
-        with ProcessPoolExecutor(max_workers=workers_now, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(threads,)) as pool:  # fmt: skip
+        with ProcessPoolExecutor(
+            max_workers=workers_now, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        ) as pool:
             ready, waiting = split_groups(todo)
             pending = {pool.submit(_worker_run, t, train_fn, keep_checkpoint): t for t in ready}
             try:
@@ -297,7 +305,8 @@ def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, Run
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         ray.init(address=address, include_dashboard=False, log_to_driver=False) if address else ray.init(
-            include_dashboard=False, log_to_driver=False)  # fmt: skip
+            include_dashboard=False, log_to_driver=False
+        )
     remote = ray.remote(_ray_entry)
 
     def submit(t: RunTask):
@@ -318,9 +327,7 @@ def _execute_ray(todo, train_fn, keep_checkpoint, bar, address) -> dict[str, Run
                 try:
                     res = ray.get(ref)
                 except Exception as err:  # the task's worker died
-                    res = RunResult(
-                        task.name, "failed", error=f"ray task died: {type(err).__name__}: {str(err)[:200]}"
-                    )
+                    res = RunResult(task.name, "failed", error=f"ray task died: {type(err).__name__}: {str(err)[:200]}")
                 results[task.name] = res
                 bar.update(res)
     except KeyboardInterrupt:

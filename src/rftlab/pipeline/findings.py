@@ -36,8 +36,17 @@ from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import Context, Estimate, RunCurve
 from rftlab.verdicts import MIN_SEEDS, RULES, VERDICTS, combine_all, combine_any, verdict
 
-__all__ = ["MIN_SEEDS", "RULES", "VERDICTS", "combine_all", "combine_any", "evaluate_claims", "rule_text",
-           "validate_claim", "verdict"]  # fmt: skip
+__all__ = [
+    "MIN_SEEDS",
+    "RULES",
+    "VERDICTS",
+    "combine_all",
+    "combine_any",
+    "evaluate_claims",
+    "rule_text",
+    "validate_claim",
+    "verdict",
+]
 
 COMPARES = ("value", "paired")
 COMBINES = ("each", "any", "all")
@@ -66,17 +75,13 @@ def _check_condition(where: str, cond: dict, keys: tuple[str, ...]) -> None:
             raise ConfigError(f"unknown pipeline key {where}.{key}; valid keys: {', '.join(keys)}")
     metric = cond.get("metric")
     if metric not in analysis.METRICS:
-        raise ConfigError(
-            f"{where}.metric={metric!r} is not allowed; choose one of: {', '.join(analysis.METRICS)}"
-        )
+        raise ConfigError(f"{where}.metric={metric!r} is not allowed; choose one of: {', '.join(analysis.METRICS)}")
     if cond.get("compare", "paired") not in COMPARES:
         raise ConfigError(
             f"{where}.compare={cond.get('compare')!r} is not allowed; choose one of: {', '.join(COMPARES)}"
         )
     if cond.get("rule") not in RULES:
-        raise ConfigError(
-            f"{where}.rule={cond.get('rule')!r} is not allowed; choose one of: {', '.join(RULES)}"
-        )
+        raise ConfigError(f"{where}.rule={cond.get('rule')!r} is not allowed; choose one of: {', '.join(RULES)}")
     threshold = cond.get("threshold", 0.0)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
         raise ConfigError(f"{where}.threshold={threshold!r}: expected a number")
@@ -102,9 +107,7 @@ def validate_claim(where: str, claim: dict, variants: list[str], reference: str)
         _check_condition(where, claim, CLAIM_KEYS)
     for name in claim.get("variants") or []:
         if name not in variants:
-            raise ConfigError(
-                f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})"
-            )
+            raise ConfigError(f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})")
     paired = any(c.get("compare", "paired") == "paired" for c in (conditions or [claim]))
     if paired and reference in (claim.get("variants") or []):
         raise ConfigError(f"{where}.variants: the reference {reference!r} cannot be compared with itself")
@@ -121,8 +124,11 @@ def rule_text(claim: dict) -> str:
     conds = claim.get("all_of") or [claim]
     parts = []
     for c in conds:
-        subject = (f"{c['metric']} (variant - reference, paired by seed)" if c.get("compare", "paired") == "paired"
-                   else f"{c['metric']} (the variant's own)")  # fmt: skip
+        subject = (
+            f"{c['metric']} (variant - reference, paired by seed)"
+            if c.get("compare", "paired") == "paired"
+            else f"{c['metric']} (the variant's own)"
+        )
         parts.append(f"{subject}: " + RULE_TEXT[c["rule"]].format(t=c.get("threshold", 0.0)))
     text = "; and ".join(parts)
     if len(conds) > 1:
@@ -143,8 +149,15 @@ def _describe(metric: str, compare: str, variant: str, reference: str, est: Esti
     return f"{metric} [{what}] = {f(est.value)} [{f(est.low)}, {f(est.high)}] (n={est.n})"
 
 
-def evaluate_claims(layer: str, claims: Sequence[dict], groups: dict[str, Sequence[RunCurve]], reference: str,
-                    ctx: Context, *, n_boot: int = analysis.BOOTSTRAP) -> list[dict]:  # fmt: skip
+def evaluate_claims(
+    layer: str,
+    claims: Sequence[dict],
+    groups: dict[str, Sequence[RunCurve]],
+    reference: str,
+    ctx: Context,
+    *,
+    n_boot: int = analysis.BOOTSTRAP,
+) -> list[dict]:
     """One findings.json entry per (claim, variant) -- or per claim with combine any/all."""
     out = []
     for claim in claims:
@@ -160,19 +173,32 @@ def evaluate_claims(layer: str, claims: Sequence[dict], groups: dict[str, Sequen
                 if not curves or (compare == "paired" and not groups.get(reference)):
                     est = Estimate(float("nan"), float("nan"), float("nan"), 0)
                 elif compare == "paired":
-                    est = analysis.paired_difference(
-                        curves, groups[reference], c["metric"], ctx, n_boot=n_boot
-                    )
+                    est = analysis.paired_difference(curves, groups[reference], c["metric"], ctx, n_boot=n_boot)
                 else:
                     est = analysis.estimate(curves, c["metric"], ctx, n_boot=n_boot)
                 v = verdict(c["rule"], c.get("threshold", 0.0), est)
                 verdicts.append(v)
-                numbers.append({"variant": name, "reference": reference if compare == "paired" else None,
-                                "metric": c["metric"], "compare": compare, "rule": c["rule"],
-                                "threshold": c.get("threshold", 0.0), **est.as_dict(), "verdict": v,
-                                "text": _describe(c["metric"], compare, name, reference, est)})  # fmt: skip
-            rows.append({"variant": name, "verdict": combine_all(verdicts) if len(conds) > 1 else verdicts[0],
-                         "numbers": numbers, "available": bool(curves)})  # fmt: skip
+                numbers.append(
+                    {
+                        "variant": name,
+                        "reference": reference if compare == "paired" else None,
+                        "metric": c["metric"],
+                        "compare": compare,
+                        "rule": c["rule"],
+                        "threshold": c.get("threshold", 0.0),
+                        **est.as_dict(),
+                        "verdict": v,
+                        "text": _describe(c["metric"], compare, name, reference, est),
+                    }
+                )
+            rows.append(
+                {
+                    "variant": name,
+                    "verdict": combine_all(verdicts) if len(conds) > 1 else verdicts[0],
+                    "numbers": numbers,
+                    "available": bool(curves),
+                }
+            )
         base = {
             "layer": layer,
             "finding": claim["finding"],
@@ -182,14 +208,29 @@ def evaluate_claims(layer: str, claims: Sequence[dict], groups: dict[str, Sequen
         combine = claim.get("combine", "each")
         if combine == "each":
             for row in rows:
-                out.append({**base, "variant": row["variant"], "verdict": row["verdict"], "numbers": row["numbers"],
-                            "ours": _ours(row["verdict"], row["numbers"])})  # fmt: skip
+                out.append(
+                    {
+                        **base,
+                        "variant": row["variant"],
+                        "verdict": row["verdict"],
+                        "numbers": row["numbers"],
+                        "ours": _ours(row["verdict"], row["numbers"]),
+                    }
+                )
         else:
             verdicts = [r["verdict"] for r in rows if r["available"]]
             v = combine_any(verdicts) if combine == "any" else combine_all(verdicts)
             numbers = [n for r in rows for n in r["numbers"]]
-            out.append({**base, "variant": ", ".join(names), "verdict": v, "numbers": numbers,
-                        "per_variant": {r["variant"]: r["verdict"] for r in rows}, "ours": _ours(v, numbers)})  # fmt: skip
+            out.append(
+                {
+                    **base,
+                    "variant": ", ".join(names),
+                    "verdict": v,
+                    "numbers": numbers,
+                    "per_variant": {r["variant"]: r["verdict"] for r in rows},
+                    "ours": _ours(v, numbers),
+                }
+            )
     return out
 
 

@@ -199,16 +199,22 @@ def spec_from_dict(data: dict, *, source_dir: str = ".") -> PipelineSpec:
             if isinstance(vraw, dict) and "set" in vraw:
                 _check_keys(vwhere, vraw, VARIANT_LONG_KEYS)
                 cap = vraw.get("seeds")
-                variants.append(Variant(str(vname), flatten_overrides(f"{vwhere}.set", vraw["set"]),
-                                        flatten_overrides(f"{vwhere}.quick", vraw.get("quick")),
-                                        str(vraw.get("note", "")),
-                                        None if cap is None else _seeds(f"{vwhere}.seeds", cap)))  # fmt: skip
+                variants.append(
+                    Variant(
+                        str(vname),
+                        flatten_overrides(f"{vwhere}.set", vraw["set"]),
+                        flatten_overrides(f"{vwhere}.quick", vraw.get("quick")),
+                        str(vraw.get("note", "")),
+                        None if cap is None else _seeds(f"{vwhere}.seeds", cap),
+                    )
+                )
             else:
                 variants.append(Variant(str(vname), flatten_overrides(vwhere, vraw)))
         reference = raw.get("reference", variants[0].name)
         if reference not in {v.name for v in variants}:
-            raise ConfigError(f"{where}.reference={reference!r} is not one of its variants: "
-                              f"{', '.join(v.name for v in variants)}")  # fmt: skip
+            raise ConfigError(
+                f"{where}.reference={reference!r} is not one of its variants: {', '.join(v.name for v in variants)}"
+            )
         claims = raw.get("claims") or []
         if not isinstance(claims, list):
             raise ConfigError(f"{where}.claims: expected a list")
@@ -216,10 +222,18 @@ def spec_from_dict(data: dict, *, source_dir: str = ".") -> PipelineSpec:
 
         for j, claim in enumerate(claims):
             validate_claim(f"{where}.claims[{j}]", claim, [v.name for v in variants], reference)
-        layers.append(Layer(name=name, finding=str(raw.get("finding", "")),
-                            base=flatten_overrides(f"{where}.base", raw.get("base")),
-                            variants=tuple(variants), reference=reference, claims=tuple(claims),
-                            note=str(raw.get("note", "")), bandit=str(raw.get("bandit") or "")))  # fmt: skip
+        layers.append(
+            Layer(
+                name=name,
+                finding=str(raw.get("finding", "")),
+                base=flatten_overrides(f"{where}.base", raw.get("base")),
+                variants=tuple(variants),
+                reference=reference,
+                claims=tuple(claims),
+                note=str(raw.get("note", "")),
+                bandit=str(raw.get("bandit") or ""),
+            )
+        )
     return PipelineSpec(
         name=str(data["name"]),
         description=str(data.get("description", "")),
@@ -246,8 +260,9 @@ def _base_dict(spec: PipelineSpec) -> dict:
     return read_yaml_source(source, folder="configs", kind="config")[0]  # the reader load_config uses
 
 
-def variant_config(spec: PipelineSpec, layer: Layer, variant: Variant, seed: int, *, quick: bool = False,
-                   base: dict | None = None) -> Config:  # fmt: skip
+def variant_config(
+    spec: PipelineSpec, layer: Layer, variant: Variant, seed: int, *, quick: bool = False, base: dict | None = None
+) -> Config:
     """The validated Config of one (layer, variant, seed)."""
     data = base if base is not None else _base_dict(spec)
     steps = [spec.overrides, layer.base, variant.overrides]
@@ -272,8 +287,9 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
 
 
-def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
-         layers: list[str] | None = None) -> list[PlannedRun]:  # fmt: skip
+def plan(
+    spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None, layers: list[str] | None = None
+) -> list[PlannedRun]:
     """Every (layer, variant, seed) with its validated config and run directory name.
 
     Raises ConfigError before anything runs if any config is invalid or a variant repeats its
@@ -283,9 +299,7 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
     if layers:
         unknown = [name for name in layers if name not in {layer.name for layer in spec.layers}]
         if unknown:
-            raise ConfigError(
-                f"--layers: no layer {unknown[0]!r}; layers: {', '.join(x.name for x in spec.layers)}"
-            )
+            raise ConfigError(f"--layers: no layer {unknown[0]!r}; layers: {', '.join(x.name for x in spec.layers)}")
     base = _base_dict(spec)
     runs: list[PlannedRun] = []
     first_name: dict[str, str] = {}  # config hash -> run name prefix of its first occurrence
@@ -297,9 +311,7 @@ def plan(spec: PipelineSpec, *, quick: bool = False, seeds: int | None = None,
             cfg0 = variant_config(spec, layer, variant, 0, quick=quick, base=base).to_dict()
             h = config_hash(cfg0)
             if h in seen:
-                raise ConfigError(
-                    f"layer {layer.name}: variants {seen[h]} and {variant.name} have the same config"
-                )
+                raise ConfigError(f"layer {layer.name}: variants {seen[h]} and {variant.name} have the same config")
             seen[h] = variant.name
             prefix = first_name.setdefault(h, f"{_slug(layer.name)}__{_slug(variant.name)}__{h}")
             for seed in range(min(n_seeds, variant.seeds or n_seeds)):
@@ -318,9 +330,15 @@ def spec_to_dict(spec: PipelineSpec) -> dict:
         return dict(v.overrides)
 
     def layer_dict(layer: Layer) -> dict:
-        out = {"name": layer.name, "finding": layer.finding, "base": dict(layer.base), "reference": layer.reference,
-               "variants": {v.name: variant(v) for v in layer.variants}, "claims": list(layer.claims),
-               "note": layer.note}  # fmt: skip
+        out = {
+            "name": layer.name,
+            "finding": layer.finding,
+            "base": dict(layer.base),
+            "reference": layer.reference,
+            "variants": {v.name: variant(v) for v in layer.variants},
+            "claims": list(layer.claims),
+            "note": layer.note,
+        }
         return {**out, "bandit": layer.bandit} if layer.bandit else out
 
     return {

@@ -16,22 +16,39 @@ from rftlab.pipeline.analysis import RunCurve
 from rftlab.pipeline.spec import spec_from_dict
 
 TABLE_METRICS = [
-    "conv_round", "conv_rollouts", "never_frac", "conv_round_spread", "auc_rounds", "auc_rollouts",
-    "online_correct", "train_base", "train_final", "test_base", "test_final", "test_best", "test_gain",
-    "test_max_drop", "test_seed_std",
-]  # fmt: skip
+    "conv_round",
+    "conv_rollouts",
+    "never_frac",
+    "conv_round_spread",
+    "auc_rounds",
+    "auc_rollouts",
+    "online_correct",
+    "train_base",
+    "train_final",
+    "test_base",
+    "test_final",
+    "test_best",
+    "test_gain",
+    "test_max_drop",
+    "test_seed_std",
+]
 PAIRED_METRICS = [
-    "conv_round_censored", "auc_rounds", "auc_rollouts", "train_final", "test_final", "test_best", "test_gain",
-    "test_max_drop", "test_seed_std",
-]  # fmt: skip
+    "conv_round_censored",
+    "auc_rounds",
+    "auc_rollouts",
+    "train_final",
+    "test_final",
+    "test_best",
+    "test_gain",
+    "test_max_drop",
+    "test_seed_std",
+]
 
 
 def read_pipeline(out: str | Path) -> dict:
     path = Path(out) / PIPELINE_FILE
     if not path.is_file():
-        raise RftlabError(
-            f"{out} is not a pipeline directory (no {PIPELINE_FILE}); run `rftlab pipeline` first"
-        )
+        raise RftlabError(f"{out} is not a pipeline directory (no {PIPELINE_FILE}); run `rftlab pipeline` first")
     return json.loads(path.read_text())
 
 
@@ -45,9 +62,7 @@ def load_groups(out: Path, entries: list[dict], layer: str) -> tuple[dict[str, l
         groups.setdefault(e["variant"], [])
         run_dir = out / "runs" / e["run"]
         if not (run_dir / "summary.json").is_file():
-            problems.append(
-                {**e, "reason": e.get("reason") or ("not finished" if run_dir.exists() else "not run")}
-            )
+            problems.append({**e, "reason": e.get("reason") or ("not finished" if run_dir.exists() else "not run")})
             continue
         try:
             groups[e["variant"]].append(analysis.load_run(run_dir, seed=e["seed"]))
@@ -64,8 +79,14 @@ def summarize(
     data = read_pipeline(out)
     spec = spec_from_dict(data["spec"])
     entries = data["entries"]
-    result = {"name": spec.name, "description": spec.description, "options": data.get("options", {}),
-              "layers": [], "findings": [], "problems": []}  # fmt: skip
+    result = {
+        "name": spec.name,
+        "description": spec.description,
+        "options": data.get("options", {}),
+        "layers": [],
+        "findings": [],
+        "problems": [],
+    }
     all_curves = {}
     for layer in spec.layers:
         if not any(e["layer"] == layer.name for e in entries):
@@ -79,29 +100,42 @@ def summarize(
             curves = groups.get(v.name, [])
             planned = [e for e in entries if e["layer"] == layer.name and e["variant"] == v.name]
             reasons = sorted({p["reason"] for p in problems if p["variant"] == v.name})
-            row = {"name": v.name, "overrides": v.overrides, "note": v.note,
-                   "model": planned[0]["model"] if planned else "", "seeds": len(planned),
-                   "finished": len(curves), "problems": reasons,
-                   "rounds": int(curves[0].total_rounds) if curves else None,
-                   "metrics": {}, "paired": {}}  # fmt: skip
+            row = {
+                "name": v.name,
+                "overrides": v.overrides,
+                "note": v.note,
+                "model": planned[0]["model"] if planned else "",
+                "seeds": len(planned),
+                "finished": len(curves),
+                "problems": reasons,
+                "rounds": int(curves[0].total_rounds) if curves else None,
+                "metrics": {},
+                "paired": {},
+            }
             if curves:
                 for m in TABLE_METRICS:
                     row["metrics"][m] = analysis.estimate(curves, m, ctx, n_boot=n_boot).as_dict()
                 if v.name != layer.reference and ref:
                     for m in PAIRED_METRICS:
-                        row["paired"][m] = analysis.paired_difference(
-                            curves, ref, m, ctx, n_boot=n_boot
-                        ).as_dict()
+                        row["paired"][m] = analysis.paired_difference(curves, ref, m, ctx, n_boot=n_boot).as_dict()
             variants.append(row)
-        layer_findings = findings.evaluate_claims(layer.name, layer.claims, groups, layer.reference, ctx,
-                                                  n_boot=n_boot)  # fmt: skip
-        result["layers"].append({
-            "name": layer.name, "finding": layer.finding, "note": layer.note, "reference": layer.reference,
-            "base": layer.base,
-            "context": {"round_horizon": ctx.round_horizon, "rollout_horizon": ctx.rollout_horizon,
-                        "threshold": ctx.threshold},
-            "variants": variants, "findings": layer_findings,
-        })  # fmt: skip
+        layer_findings = findings.evaluate_claims(layer.name, layer.claims, groups, layer.reference, ctx, n_boot=n_boot)
+        result["layers"].append(
+            {
+                "name": layer.name,
+                "finding": layer.finding,
+                "note": layer.note,
+                "reference": layer.reference,
+                "base": layer.base,
+                "context": {
+                    "round_horizon": ctx.round_horizon,
+                    "rollout_horizon": ctx.rollout_horizon,
+                    "threshold": ctx.threshold,
+                },
+                "variants": variants,
+                "findings": layer_findings,
+            }
+        )
         result["findings"] += layer_findings
         result["problems"] += problems
     return result, all_curves

@@ -87,11 +87,16 @@ def estimate_seconds(config: dict) -> float:
     """A rough single-core cost of one run (for ordering and the printed estimate)."""
     t, r, e, d = config["train"], config["rollout"], config["eval"], config["data"]
     evals = 2 + (t["rounds"] // e["every"] if e["every"] else 0)
-    per_eval = (d["test_size"] * (e["test_samples"] if e["test_mode"] == "sample" else 1)
-                + d["train_examples"] * e["train_samples"])  # fmt: skip
+    per_eval = (
+        d["test_size"] * (e["test_samples"] if e["test_mode"] == "sample" else 1)
+        + d["train_examples"] * e["train_samples"]
+    )
     tokens = r["max_new_tokens"] / 160
-    seconds = (COST["startup"] + t["rounds"] * (COST["round"] + COST["rollout"] * t["examples_per_round"]
-               * r["rollouts_per_round"] * tokens) + evals * per_eval * COST["eval_seq"] * tokens)  # fmt: skip
+    seconds = (
+        COST["startup"]
+        + t["rounds"] * (COST["round"] + COST["rollout"] * t["examples_per_round"] * r["rollouts_per_round"] * tokens)
+        + evals * per_eval * COST["eval_seq"] * tokens
+    )
     return seconds * COST["model"].get(config["model"]["name"], 1.0)
 
 
@@ -116,8 +121,16 @@ def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask
             continue
         seen.add(r.run)
         gpu = wants_gpu(r.config)
-        tasks.append(RunTask(r.run, str(out / "runs" / r.run), r.config, num_cpus=cpus_per_run,
-                             num_gpus=1.0 if gpu else 0.0, group=difficulty_group(r.config)))  # fmt: skip
+        tasks.append(
+            RunTask(
+                r.run,
+                str(out / "runs" / r.run),
+                r.config,
+                num_cpus=cpus_per_run,
+                num_gpus=1.0 if gpu else 0.0,
+                group=difficulty_group(r.config),
+            )
+        )
     tasks.sort(key=lambda t: -estimate_seconds(t.config))  # longest first: no long tail at the end
     # each group's cheapest run goes first: it fills the shared cache, and its followers wait less
     leaders = {}
@@ -139,20 +152,41 @@ def run_status(result: RunResult, out: str | Path) -> dict:
     return entry
 
 
-def write_pipeline_file(out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict],
-                        options: dict) -> None:  # fmt: skip
+def write_pipeline_file(
+    out: Path, spec: PipelineSpec, runs: list[PlannedRun], statuses: dict[str, dict], options: dict
+) -> None:
     entries = []
     for r in runs:
-        entries.append({"layer": r.layer, "variant": r.variant, "seed": r.seed, "run": r.run, "model": r.model,
-                        **statuses.get(r.run, {"status": "pending"})})  # fmt: skip
+        entries.append(
+            {
+                "layer": r.layer,
+                "variant": r.variant,
+                "seed": r.seed,
+                "run": r.run,
+                "model": r.model,
+                **statuses.get(r.run, {"status": "pending"}),
+            }
+        )
     data = {"spec": spec_to_dict(spec), "options": options, "entries": entries}
     write_atomic(out / PIPELINE_FILE, json.dumps(data, indent=1) + "\n")  # two sweeps may both write it
 
 
-def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executor: str = "local",
-              workers: int | None = None, quick: bool = False, layers: list[str] | None = None,
-              keep_checkpoints: bool = False, dry_run: bool = False, progress: bool = True,
-              ray_address: str | None = None, train_fn=None, check_models: bool = True) -> dict:  # fmt: skip
+def run_sweep(
+    source: str,
+    out: str | Path,
+    *,
+    seeds: int | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    quick: bool = False,
+    layers: list[str] | None = None,
+    keep_checkpoints: bool = False,
+    dry_run: bool = False,
+    progress: bool = True,
+    ray_address: str | None = None,
+    train_fn=None,
+    check_models: bool = True,
+) -> dict:
     """Plan and run a sweep; returns {"runs": n, "done": .., "failed": .., "skipped": ..}."""
     spec = load_spec(source, validate=False)
     runs = plan(spec, quick=quick, seeds=seeds, layers=layers)  # validates every config first
@@ -165,9 +199,7 @@ def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executo
     for r in runs:
         key = (r.model, r.config["model"]["device"])
         if key not in missing:
-            missing[key] = (
-                model_status(r.model, device=key[1], check_cuda=check_cuda) if check_models else None
-            )
+            missing[key] = model_status(r.model, device=key[1], check_cuda=check_cuda) if check_models else None
     statuses: dict[str, dict] = {}
     for r in runs:
         reason = missing[(r.model, r.config["model"]["device"])]
@@ -180,25 +212,38 @@ def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executo
     already = sum(is_finished(t.out) for t in tasks)
     todo_cost = sum(estimate_seconds(t.config) for t in tasks if not is_finished(t.out))
     parallel = min(n_workers, cpus) if executor != "ray" else n_workers
-    print(f"rftlab pipeline {spec.name}{' (quick)' if quick else ''}: {len(spec.layers if not layers else layers)} "
-          f"layers, {len(runs)} (variant, seed) pairs, {unique} distinct runs, {already} finished before, "
-          f"{len(tasks) - already} to run; rough estimate {todo_cost / max(1, parallel) / 60:.1f} min with "
-          f"{parallel} worker(s) -> {out}", file=sys.stderr)  # fmt: skip
+    print(
+        f"rftlab pipeline {spec.name}{' (quick)' if quick else ''}: {len(spec.layers if not layers else layers)} "
+        f"layers, {len(runs)} (variant, seed) pairs, {unique} distinct runs, {already} finished before, "
+        f"{len(tasks) - already} to run; rough estimate {todo_cost / max(1, parallel) / 60:.1f} min with "
+        f"{parallel} worker(s) -> {out}",
+        file=sys.stderr,
+    )
     for (model, device), reason in missing.items():
         if reason:
             print(f"  skipping model {model} ({device}): {reason}", file=sys.stderr)
-    options = {"quick": quick, "seeds": seeds or (spec.quick_seeds if quick else spec.seeds), "layers": layers,
-               "executor": executor, "workers": n_workers}  # fmt: skip
+    options = {
+        "quick": quick,
+        "seeds": seeds or (spec.quick_seeds if quick else spec.seeds),
+        "layers": layers,
+        "executor": executor,
+        "workers": n_workers,
+    }
     if dry_run:
         for t in tasks:
-            print(
-                f"  {t.name}  ~{estimate_seconds(t.config):.0f} s{'  (finished)' if is_finished(t.out) else ''}"
-            )
+            print(f"  {t.name}  ~{estimate_seconds(t.config):.0f} s{'  (finished)' if is_finished(t.out) else ''}")
         return {"runs": unique, "done": already, "failed": 0, "skipped": len(statuses)}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_pipeline_file(out, spec, runs, statuses, options)
-    results = execute(tasks, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
-                      keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+    results = execute(
+        tasks,
+        executor=executor,
+        workers=n_workers,
+        train_fn=train_fn,
+        progress=progress,
+        keep_checkpoint=keep_checkpoints,
+        ray_address=ray_address,
+    )
     by_name = {t.name: t for t in tasks}
     for res in results:
         statuses[res.name] = run_status(res, by_name[res.name].out)
@@ -206,14 +251,19 @@ def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executo
     held = [by_name[r.name] for r in results if statuses[r.name]["status"] == "busy"]
     if held:
         # another sweep (or rftlab run) holds these: wait for it to let go, then finish what it left
-        print(
-            f"  {len(held)} run(s) {HELD}; waiting for it: {', '.join(t.name for t in held)}", file=sys.stderr
-        )
+        print(f"  {len(held)} run(s) {HELD}; waiting for it: {', '.join(t.name for t in held)}", file=sys.stderr)
         for t in held:
             with run_lock(t.out, wait=True):
                 pass
-        again = execute(held, executor=executor, workers=n_workers, train_fn=train_fn, progress=progress,
-                        keep_checkpoint=keep_checkpoints, ray_address=ray_address)  # fmt: skip
+        again = execute(
+            held,
+            executor=executor,
+            workers=n_workers,
+            train_fn=train_fn,
+            progress=progress,
+            keep_checkpoint=keep_checkpoints,
+            ray_address=ray_address,
+        )
         again_by_name = {r.name: r for r in again}
         results = [again_by_name.get(r.name, r) for r in results]
         for res in again:
@@ -225,7 +275,11 @@ def run_sweep(source: str, out: str | Path, *, seeds: int | None = None, executo
     held = [name for name, entry in statuses.items() if entry["status"] == "busy"]
     for name in held:  # taken again while we waited (e.g. a third process)
         print(f"  run {name}: {HELD}; not finished yet, run the sweep again later", file=sys.stderr)
-    return {"runs": unique, "done": sum(statuses[r.name]["status"] == "done" for r in results),
-            "failed": len(failed), "held": len(held),  # held: taken again by another process meanwhile
-            "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
-            "results": [asdict(r) for r in results]}  # fmt: skip
+    return {
+        "runs": unique,
+        "done": sum(statuses[r.name]["status"] == "done" for r in results),
+        "failed": len(failed),
+        "held": len(held),  # held: taken again by another process meanwhile
+        "skipped": len({k for k, v in statuses.items() if v["status"] == "skipped"}),
+        "results": [asdict(r) for r in results],
+    }

@@ -26,22 +26,39 @@ def write_run(out: str | Path, config: dict, rows: list[dict], *, summary: bool 
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if summary:
         evals = [r for r in rows if r.get("split") == "eval"]
-        pick = lambda r: {"train_pass_at_1": r["train/pass_at_1"], "test_pass_at_1": r["test/pass_at_1"],  # noqa: E731
-                          "round": r["round"]}  # fmt: skip
-        (out / "summary.json").write_text(json.dumps({
-            "seed": config.get("seed", 0), "base": pick(evals[0]), "final": pick(evals[-1]),
-            "best_test": pick(max(evals, key=lambda r: r["test/pass_at_1"])),
-            "rounds": config.get("train", {}).get("rounds"), "rollouts_total": evals[-1]["rollouts_total"],
-            "wall_seconds": 0.0,
-        }))  # fmt: skip
+
+        def pick(r: dict) -> dict:
+            return {"train_pass_at_1": r["train/pass_at_1"], "test_pass_at_1": r["test/pass_at_1"], "round": r["round"]}
+
+        (out / "summary.json").write_text(
+            json.dumps(
+                {
+                    "seed": config.get("seed", 0),
+                    "base": pick(evals[0]),
+                    "final": pick(evals[-1]),
+                    "best_test": pick(max(evals, key=lambda r: r["test/pass_at_1"])),
+                    "rounds": config.get("train", {}).get("rounds"),
+                    "rollouts_total": evals[-1]["rollouts_total"],
+                    "wall_seconds": 0.0,
+                }
+            )
+        )
     return out
 
 
 def eval_row(round_: int, rollouts: int, train: float, test: float) -> dict:
-    return {"round": round_, "split": "eval", "rollouts_total": rollouts, "train/pass_at_1": train,
-            "train/pass_at_1_low": max(0.0, train - 0.1), "train/pass_at_1_high": min(1.0, train + 0.1),
-            "test/pass_at_1": test, "test/pass_at_1_low": max(0.0, test - 0.05),
-            "test/pass_at_1_high": min(1.0, test + 0.05), "test/format_rate": 1.0}  # fmt: skip
+    return {
+        "round": round_,
+        "split": "eval",
+        "rollouts_total": rollouts,
+        "train/pass_at_1": train,
+        "train/pass_at_1_low": max(0.0, train - 0.1),
+        "train/pass_at_1_high": min(1.0, train + 0.1),
+        "test/pass_at_1": test,
+        "test/pass_at_1_low": max(0.0, test - 0.05),
+        "test/pass_at_1_high": min(1.0, test + 0.05),
+        "test/format_rate": 1.0,
+    }
 
 
 def synthetic_rows(config: dict) -> list[dict]:
@@ -61,8 +78,16 @@ def synthetic_rows(config: dict) -> list[dict]:
     rows, eval_rounds = [], sorted({0, rounds, *range(every, rounds + 1, every)})
     for r in range(1, rounds + 1):
         p = base_train + (1 - base_train) * (1 - math.exp(-rate * r))
-        rows.append({"round": r, "split": "train_round", "reward/mean": p, "correct/mean": p,
-                     "rollouts_total": r * G * B, "time/round_s": 0.01})  # fmt: skip
+        rows.append(
+            {
+                "round": r,
+                "split": "train_round",
+                "reward/mean": p,
+                "correct/mean": p,
+                "rollouts_total": r * G * B,
+                "time/round_s": 0.01,
+            }
+        )
     for r in eval_rounds:
         p = base_train + (1 - base_train) * (1 - math.exp(-rate * r))
         test = base_test + 0.3 * (p - base_train) + (0.02 * rng.standard_normal() if r else 0.0)

@@ -41,14 +41,22 @@ def compare_runs(paths: list[str], figure: str | Path | None = None) -> tuple[st
         row = [label]
         for metric, _, fmt in COLUMNS:
             value = analysis.seed_values([c], metric, ctx)[0]
-            row.append("never" if metric.startswith("conv") and value != value else
-                       "–" if value != value else fmt.format(value))  # fmt: skip
+            row.append(
+                "never"
+                if metric.startswith("conv") and value != value
+                else "–"
+                if value != value
+                else fmt.format(value)
+            )
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(f"(AUC over the first {ctx.rollout_horizon:.0f} rollouts, the smallest budget here)"
-                 if ctx.rollout_horizon else "")  # fmt: skip
+    lines.append(
+        f"(AUC over the first {ctx.rollout_horizon:.0f} rollouts, the smallest budget here)"
+        if ctx.rollout_horizon
+        else ""
+    )
     path = None
     if figure is not None:
         from rftlab.report.sweep_figures import plot_compare

@@ -52,11 +52,15 @@ details { margin: .5em 0; }
 """
 
 # bandit layer id (the "layer" of rftlab.bandit.pipeline's findings) -> word in the LLM layer's name
-BANDIT_COUNTERPARTS = {"L0": "minimalist", "L1": "advantage", "L2": "rollouts", "L3": "reward",
-                       "L4": "difficulty"}  # fmt: skip
-BANDIT_TITLES = {"L0": "minimalist", "L1": "advantage function", "L2": "rollouts per round",
-                 "L3": "reward design", "L4": "difficulty (p0)",
-                 "next": "number of training instances (no LLM layer; cf. the batch layers)"}  # fmt: skip
+BANDIT_COUNTERPARTS = {"L0": "minimalist", "L1": "advantage", "L2": "rollouts", "L3": "reward", "L4": "difficulty"}
+BANDIT_TITLES = {
+    "L0": "minimalist",
+    "L1": "advantage function",
+    "L2": "rollouts per round",
+    "L3": "reward design",
+    "L4": "difficulty (p0)",
+    "next": "number of training instances (no LLM layer; cf. the batch layers)",
+}
 BANDIT_NUMBERS_HEAD = "what the bandit says (paired seeds; triples are mean [99% interval] of a difference)"
 
 
@@ -96,8 +100,7 @@ def _findings_table(
     rows = []
     for f in items:
         numbers = "<br>".join(
-            _e(n["text"]) + (f" → <b>{_e(n['verdict'])}</b>" if n.get("verdict") else "")
-            for n in f["numbers"]
+            _e(n["text"]) + (f" → <b>{_e(n['verdict'])}</b>" if n.get("verdict") else "") for n in f["numbers"]
         )
         rows.append(
             f"<tr><td>{_e(f['layer'])}</td><td>{_e(f['finding'])}"
@@ -106,9 +109,10 @@ def _findings_table(
             f'<td class="verdict {_e(f["verdict"])}">{_e(f["verdict"])}</td>'
             f'<td class="note">{_e(f["rule"])}</td></tr>'
         )
-    return ("<table><tr><th>layer</th><th>finding of the paper</th><th>variant</th>"
-            f"<th>{_e(numbers_head)}</th><th>verdict</th><th>rule</th></tr>"
-            + "".join(rows) + "</table>")  # fmt: skip
+    return (
+        "<table><tr><th>layer</th><th>finding of the paper</th><th>variant</th>"
+        f"<th>{_e(numbers_head)}</th><th>verdict</th><th>rule</th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def _metrics_table(layer: dict) -> str:
@@ -117,8 +121,10 @@ def _metrics_table(layer: dict) -> str:
     for v in layer["variants"]:
         ref = " (reference)" if v["name"] == layer["reference"] else ""
         cells = "".join(_cell(v["metrics"].get(m)) for m in TABLE_METRICS)
-        rows.append(f"<tr><td><b>{_e(v['name'])}</b>{ref}<br><small>{v['finished']}/{v['seeds']} seeds, "
-                    f"{v['rounds'] if v['rounds'] is not None else '–'} rounds</small></td>{cells}</tr>")  # fmt: skip
+        rows.append(
+            f"<tr><td><b>{_e(v['name'])}</b>{ref}<br><small>{v['finished']}/{v['seeds']} seeds, "
+            f"{v['rounds'] if v['rounds'] is not None else '–'} rounds</small></td>{cells}</tr>"
+        )
     return f'<div class="scroll"><table><tr><th>variant</th>{head}</tr>{"".join(rows)}</table></div>'
 
 
@@ -132,8 +138,10 @@ def _paired_table(layer: dict) -> str:
     if not rows:
         return ""
     head = "".join(f'<th title="{_e(METRIC_HELP[m])}">{_e(m)}</th>' for m in PAIRED_METRICS)
-    return ("<p>Paired differences (variant − reference, same seeds), mean with 95% bootstrap interval:</p>"
-            f"<div class=\"scroll\"><table><tr><th>comparison</th>{head}</tr>{''.join(rows)}</table></div>")  # fmt: skip
+    return (
+        "<p>Paired differences (variant − reference, same seeds), mean with 95% bootstrap interval:</p>"
+        f'<div class="scroll"><table><tr><th>comparison</th>{head}</tr>{"".join(rows)}</table></div>'
+    )
 
 
 def _variants_list(layer: dict) -> str:
@@ -144,9 +152,7 @@ def _variants_list(layer: dict) -> str:
             or "(layer base)"
         )
         note = f' <span class="note">— {_e(v["note"])}</span>' if v["note"] else ""
-        problems = "".join(
-            f'<br><span class="problem">{_e(v["name"])}: {_e(p)}</span>' for p in v["problems"]
-        )
+        problems = "".join(f'<br><span class="problem">{_e(v["name"])}: {_e(p)}</span>' for p in v["problems"])
         items.append(f"<li><b>{_e(v['name'])}</b> [{_e(v['model'])}]: {over}{note}{problems}</li>")
     return "<ul>" + "".join(items) + "</ul>"
 
@@ -155,8 +161,10 @@ def load_bandit(path: str | Path) -> dict:
     """A finished bandit pipeline directory: {dir, scale, seed, figures: [{layer, caption, file}], findings}."""
     path = Path(path)
     if not (path / BANDIT_MANIFEST).is_file() or not (path / FINDINGS_FILE).is_file():
-        raise RftlabError(f"{path} is not a finished bandit pipeline directory (no {BANDIT_MANIFEST}); run "
-                          f"`rftlab bandit pipeline --out {path}` first")  # fmt: skip
+        raise RftlabError(
+            f"{path} is not a finished bandit pipeline directory (no {BANDIT_MANIFEST}); run "
+            f"`rftlab bandit pipeline --out {path}` first"
+        )
     manifest = json.loads((path / BANDIT_MANIFEST).read_text())
     return {"dir": path, **manifest, "findings": json.loads((path / FINDINGS_FILE).read_text())}
 
@@ -201,8 +209,11 @@ def _bandit_claims(bandit: dict) -> list[tuple[str, str]]:
 
 
 def _bandit_rows(bandit: dict, layer_id: str | None = None) -> list[dict]:
-    return [_bandit_row(f, claim, rule) for f, (claim, rule) in zip(bandit["findings"], _bandit_claims(bandit),
-            strict=True) if layer_id is None or f["layer"] == layer_id]  # fmt: skip
+    return [
+        _bandit_row(f, claim, rule)
+        for f, (claim, rule) in zip(bandit["findings"], _bandit_claims(bandit), strict=True)
+        if layer_id is None or f["layer"] == layer_id
+    ]
 
 
 def _bandit_row(f: dict, finding: str, rule: str) -> dict:
@@ -212,8 +223,14 @@ def _bandit_row(f: dict, finding: str, rule: str) -> dict:
         for k, v in f["numbers"].items()
         for x in (v if isinstance(v, list) and v and isinstance(v[0], dict) else [v])  # a row per dict
     ]
-    return {"layer": f["layer"], "finding": finding, "variant": "bandit", "numbers": numbers,
-            "verdict": f["verdict"], "rule": rule}  # fmt: skip
+    return {
+        "layer": f["layer"],
+        "finding": finding,
+        "variant": "bandit",
+        "numbers": numbers,
+        "verdict": f["verdict"],
+        "rule": rule,
+    }
 
 
 def _bandit_layers(bandit: dict) -> list[str]:
@@ -229,25 +246,32 @@ def _bandit_block(bandit: dict, layer_id: str, heading: str = "Bandit counterpar
         f'<p class="note">{_e(x["caption"])}</p>' + _png_tag(Path(bandit["dir"]) / x["file"], x["caption"])
         for x in figs
     )
-    return (f'<div class="bandit" id="bandit-{_safe(layer_id)}"><h3>{_e(heading)}: '
-            f"{_e(BANDIT_TITLES.get(layer_id, layer_id))} <small>[bandit {_e(layer_id)}]</small></h3>"
-            + images + _findings_table(items, BANDIT_NUMBERS_HEAD) + "</div>")  # fmt: skip
+    return (
+        f'<div class="bandit" id="bandit-{_safe(layer_id)}"><h3>{_e(heading)}: '
+        f"{_e(BANDIT_TITLES.get(layer_id, layer_id))} <small>[bandit {_e(layer_id)}]</small></h3>"
+        + images
+        + _findings_table(items, BANDIT_NUMBERS_HEAD)
+        + "</div>"
+    )
 
 
 def _bandit_intro(bandit: dict, where: str) -> str:
     counts = ", ".join(
-        f"{sum(f['verdict'] == k for f in bandit['findings'])} {k}"
-        for k in ("agrees", "disagrees", "inconclusive")
+        f"{sum(f['verdict'] == k for f in bandit['findings'])} {k}" for k in ("agrees", "disagrees", "inconclusive")
     )
-    return (f'<p class="note">Bandit counterparts ({_e(where)}; scale {_e(json.dumps(bandit.get("scale") or {}))}, '
-            f"seed {_e(bandit.get('seed'))}): simulated with rftlab.bandit, paired seeds, 99% paired normal "
-            f"intervals; verdicts follow the fixed rule stated with each finding and describe the bandit model, "
-            f"not the LLM runs. Findings: {counts}.</p>")  # fmt: skip
+    return (
+        f'<p class="note">Bandit counterparts ({_e(where)}; scale {_e(json.dumps(bandit.get("scale") or {}))}, '
+        f"seed {_e(bandit.get('seed'))}): simulated with rftlab.bandit, paired seeds, 99% paired normal "
+        f"intervals; verdicts follow the fixed rule stated with each finding and describe the bandit model, "
+        f"not the LLM runs. Findings: {counts}.</p>"
+    )
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")  # fmt: skip
+    return (
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>"
+    )
 
 
 def bandit_page(bandit: dict) -> str:
@@ -268,9 +292,7 @@ def write_bandit_page(bandit_dir: str | Path) -> Path:
     return path
 
 
-def build_report(
-    out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: str | Path | None = None
-) -> Path:
+def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: str | Path | None = None) -> Path:
     """Write report.html, findings.json, analysis.json and figures/ for a pipeline directory.
 
     `bandit`: a finished bandit pipeline directory whose counterparts go next to the LLM layers;
@@ -287,25 +309,25 @@ def build_report(
     figures.mkdir(parents=True, exist_ok=True)
     sections = []
     for i, layer in enumerate(result["layers"]):
-        png = plot_layer(curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}.png",
-                         title=f"{layer['name']}")  # fmt: skip
-        ctx = layer["context"]
-        base = (
-            ", ".join(f"<code>{_e(k)}={_e(json.dumps(v))}</code>" for k, v in layer["base"].items()) or "none"
+        png = plot_layer(
+            curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}.png", title=f"{layer['name']}"
         )
+        ctx = layer["context"]
+        base = ", ".join(f"<code>{_e(k)}={_e(json.dumps(v))}</code>" for k, v in layer["base"].items()) or "none"
         sections.append(
             f'<h2 id="{_safe(layer["name"])}">{_e(layer["name"])}</h2>'
             f"<p><b>Paper:</b> {_e(layer['finding'])}</p>"
             + (f'<p class="note">{_e(layer["note"])}</p>' if layer["note"] else "")
-            + f"<p class=\"note\">Layer base (on top of the pipeline's): {base}. Reference variant: "
+            + f'<p class="note">Layer base (on top of the pipeline\'s): {base}. Reference variant: '
             f"<b>{_e(layer['reference'])}</b>. Common horizons for the areas: "
             f"{_fmt(ctx['round_horizon'])} rounds, {_fmt(ctx['rollout_horizon'])} rollouts.</p>"
             + _variants_list(layer)
             + _png_tag(png, layer["name"])
             + _metrics_table(layer)
             + _paired_table(layer)
-            + "<h3>Findings</h3>" + _findings_table(layer["findings"])
-        )  # fmt: skip
+            + "<h3>Findings</h3>"
+            + _findings_table(layer["findings"])
+        )
         counterpart = counterparts.get(layer["name"])
         if bandit_data and counterpart in _bandit_layers(bandit_data):
             shown.setdefault(counterpart, layer["name"])
@@ -314,40 +336,55 @@ def build_report(
     if bandit_data:
         rest = [b for b in _bandit_layers(bandit_data) if b not in shown]
         if rest:
-            sections.append('<h2 id="bandit-only">Bandit counterparts without an LLM layer here</h2>'
-                            + "".join(_bandit_block(bandit_data, b, "Bandit") for b in rest))  # fmt: skip
-        bandit_json = [
-            {**f, "source": "bandit", "llm_layer": shown.get(f["layer"])} for f in bandit_data["findings"]
-        ]
+            sections.append(
+                '<h2 id="bandit-only">Bandit counterparts without an LLM layer here</h2>'
+                + "".join(_bandit_block(bandit_data, b, "Bandit") for b in rest)
+            )
+        bandit_json = [{**f, "source": "bandit", "llm_layer": shown.get(f["layer"])} for f in bandit_data["findings"]]
         where = os.path.relpath(bandit_data["dir"], out)
     problems = result["problems"]
-    problem_lines = sorted({f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}"
-                            for p in problems})  # fmt: skip
+    problem_lines = sorted(
+        {f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}" for p in problems}
+    )
     opts = result["options"]
-    counts = {
-        k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")
-    }
+    counts = {k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")}
     header = (
         f"<h1>rftlab pipeline report: {_e(result['name'])}{' (quick)' if opts.get('quick') else ''}</h1>"
         f"<p>{_e(result['description'])}</p>"
-        f"<p class=\"note\">Seeds per variant: {_e(opts.get('seeds'))} (seed k of every variant uses seed=k, so "
+        f'<p class="note">Seeds per variant: {_e(opts.get("seeds"))} (seed k of every variant uses seed=k, so '
         "comparisons are paired). Findings: "
         + ", ".join(f"{n} {k}" for k, n in counts.items())
         + ". Verdicts come from the stated rule on 95% percentile-bootstrap intervals over seeds "
         f"({n_boot} resamples, seeded); with fewer than 3 seeds every verdict is inconclusive.</p>"
-        + ("<p class=\"problem\"><b>Runs missing from this report:</b><br>" + "<br>".join(map(_e, problem_lines))
-           + "</p>" if problem_lines else "")
-        + "<p>Layers: " + " · ".join(f'<a href="#{_safe(x["name"])}">{_e(x["name"])}</a>' for x in result["layers"])
-        + "</p>" + (_bandit_intro(bandit_data, where) if bandit_data else "")
-        + "<h2>Findings of the paper vs our data</h2>" + _findings_table(result["findings"])
-    )  # fmt: skip
-    glossary = "<h2>Metrics</h2><table>" + "".join(
-        f"<tr><td><code>{_e(k)}</code></td><td>{_e(v)}</td></tr>" for k, v in METRIC_HELP.items()
-    ) + "</table><p class=\"note\">" + _e(analysis.__doc__.strip().split("\n\n")[1]) + "</p>"  # fmt: skip
+        + (
+            '<p class="problem"><b>Runs missing from this report:</b><br>'
+            + "<br>".join(map(_e, problem_lines))
+            + "</p>"
+            if problem_lines
+            else ""
+        )
+        + "<p>Layers: "
+        + " · ".join(f'<a href="#{_safe(x["name"])}">{_e(x["name"])}</a>' for x in result["layers"])
+        + "</p>"
+        + (_bandit_intro(bandit_data, where) if bandit_data else "")
+        + "<h2>Findings of the paper vs our data</h2>"
+        + _findings_table(result["findings"])
+    )
+    glossary = (
+        "<h2>Metrics</h2><table>"
+        + "".join(f"<tr><td><code>{_e(k)}</code></td><td>{_e(v)}</td></tr>" for k, v in METRIC_HELP.items())
+        + '</table><p class="note">'
+        + _e(analysis.__doc__.strip().split("\n\n")[1])
+        + "</p>"
+    )
     page = _page(f"rftlab report: {result['name']}", header + "".join(sections) + glossary)
     if bandit_data:
-        result["bandit"] = {"dir": where, "scale": bandit_data.get("scale"), "seed": bandit_data.get("seed"),
-                            "findings": bandit_json}  # fmt: skip
+        result["bandit"] = {
+            "dir": where,
+            "scale": bandit_data.get("scale"),
+            "seed": bandit_data.get("seed"),
+            "findings": bandit_json,
+        }
     write_atomic(out / ANALYSIS_FILE, json.dumps(result, indent=1) + "\n")
     llm_json = [{**f, "source": "llm"} for f in result["findings"]]
     write_atomic(out / FINDINGS_FILE, json.dumps(llm_json + bandit_json, indent=1) + "\n")

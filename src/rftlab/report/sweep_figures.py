@@ -21,10 +21,12 @@ from rftlab.plotting import COLORS, save_figure, style_axes  # noqa: E402
 def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title: str = "") -> Path:
     """2 x 2: train / test Pass@1 against round / rollouts consumed, one color per variant."""
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), dpi=100, sharey=True)
-    panels = [("train", "rounds", "train-example Pass@1", "round"),
-              ("test", "rounds", "test Pass@1", "round"),
-              ("train", "rollouts", "train-example Pass@1", "rollouts consumed"),
-              ("test", "rollouts", "test Pass@1", "rollouts consumed")]  # fmt: skip
+    panels = [
+        ("train", "rounds", "train-example Pass@1", "round"),
+        ("test", "rounds", "test Pass@1", "round"),
+        ("train", "rollouts", "train-example Pass@1", "rollouts consumed"),
+        ("test", "rollouts", "test Pass@1", "rollouts consumed"),
+    ]
     drawn = False
     for ax, (y, x, ylabel, xlabel) in zip(axes.flat, panels, strict=True):
         for i, (name, curves) in enumerate(groups.items()):
@@ -40,17 +42,16 @@ def plot_layer(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title
         style_axes(ax, xlabel, ylabel)
         if x == "rollouts" and any(len(cs) for cs in groups.values()):
             top = max((c.rollouts[-1] for cs in groups.values() for c in cs), default=1)
-            if top > 50 * max(1, min((c.rollouts[-1] for cs in groups.values() for c in cs if c.rollouts[-1] > 0),
-                                     default=1)):  # fmt: skip
+            if top > 50 * max(
+                1, min((c.rollouts[-1] for cs in groups.values() for c in cs if c.rollouts[-1] > 0), default=1)
+            ):
                 ax.set_xscale("symlog", linthresh=1)
     if drawn:
         axes[0, 0].legend(fontsize=7, loc="best")
     else:
         for ax in axes.flat:
             ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(
-        title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10
-    )
+    fig.suptitle(title + "   (lines: mean over seeds with 95% bootstrap band; thin: single seeds)", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -60,9 +61,7 @@ def plot_compare(curves: Sequence[RunCurve], labels: Sequence[str], path: str | 
     panels = [("train", "rounds"), ("test", "rounds"), ("train", "rollouts"), ("test", "rollouts")]
     for ax, (y, x) in zip(axes.flat, panels, strict=True):
         for i, (c, label) in enumerate(zip(curves, labels, strict=True)):
-            ax.plot(
-                getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label
-            )
+            ax.plot(getattr(c, x), getattr(c, y), marker="o", ms=2.5, color=COLORS[i % len(COLORS)], label=label)
         style_axes(ax, "round" if x == "rounds" else "rollouts consumed", f"{y} Pass@1")
     axes[0, 0].legend(fontsize=7, loc="best")
     return save_figure(fig, path)

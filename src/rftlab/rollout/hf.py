@@ -93,8 +93,7 @@ def generate(
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
-    settings = dict(engine=engine, greedy=greedy, temperature=temperature, top_p=top_p,
-                    max_new_tokens=max_new_tokens)  # fmt: skip
+    settings = dict(engine=engine, greedy=greedy, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     parts = _generate_rows(policy, [rows[i] for i in order], batch_size or len(rows), settings, progress)
     model.train(was_training)
 
@@ -124,8 +123,9 @@ def _generate_rows(
     kept for the remaining batches. At one row the error is re-raised as a one-line RftlabError.
     """
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
-    bar = tqdm(total=len(rows), desc=progress, unit="row", leave=False,
-               disable=progress is None or len(rows) <= batch_size)  # fmt: skip
+    bar = tqdm(
+        total=len(rows), desc=progress, unit="row", leave=False, disable=progress is None or len(rows) <= batch_size
+    )
     start = 0
     while start < len(rows):
         batch = rows[start : start + batch_size]
@@ -154,33 +154,60 @@ def _generate_rows(
 
 
 def _generate_batch(
-    policy: Policy, rows: list[str], *, engine: str, greedy: bool, temperature: float, top_p: float,
+    policy: Policy,
+    rows: list[str],
+    *,
+    engine: str,
+    greedy: bool,
+    temperature: float,
+    top_p: float,
     max_new_tokens: int,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> tuple[Tensor, Tensor, Tensor]:
     """One generation batch: (prompt ids (n, P), prompt mask (n, P), response ids (n, T))."""
     tokenizer = policy.tokenizer
     enc = tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
     enc = {k: v.to(policy.device) for k, v in enc.items()}
     # ---- the one place the model is called for generation, in the compute dtype over the master weights
     with policy.autocast():
-        return enc["input_ids"], enc["attention_mask"], _call_engine(
-            policy, enc, engine=engine, greedy=greedy, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens,
-        )  # fmt: skip
+        return (
+            enc["input_ids"],
+            enc["attention_mask"],
+            _call_engine(
+                policy,
+                enc,
+                engine=engine,
+                greedy=greedy,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=max_new_tokens,
+            ),
+        )
 
 
 def _call_engine(
-    policy: Policy, enc: dict[str, Tensor], *, engine: str, greedy: bool, temperature: float, top_p: float,
+    policy: Policy,
+    enc: dict[str, Tensor],
+    *,
+    engine: str,
+    greedy: bool,
+    temperature: float,
+    top_p: float,
     max_new_tokens: int,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """Response ids (n, T) from the chosen engine for one tokenized batch."""
     tokenizer = policy.tokenizer
     if engine == "lean":
         response = lean_generate(
-            policy.model, enc["input_ids"], enc["attention_mask"], greedy=greedy, temperature=temperature,
-            top_p=top_p, max_new_tokens=max_new_tokens, eos_token_ids=policy.eos_token_ids,
+            policy.model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            greedy=greedy,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            eos_token_ids=policy.eos_token_ids,
             pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+        )
     else:
         sampling = (
             {"do_sample": False}

@@ -60,10 +60,18 @@ def lean_generate(
     # prefill each distinct prompt once (a rollout's G rows share one), then copy its cache to its rows
     distinct, copies = torch.unique(torch.cat([input_ids, mask], dim=1), dim=0, return_inverse=True)
     first = torch.full((distinct.shape[0],), n, device=device).scatter_reduce(0, copies, live, "amin")
-    logits = model(
-        input_ids=input_ids[first], attention_mask=mask[first], position_ids=position[first], cache=cache,
-        use_cache=True, logits_to_keep=1,
-    ).logits[copies, -1].float()  # (N, V)  # fmt: skip
+    logits = (
+        model(
+            input_ids=input_ids[first],
+            attention_mask=mask[first],
+            position_ids=position[first],
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        .logits[copies, -1]
+        .float()
+    )  # (N, V)
     cache.batch_select_indices(copies)
     steps = 0
     for t in range(max_new_tokens):
@@ -90,10 +98,18 @@ def lean_generate(
             cache.batch_select_indices(keep)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position = position[:, -1:] + 1
-        logits = model(
-            input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1].float()  # (n_live, V)  # fmt: skip
+        logits = (
+            model(
+                input_ids=token[:, None],
+                attention_mask=mask,
+                position_ids=position,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1]
+            .float()
+        )  # (n_live, V)
     if out_logp is not None:
         return out[:, :steps], out_logp[:, :steps]
     return out[:, :steps]

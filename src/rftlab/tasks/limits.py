@@ -87,37 +87,46 @@ def check_prompt_lengths(cfg, policy, *splits: Sequence[Problem]) -> tuple[list[
             skipped.append((problem.id, size))
         if split and not out:
             raise DataError(
-                f"data.dataset={cfg.data.dataset}: every prompt of a split is longer than {limit} tokens "
-                f"({where})"
+                f"data.dataset={cfg.data.dataset}: every prompt of a split is longer than {limit} tokens ({where})"
             )
         kept.append(out)
     _warn_short_room(cfg, policy, kept, context, style, per_token)
     if skipped:
         log.warning(
             "skipped %d prompt(s) longer than %d tokens (%s; data.on_bad_row=skip); first: %s (%s tokens)",
-            len(skipped), limit, where, skipped[0][0], skipped[0][1],
-        )  # fmt: skip
+            len(skipped),
+            limit,
+            where,
+            skipped[0][0],
+            skipped[0][1],
+        )
     return tuple(kept)
 
 
-def _warn_short_room(cfg, policy, splits: list[list[Problem]], context: int, style: str | None,
-                     per_token: int) -> None:  # fmt: skip
+def _warn_short_room(cfg, policy, splits: list[list[Problem]], context: int, style: str | None, per_token: int) -> None:
     """One warning when some prompts leave fewer than rollout.max_new_tokens positions."""
     room = context - cfg.rollout.max_new_tokens
-    tight = [(p.id, size) for split in splits
-             for p, size in zip(split, _prompt_sizes(policy, split, style, room, per_token), strict=True)
-             if size is not None]  # fmt: skip
+    tight = [
+        (p.id, size)
+        for split in splits
+        for p, size in zip(split, _prompt_sizes(policy, split, style, room, per_token), strict=True)
+        if size is not None
+    ]
     if tight:
         log.warning(
             "%d prompt(s) longer than %d tokens leave fewer than rollout.max_new_tokens=%d positions in "
             "the context of model %r (%d positions); a long response runs past it (first: %s, %s tokens)",
-            len(tight), room, cfg.rollout.max_new_tokens, cfg.model.name, context, tight[0][0], tight[0][1],
-        )  # fmt: skip
+            len(tight),
+            room,
+            cfg.rollout.max_new_tokens,
+            cfg.model.name,
+            context,
+            tight[0][0],
+            tight[0][1],
+        )
 
 
-def _prompt_sizes(
-    policy, split: Sequence[Problem], style: str | None, limit: int, per_token: int
-) -> list[str | None]:
+def _prompt_sizes(policy, split: Sequence[Problem], style: str | None, limit: int, per_token: int) -> list[str | None]:
     """Per problem: None when its prompt fits in `limit` tokens, else its length for the message.
 
     Decided from byte lengths where the bounds allow; the rest are tokenized in batches, exactly as

@@ -45,9 +45,7 @@ FILE_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".parquet")
 ON_BAD_ROW: tuple[str, ...] = ("error", "skip")
 # Hub datasets that need a config name to load; used when `hub:<name>` gives none.
 HUB_DEFAULT_CONFIGS: dict[str, str] = {"openai/gsm8k": "main", "gsm8k": "main"}
-DATASETS_HELP = (
-    "gsm8k, math500, math (with path=), synthetic, a .jsonl/.json/.parquet file, or hub:<name>[:<config>]"
-)
+DATASETS_HELP = "gsm8k, math500, math (with path=), synthetic, a .jsonl/.json/.parquet file, or hub:<name>[:<config>]"
 
 
 @dataclass(frozen=True)
@@ -85,13 +83,9 @@ def load_problems(
     Skipped rows (`on_bad_row="skip"`) are reported in one warning line; use
     `load_problems_result` to get them.
     """
-    result = load_problems_result(
-        dataset, split, path=path, limit=limit, on_bad_row=on_bad_row, format=format
-    )
+    result = load_problems_result(dataset, split, path=path, limit=limit, on_bad_row=on_bad_row, format=format)
     if result.skipped:
-        log.warning(
-            "skipped %d malformed row(s) of %s; first: %s", len(result.skipped), dataset, result.skipped[0]
-        )
+        log.warning("skipped %d malformed row(s) of %s; first: %s", len(result.skipped), dataset, result.skipped[0])
     return result.problems
 
 
@@ -107,9 +101,7 @@ def load_problems_result(
     """Like `load_problems`, but returns the skipped rows along with the problems."""
     _check_options(limit, on_bad_row, format)
     if not isinstance(dataset, str | os.PathLike):
-        raise ConfigError(
-            f"dataset must be a name or a path, got {type(dataset).__name__}; valid: {DATASETS_HELP}"
-        )
+        raise ConfigError(f"dataset must be a name or a path, got {type(dataset).__name__}; valid: {DATASETS_HELP}")
     name = os.fspath(dataset)
     if name.startswith("hub:"):
         return _load_hub(name[4:], split, fmt=format, limit=limit, on_bad_row=on_bad_row)
@@ -181,9 +173,7 @@ def _parse_rows(
     return result
 
 
-def _jsonl_rows(
-    text: str, label: str, id_prefix: str, *, zero_based_ids: bool
-) -> Iterator[tuple[str, str, Any]]:
+def _jsonl_rows(text: str, label: str, id_prefix: str, *, zero_based_ids: bool) -> Iterator[tuple[str, str, Any]]:
     """(id, where, row) per non-blank line; bad JSON yields a RowError for that line."""
     index = 0
     for number, line in enumerate(text.splitlines(), start=1):
@@ -254,11 +244,7 @@ def _json_rows(text: str, label: str, stem: str) -> Iterator[tuple[str, str, Any
             return _jsonl_rows(text, label, stem, zero_based_ids=False)  # JSON lines named .json
         raise DataError(f"{label} line {e.lineno}: bad JSON ({e.msg})") from None
     if isinstance(data, Mapping):
-        lists = [
-            k
-            for k in ("data", "rows", "examples", "problems", "train", "test")
-            if isinstance(data.get(k), list)
-        ]
+        lists = [k for k in ("data", "rows", "examples", "problems", "train", "test") if isinstance(data.get(k), list)]
         if not lists:
             raise DataError(f"{label}: expected a list of rows, or an object with one under 'data' or 'rows'")
         data = data[lists[0]]
@@ -290,9 +276,7 @@ def _load_hub(name: str, split: str, *, fmt: str | None, limit: int | None, on_b
     try:
         import datasets
     except ImportError:
-        raise DataError(
-            f"hub:{name} needs the 'datasets' library, which is not installed; {instead}"
-        ) from None
+        raise DataError(f"hub:{name} needs the 'datasets' library, which is not installed; {instead}") from None
     try:
         ds = datasets.load_dataset(repo, config or HUB_DEFAULT_CONFIGS.get(repo), split=split)
         if limit is not None and hasattr(ds, "select"):
@@ -300,8 +284,7 @@ def _load_hub(name: str, split: str, *, fmt: str | None, limit: int | None, on_b
         rows = list(ds)
     except Exception as e:  # noqa: BLE001 - offline, unknown name, bad split: all one message
         raise DataError(
-            f"could not load hub:{name} split {split!r} ({type(e).__name__}: {_first_line(e)}); "
-            f"offline? {instead}"
+            f"could not load hub:{name} split {split!r} ({type(e).__name__}: {_first_line(e)}); offline? {instead}"
         ) from None
     label = f"hub:{name}"
     entries = ((f"{repo}/{split}/{i}", f"{label} {split} row {i}", row) for i, row in enumerate(rows))

@@ -91,9 +91,7 @@ def math_row(row: Mapping[str, Any], *, id: str, source: str) -> Problem:
     metadata: dict[str, Any] = {k: row[k] for k in MATH_METADATA_FIELDS if row.get(k) is not None}
     if solution is not None:
         metadata["solution"] = solution
-    return Problem(
-        id=id, question=question, answer=answer, source=source, prompt_style="math", metadata=metadata
-    )
+    return Problem(id=id, question=question, answer=answer, source=source, prompt_style="math", metadata=metadata)
 
 
 def _boxed_or_error(text: str, name: str) -> str:
