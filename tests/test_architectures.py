@@ -202,7 +202,7 @@ def test_trainer_runs_the_family(family_dirs, tmp_path, name, mode):
     rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train_round"]
     assert [r["round"] for r in rows] == [1, 2] and summary["rounds"] == 2
     for r in rows:
-        assert all(isinstance(r[k], float) and r[k] == r[k] for k in ("loss/policy", "loss/kl", "grad_norm"))
+        assert all(isinstance(r[k], float) and r[k] == r[k] for k in ("loss/policy", "loss/kl", "optim/grad_norm"))
         assert r["ratio/max"] != 1.0 or r["ratio/min"] != 1.0  # mu = 2: the second update sees moved weights
     assert rows[-1]["loss/kl"] > 0
     saved = torch.load(tmp_path / "run" / "checkpoint" / "trainer.pt", weights_only=False)["model"]
@@ -265,4 +265,4 @@ def test_real_tokenizers_prompt_and_update(which):
     optimizer = trainer.build_optimizer(cfg, policy.trainable_parameters())
     batch = generate(policy, [text], samples_per_prompt=2, max_new_tokens=8, seed=0)
     metrics = trainer.policy_update(cfg, policy, None, optimizer, batch, torch.tensor([1.0, -1.0]))
-    assert metrics["grad_norm"] > 0
+    assert metrics["optim/grad_norm"] > 0

@@ -308,21 +308,21 @@ def test_clipped_loss_value_and_gradient(ratio, reward, want_loss, want_grad):
 
 
 def test_decoupled_clip_range():
-    # clip_low 0.1, clip_high 0.3 -> range [0.9, 1.3]; four tokens of one sequence, token_mean (/4)
+    # clip_eps_low 0.1, clip_eps_high 0.3 -> range [0.9, 1.3]; four tokens of one sequence, token_mean (/4)
     #   r 1.25, A +1: inside,     l = -1.25, grad -1.25
     #   r 1.35, A +1: above 1.3,  l = -1.3,  grad 0
     #   r 0.85, A -1: below 0.9,  l = max(0.85, 0.9) = 0.9, grad 0
     #   r 0.95, A -1: inside,     l = 0.95,  grad 0.95
     # loss = (-1.25 - 1.3 + 0.9 + 0.95) / 4 = -0.7 / 4 = -0.175; grad / 4 = [-0.3125, 0, 0, 0.2375]
     ratios, adv = [[1.25, 1.35, 0.85, 0.95]], [[1.0, 1.0, -1.0, -1.0]]
-    loss, metrics, grad = _policy_loss_and_grad(ratios, adv, clip_low=0.1, clip_high=0.3)
+    loss, metrics, grad = _policy_loss_and_grad(ratios, adv, clip_eps_low=0.1, clip_eps_high=0.3)
     torch.testing.assert_close(loss, _t(-0.175))
     torch.testing.assert_close(grad, _t([[-0.3125, 0.0, 0.0, 0.2375]]))
     assert metrics["clip/frac"].item() == 0.5
     # symmetric 0.2 on the same tokens -> range [0.8, 1.2]:
     #   r 1.25 and 1.35 with A +1 both clip to -1.2 (grad 0); 0.85 and 0.95 with A -1 are inside
     # loss = (-1.2 - 1.2 + 0.85 + 0.95) / 4 = -0.6 / 4 = -0.15; grad / 4 = [0, 0, 0.2125, 0.2375]
-    loss, _, grad = _policy_loss_and_grad(ratios, adv, clip_low=0.2, clip_high=0.2)
+    loss, _, grad = _policy_loss_and_grad(ratios, adv, clip_eps_low=0.2, clip_eps_high=0.2)
     torch.testing.assert_close(loss, _t(-0.15))
     torch.testing.assert_close(grad, _t([[0.0, 0.0, 0.2125, 0.2375]]))
 

@@ -97,3 +97,33 @@ def test_trainable_state_round_trips_for_full_and_lora():
                 p.add_(0.01)
         b.load_trainable_state_dict(a.trainable_state_dict())
         assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True))
+
+
+def test_model_availability_is_one_answer_for_the_loader_and_the_sweep(tmp_path, monkeypatch):
+    """`model_unavailable` says why a name cannot load; `resolve_model_path` raises exactly that, and the
+    pipeline's `model_status` shows it (issue 10: one source of truth)."""
+    from rftlab import policy
+    from rftlab.pipeline.sweep import model_status
+
+    monkeypatch.setenv("RFTLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(policy, "BUILTIN_DIR", tmp_path / "builtin")  # no built-in is built here
+    no_config = tmp_path / "empty"
+    no_config.mkdir()
+    hints = {
+        "tiny": "built-in model 'tiny' is not built; run: rftlab build-tiny --profile tiny",
+        "qwen2.5-coder-0.5b": "not fetched yet; run: rftlab fetch qwen2.5-coder-0.5b",
+        str(no_config): f"model directory {no_config} has no config.json",
+        "/no/such/dir": "model.name=/no/such/dir: there is no such folder",
+    }
+    for name, hint in hints.items():
+        assert hint in policy.model_unavailable(name)
+        assert model_status(name, device="cpu") == policy.model_unavailable(name)
+        with pytest.raises(RftlabError) as err:
+            policy.resolve_model_path(name)
+        assert str(err.value) == policy.model_unavailable(name)
+    assert policy.model_unavailable("org/some-model") is None  # a hub id: found out when it loads
+    assert policy.resolve_model_path("org/some-model") == "org/some-model"
+    (tmp_path / "builtin" / "tiny").mkdir(parents=True)
+    (tmp_path / "builtin" / "tiny" / "config.json").write_text("{}")
+    assert policy.model_unavailable("tiny") is None and model_status("tiny", device="cpu") is None
+    assert policy.resolve_model_path("tiny") == str(tmp_path / "builtin" / "tiny")

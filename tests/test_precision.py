@@ -131,4 +131,4 @@ def test_fp16_run_survives_loss_scale_overflow(tmp_path, monkeypatch):
     assert summary["rounds"] == 3
     rows = [r for r in trainer.RunDir(tmp_path / "run").read_metrics() if r["split"] == "train_round"]
     assert len(rows) == 3
-    assert all(r["grad_norm"] is None for r in rows)  # inf, written as null: every step overflowed
+    assert all(r["optim/grad_norm"] is None for r in rows)  # inf, written as null: every step overflowed

@@ -242,16 +242,16 @@ def test_non_finite_round_stops_before_logging_or_checkpointing(tmp_path):
 
 def test_check_finite_names_the_weight_and_accepts_finite_ones():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
-    trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
+    trainer.check_finite(3, {"loss/policy": 0.5, "optim/grad_norm": 1.0}, model, 2)
     with torch.no_grad():
         model[0].weight.fill_(3e38)  # finite, though their sum is not: not mistaken for a broken weight
-    trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
+    trainer.check_finite(3, {"loss/policy": 0.5, "optim/grad_norm": 1.0}, model, 2)
     with pytest.raises(RftlabError, match=r"^round 3: non-finite loss/policy \(inf\)"):
         trainer.check_finite(3, {"loss/policy": float("inf")}, model, 2)
     with torch.no_grad():
         model[1].bias[0] = float("nan")
     with pytest.raises(RftlabError, match=r"^round 3: non-finite weights .*\(1.bias\).*checkpoint \(round 2\)"):
-        trainer.check_finite(3, {"loss/policy": 0.5, "grad_norm": 1.0}, model, 2)
+        trainer.check_finite(3, {"loss/policy": 0.5, "optim/grad_norm": 1.0}, model, 2)
 
 
 # ----------------------------------------------------------------------------- 6. no half-made directory
@@ -281,3 +281,37 @@ def test_a_directory_with_a_completed_round_still_needs_resume(killed):
     assert RunDir(out).has_completed_round()
     with pytest.raises(RftlabError, match="already holds a run; pass --resume"):
         trainer.train(load_config("tiny", FAST), out)
+
+
+# ----------------------------------------------------------------------------- metric names of older runs
+def test_a_run_written_with_the_old_metric_names_reads_summarizes_and_analyses_the_same(reference, tmp_path):
+    """Before issue 10, `policy/entropy`, `optim/grad_norm`, `optim/lr`, `tokens/round` and `tokens/total`
+    were written as entropy, grad_norm, lr, tokens and tokens_total; every reader maps them."""
+    from rftlab.pipeline import analysis
+    from rftlab.report.compare import compare_runs
+    from rftlab.runs import RENAMED_METRICS
+
+    old_name = {new: old for old, new in RENAMED_METRICS.items()}
+    rows = read_jsonl(reference / "metrics.jsonl")
+    train_rows = [r for r in rows if r["split"] == "train_round"]
+    assert train_rows and all(set(old_name) <= r.keys() for r in train_rows)  # today's run writes the new names
+    assert not any(set(RENAMED_METRICS) & r.keys() for r in rows)
+    old = tmp_path / "old"
+    shutil.copytree(reference, old)
+    (old / "metrics.jsonl").write_text(
+        "".join(json.dumps({old_name.get(k, k): v for k, v in r.items()}) + "\n" for r in rows)
+    )
+    assert "grad_norm" in read_jsonl(old / "metrics.jsonl")[1]  # the copy really is in the old names
+
+    assert RunDir(old).read_metrics() == RunDir(reference).read_metrics() == rows
+    cfg = load_config("tiny", FAST)
+    state = trainer.RunState(["a"], {"a": None}, torch.zeros(1), torch.zeros(1), tokens_total=7, rollouts_total=3)
+    assert trainer.build_summary(cfg, RunDir(old), state, 1.0) == trainer.build_summary(
+        cfg, RunDir(reference), state, 1.0
+    )
+    curve_old, curve_new = analysis.load_run(old, seed=0), analysis.load_run(reference, seed=0)
+    for field in ("rounds", "rollouts", "train", "test", "round_rollouts", "round_correct"):
+        assert getattr(curve_old, field).tolist() == getattr(curve_new, field).tolist(), field
+    table, _ = compare_runs([str(reference), str(old)])
+    row_new, row_old = table.splitlines()[2:4]  # header, rule, then one row per run
+    assert row_new.split()[1:] == row_old.split()[1:]  # the same row but for the label

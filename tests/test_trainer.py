@@ -57,7 +57,7 @@ def test_smoke_run_writes_a_well_formed_run_directory(reference_run):
             assert r["reward/mean"] in (0.0, 1.0)
             assert r["ratio/max"] == pytest.approx(1.0, abs=1e-4)  # mu = 1: the ratio is 1 at the update
             assert r["clip/frac"] == 0.0
-            assert r["tokens"] >= 1 and r["rollouts_total"] == r["round"]
+            assert r["tokens/round"] >= 1 and r["rollouts_total"] == r["round"]
     assert summary == json.loads((out / "summary.json").read_text())
     for key in ["train_pass_at_1", "test_pass_at_1"]:
         assert 0 <= summary["base"][key] <= 1 and 0 <= summary["final"][key] <= 1
@@ -170,7 +170,7 @@ def test_lean_engine_and_sorted_evaluation_run_through_the_trainer(tmp_path):
     )
     rows = read_jsonl(out / "metrics.jsonl")
     assert [r["round"] for r in rows if r["split"] == "train_round"] == [1, 2]
-    assert all(r["tokens"] >= 3 for r in rows if r["split"] == "train_round")
+    assert all(r["tokens/round"] >= 3 for r in rows if r["split"] == "train_round")
     assert all(0 <= r["test/pass_at_1"] <= 1 for r in rows if r["split"] == "eval")
 
 
@@ -186,7 +186,7 @@ def test_a_round_without_signal_steps_only_when_configured(step_on_zero_signal):
     moved = any(not torch.equal(before[k], v) for k, v in policy.model.state_dict().items())
     assert moved is step_on_zero_signal
     assert metrics["train/stepped"] == float(step_on_zero_signal)
-    assert metrics["grad_norm"] == 0.0
+    assert metrics["optim/grad_norm"] == 0.0
 
 
 @pytest.mark.parametrize("aggregation", sorted(trainer.objectives.LOSS_AGGREGATIONS))
@@ -223,7 +223,14 @@ def test_micro_batches_give_the_whole_batch_update(aggregation):
     (whole, w_whole), *parts = results
     assert whole["clip/frac_last"] > 0  # the second update clips: the weighting is exercised
     for metrics, weights in parts:
-        for key in ("loss/policy", "clip/frac", "clip/frac_last", "clip/frac_dual", "entropy", "grad_norm"):
+        for key in (
+            "loss/policy",
+            "clip/frac",
+            "clip/frac_last",
+            "clip/frac_dual",
+            "policy/entropy",
+            "optim/grad_norm",
+        ):
             assert metrics[key] == pytest.approx(whole[key], rel=1e-4, abs=1e-6), key
         for k, v in weights.items():
             torch.testing.assert_close(v, w_whole[k], rtol=1e-4, atol=1e-6)

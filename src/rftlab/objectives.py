@@ -1,6 +1,6 @@
 """Reward designs, advantage estimators, policy losses, loss aggregation and KL estimators.
 
-Every function here is a pure function of tensors: plain values in (`clip_low`, not a config
+Every function here is a pure function of tensors: plain values in (`clip_eps_low`, not a config
 object), no model calls, no logging. The LLM trainer (`rftlab.trainer`) and the bandit simulator
 (`rftlab.bandit`) import these same functions, so a finding of one has the same algorithm behind it
 as its counterpart in the other.
@@ -266,17 +266,17 @@ def clipped_policy_loss(
     adv: Tensor,
     mask: Tensor,
     *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
     dual_clip: float | None = None,
     aggregation: str = "token_mean",
     norm_tokens: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate (Schulman et al. 2017) as used by GRPO, negated to a loss.
 
-        l_t = -min(r_t A, clip(r_t, 1 - clip_low, 1 + clip_high) A),  r_t = exp(logp_t - old_logp_t)
+        l_t = -min(r_t A, clip(r_t, 1 - clip_eps_low, 1 + clip_eps_high) A),  r_t = exp(logp_t - old_logp_t)
 
-    clip_low != clip_high gives DAPO's decoupled ("clip-higher") range. dual_clip c > 1 (Ye et al.
+    clip_eps_low != clip_eps_high gives DAPO's decoupled ("clip-higher") range. dual_clip c > 1 (Ye et al.
     2020, verl's clip_ratio_c) additionally caps the loss of negative-advantage tokens at -c A.
     With one update per rollout batch, r_t = 1 at the update and the gradient is REINFORCE's:
     -A grad logp_t, aggregated. adv is (..., N) per sequence or (..., N, T) per token.
@@ -295,7 +295,7 @@ def clipped_policy_loss(
     log_ratio = (logp - old_logp).clamp(-20.0, 20.0)  # guards exp() against overflow
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
-    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    clipped = -adv * ratio.clamp(1.0 - clip_eps_low, 1.0 + clip_eps_high)
     loss_mat = torch.maximum(unclipped, clipped)
     dual_active = torch.zeros_like(loss_mat, dtype=torch.bool)
     if dual_clip is not None:

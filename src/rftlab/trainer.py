@@ -264,13 +264,13 @@ def micro_batch_backward(
         old_logp,
         adv,
         mask,
-        clip_low=obj.clip_eps_low,
-        clip_high=obj.clip_eps_high,
+        clip_eps_low=obj.clip_eps_low,
+        clip_eps_high=obj.clip_eps_high,
         dual_clip=obj.dual_clip,
         aggregation=obj.aggregation,
         norm_tokens=norm_tokens,
     )
-    total, out = loss, {"loss/kl": None, "entropy": None}
+    total, out = loss, {"loss/kl": None, "policy/entropy": None}
     if ref_logp is not None:
         kl = objectives.kl_loss(
             logp, ref_logp, mask, estimator=obj.kl_estimator, aggregation=obj.aggregation, norm_tokens=norm_tokens
@@ -280,7 +280,7 @@ def micro_batch_backward(
     scaled = total * share
     (policy.grad_scaler.scale(scaled) if policy.grad_scaler else scaled).backward()
     if entropy is not None:
-        out["entropy"] = float((entropy * mask).sum() / total_tokens)
+        out["policy/entropy"] = float((entropy * mask).sum() / total_tokens)
     ratio_and_clip = {k: float(m[k]) for k in ("clip/frac", "clip/frac_dual", "ratio/max", "ratio/min")}
     return {"loss/policy": loss.item(), **ratio_and_clip, **out}
 
@@ -304,7 +304,7 @@ def batch_backward(
     """
     loss_share = objectives.get_aggregation(cfg.objective.aggregation).micro_batch_share
     total_tokens = mask.sum().clamp(min=1)
-    sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "entropy": 0.0}
+    sums = {"loss/policy": 0.0, "loss/kl": 0.0, "clip/frac": 0.0, "clip/frac_dual": 0.0, "policy/entropy": 0.0}
     ratio_max, ratio_min = 0.0, float("inf")
     for c in chunks:
         share = loss_share(mask[c], mask)
@@ -325,7 +325,7 @@ def batch_backward(
             sums[key] += (m[key] or 0.0) * w
         for key in ("clip/frac", "clip/frac_dual"):
             sums[key] += m[key] * w_tokens
-        sums["entropy"] += m["entropy"] or 0.0
+        sums["policy/entropy"] += m["policy/entropy"] or 0.0
         ratio_max, ratio_min = max(ratio_max, m["ratio/max"]), min(ratio_min, m["ratio/min"])
     return sums, ratio_max, ratio_min
 
@@ -369,7 +369,7 @@ def policy_update(
         optimizer_step(policy, optimizer, stepped)
         if update == 0:
             metrics.update(sums)
-            metrics["grad_norm"] = float(grad_norm)
+            metrics["optim/grad_norm"] = float(grad_norm)
         metrics["train/stepped"] = float(stepped)
         if update == obj.updates_per_batch - 1:  # clipping only binds after the first update
             metrics.update({"clip/frac_last": sums["clip/frac"], "ratio/max": ratio_max, "ratio/min": ratio_min})
@@ -401,7 +401,7 @@ def check_finite(
         if checkpoint_round is None
         else f"the run stops; its last good checkpoint (round {checkpoint_round}) is kept"
     )
-    for key in ("loss/policy", "loss/kl") + (() if loss_scaled else ("grad_norm",)):
+    for key in ("loss/policy", "loss/kl") + (() if loss_scaled else ("optim/grad_norm",)):
         value = update.get(key)
         if value is not None and not math.isfinite(value):
             raise RftlabError(f"round {round_}: non-finite {key} ({value}); {kept} (lower optim.lr?)")
@@ -648,10 +648,10 @@ def train_row(
         **update,
         "response/length_mean": float(batch.response_lengths.float().mean()),
         "response/truncated_frac": float(batch.truncated.float().mean()),
-        "tokens": int(batch.response_mask.sum()),
-        "tokens_total": state.tokens_total,
+        "tokens/round": int(batch.response_mask.sum()),
+        "tokens/total": state.tokens_total,
         "rollouts_total": state.rollouts_total,
-        "lr": cfg.optim.lr,
+        "optim/lr": cfg.optim.lr,
         **times,
         "example_ids": [e.id for e in examples],
     }

@@ -18,6 +18,14 @@ def _parse(argv):
     return parser.parse_args(["bandit", *argv])
 
 
+def test_clip_flags_take_the_configs_names_and_keep_the_old_spellings():
+    base = RUN.format(K=10, p0=0.1, adv="grpo").split() + ["--out", "unused"]
+    new = _parse(base + ["--clip-eps-low", "0.1", "--clip-eps-high", "0.3"])
+    old = _parse(base + ["--clip-eps", "0.1", "--clip-high", "0.3"])
+    assert (new.clip_eps_low, new.clip_eps_high) == (old.clip_eps_low, old.clip_eps_high) == (0.1, 0.3)
+    assert _parse(base).clip_eps_high is None  # then the upper side follows --clip-eps-low
+
+
 def test_run_writes_metrics_per_round(tmp_path):
     argv = RUN.format(K=1000, p0=0.1, adv="grpo").split() + ["--out", str(tmp_path)]
     assert main(argv) == 0
@@ -47,7 +55,7 @@ def test_run_other_envs(tmp_path, env):
     argv += [
         "--updates-per-batch",
         "2",
-        "--clip-eps",
+        "--clip-eps-low",
         "0.1",
         "--reward-design",
         "pm1",

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from rftlab.bandit import (
+    BanditOptimizer,
     CorrelatedEnv,
     DenseSoftmax,
     KArmedEnv,
-    OptimConfig,
     PooledSoftmax,
     Rule,
     SequenceEnv,
@@ -22,7 +22,7 @@ from rftlab.objectives import get_advantage, shape_reward
 
 
 @pytest.mark.parametrize("kl_coef", [0.0, 0.05])
-@pytest.mark.parametrize("optim", [OptimConfig("sgd", lr=0.7), OptimConfig("adam", lr=0.1, weight_decay=0.05)])
+@pytest.mark.parametrize("optim", [BanditOptimizer("sgd", lr=0.7), BanditOptimizer("adam", lr=0.1, weight_decay=0.05)])
 def test_pooled_equals_dense_update_for_update(kl_coef, optim):
     """Drive both policies with the same dense draws; every arm's logit must agree at every round."""
     arms, m, seeds, rollouts, rounds = 7, 2, 3, 3, 25
@@ -33,8 +33,8 @@ def test_pooled_equals_dense_update_for_update(kl_coef, optim):
         advantage="grpo",
         reward_design="pm1",
         updates_per_batch=2,
-        clip_low=0.1,
-        clip_high=0.1,
+        clip_eps_low=0.1,
+        clip_eps_high=0.1,
         optim=optim,
         kl_coef=kl_coef,
     )
@@ -74,7 +74,7 @@ def test_pooled_equals_dense_update_for_update(kl_coef, optim):
 
 def test_pooled_sampler_matches_dense_in_distribution():
     """Small pools (many within-round repeats of the same arm): simulated means agree within 4 SE."""
-    cfg = SimConfig(rounds=8, rollouts=4, advantage="grpo", reward_design="pm1", optim=OptimConfig(lr=0.5))
+    cfg = SimConfig(rounds=8, rollouts=4, advantage="grpo", reward_design="pm1", optim=BanditOptimizer(lr=0.5))
     seeds = 4000
     a = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=True), cfg, seeds, seed=10).metrics["optimal_mass"]
     b = simulate(KArmedEnv(arms=5, optimal=2, p0=0.3, pooled=False), cfg, seeds, seed=11).metrics["optimal_mass"]
@@ -102,7 +102,7 @@ def test_bad_sim_config_names_the_option():
     with pytest.raises(ConfigError, match="--reward-design"):
         SimConfig(reward_design="nope")
     with pytest.raises(ConfigError, match="--optimizer"):
-        OptimConfig("rmsprop")
+        BanditOptimizer("rmsprop")
 
 
 def test_rules_golden():
@@ -141,7 +141,7 @@ def test_sequence_optimal_mass_matches_sampling(rule):
 
 def test_sequence_env_learns():
     env = SequenceEnv(vocab=16, length=10, context=1, rule="prefix", target_len=1)
-    res = simulate(env, SimConfig(rounds=60, optim=OptimConfig(lr=10.0), eval_every=20), 200, seed=0)
+    res = simulate(env, SimConfig(rounds=60, optim=BanditOptimizer(lr=10.0), eval_every=20), 200, seed=0)
     assert res.mean()[-1] > res.mean()[0] + 0.2
 
 
@@ -197,7 +197,7 @@ def test_fast_reinforce_path_equals_full_objective(env, aggregation):
         advantage="grpo",
         reward_design="pm1",
         aggregation=aggregation,
-        optim=OptimConfig("adam", lr=0.1),
+        optim=BanditOptimizer("adam", lr=0.1),
     )
     fast = simulate(env, cfg, 50, seed=7)
     full = simulate(env, cfg.with_(fast_reinforce=False), 50, seed=7)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rftlab.bandit.optim import OptimConfig, optimizer_step
+from rftlab.bandit.optim import BanditOptimizer, optimizer_step
 
 
 class _Params:
@@ -17,14 +17,14 @@ class _Params:
 @pytest.mark.parametrize(
     "cfg,reference",
     [
-        (OptimConfig("sgd", lr=0.3), lambda p: torch.optim.SGD([p], lr=0.3)),
+        (BanditOptimizer("sgd", lr=0.3), lambda p: torch.optim.SGD([p], lr=0.3)),
         (
-            OptimConfig("sgd", lr=0.3, weight_decay=0.1),
+            BanditOptimizer("sgd", lr=0.3, weight_decay=0.1),
             lambda p: torch.optim.SGD([p], lr=0.3, weight_decay=0.1),
         ),
-        (OptimConfig("adam", lr=0.05), lambda p: torch.optim.Adam([p], lr=0.05)),
+        (BanditOptimizer("adam", lr=0.05), lambda p: torch.optim.Adam([p], lr=0.05)),
         (
-            OptimConfig("adam", lr=0.05, weight_decay=0.1),
+            BanditOptimizer("adam", lr=0.05, weight_decay=0.1),
             lambda p: torch.optim.AdamW([p], lr=0.05, weight_decay=0.1),
         ),
     ],

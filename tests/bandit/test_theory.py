@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rftlab.bandit import KArmedEnv, OptimConfig, SimConfig, simulate
+from rftlab.bandit import BanditOptimizer, KArmedEnv, SimConfig, simulate
 from rftlab.bandit.envs import optimal_logit
 from rftlab.bandit.theory import (
     expected_next_mass,
@@ -21,7 +21,7 @@ FLOAT_TOL = 1e-6  # metrics are stored in float32
 @pytest.mark.parametrize("arms,p0,lr,rounds", [(1000, 0.05, 1.0, 150), (1_000_000, 0.02, 2.0, 150)])
 def test_minimalist_trajectory_matches_exact_law(arms, p0, lr, rounds):
     seeds = 2000
-    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=1)
+    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=BanditOptimizer(lr=lr)), seeds, seed=1)
     exact = minimalist_exact(arms, p0, lr, rounds)
     sim = res.mean().double()
     se = exact["std"] / math.sqrt(seeds)
@@ -37,7 +37,7 @@ def test_mean_field_ode_tracks_the_mean_for_small_steps():
     ode = mean_field_trajectory(p0, arms, lr, rounds)
     model_error = float((ode - exact["mean"]).abs().max())
     assert model_error < 0.005  # first order in lr: measured 0.002 at lr = 0.05
-    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=OptimConfig(lr=lr)), seeds, seed=2)
+    res = simulate(KArmedEnv(arms=arms, p0=p0), SimConfig(rounds=rounds, optim=BanditOptimizer(lr=lr)), seeds, seed=2)
     se = exact["std"] / math.sqrt(seeds)
     assert torch.all((res.mean().double() - ode).abs() <= 4 * se + model_error + FLOAT_TOL)
 
@@ -45,9 +45,9 @@ def test_mean_field_ode_tracks_the_mean_for_small_steps():
 @pytest.mark.parametrize(
     "advantage,rollouts,optim",
     [
-        ("none", 1, OptimConfig()),
-        ("grpo", 4, OptimConfig()),
-        ("running_mean", 1, OptimConfig("adam", lr=0.1)),
+        ("none", 1, BanditOptimizer()),
+        ("grpo", 4, BanditOptimizer()),
+        ("running_mean", 1, BanditOptimizer("adam", lr=0.1)),
     ],
 )
 def test_failure_probability_small_p0(advantage, rollouts, optim):
@@ -62,7 +62,7 @@ def test_failure_probability_small_p0(advantage, rollouts, optim):
 def test_failure_probability_with_weight_decay():
     """AdamW's decay moves p_t with zero gradients: 1/K = 0.01 > p0 pulls p up, failure drops."""
     arms, p0, rounds, seeds, lr, wd = 100, 0.002, 200, 4000, 0.1, 1.0
-    cfg = SimConfig(rounds=rounds, optim=OptimConfig("adam", lr=lr, weight_decay=wd))
+    cfg = SimConfig(rounds=rounds, optim=BanditOptimizer("adam", lr=lr, weight_decay=wd))
     res = simulate(KArmedEnv(arms=arms, p0=p0), cfg, seeds, seed=4)
     never = (res.metrics["successes"][-1] == 0).double().mean().item()
     pred = failure_probability(p0, rounds, arms=arms, lr=lr, weight_decay=wd)
@@ -84,7 +84,9 @@ def test_failure_probability_with_weight_decay():
 def test_one_step_update_matches_exact_expectation(pooled, advantage, design, rollouts):
     arms, p0, lr, seeds = 4, 0.3, 1.0, 20000
     env = KArmedEnv(arms=arms, p0=p0, pooled=pooled)
-    cfg = SimConfig(rounds=1, rollouts=rollouts, advantage=advantage, reward_design=design, optim=OptimConfig(lr=lr))
+    cfg = SimConfig(
+        rounds=1, rollouts=rollouts, advantage=advantage, reward_design=design, optim=BanditOptimizer(lr=lr)
+    )
     res = simulate(env, cfg, seeds, seed=5)
     logits = torch.tensor([optimal_logit(p0, 1, arms)] + [0.0] * (arms - 1))
     optimal = torch.arange(arms) == 0

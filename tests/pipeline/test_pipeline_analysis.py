@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from synthetic_runs import eval_row, write_run
 
 from rftlab.pipeline import analysis, findings
 from rftlab.pipeline.analysis import Context, Estimate
-from rftlab.pipeline.synthetic import eval_row, write_run
 
 
 def curve(train, test, *, every=10, per_round=1, seed=0, rounds=None, correct=None):

@@ -5,11 +5,11 @@ import time
 from pathlib import Path
 
 import pytest
+from synthetic_runs import synthetic_train
 
 from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline import executors, sweep
 from rftlab.pipeline.executors import RunTask, execute, run_one
-from rftlab.pipeline.synthetic import synthetic_train
 
 CALLS: list[tuple[str, bool]] = []
 
@@ -223,7 +223,7 @@ import json, sys, time
 from pathlib import Path
 from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline import sweep
-from rftlab.pipeline.synthetic import synthetic_train
+from synthetic_runs import synthetic_train
 
 spec, out, flags = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 

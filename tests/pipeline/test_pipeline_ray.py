@@ -7,8 +7,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from synthetic_runs import synthetic_train  # noqa: E402
+
 from rftlab.pipeline.executors import RunTask, execute  # noqa: E402
-from rftlab.pipeline.synthetic import synthetic_train  # noqa: E402
 from rftlab.policy import BUILTIN_DIR  # noqa: E402
 
 TIMING = ("time/", "wall_seconds", "seconds_per_round")

@@ -9,6 +9,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from synthetic_runs import synthetic_train
 
 from rftlab.bandit import pipeline as bandit_pipeline
 from rftlab.cli import main
@@ -16,7 +17,6 @@ from rftlab.commands.pipeline import run_pipeline
 from rftlab.files import BANDIT_MANIFEST
 from rftlab.pipeline.findings import VERDICTS
 from rftlab.pipeline.spec import spec_from_dict, spec_to_dict
-from rftlab.pipeline.synthetic import synthetic_train
 from rftlab.report.html import BANDIT_COUNTERPARTS, bandit_counterpart, bandit_counterparts
 
 TINY = bandit_pipeline.Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)

@@ -7,11 +7,11 @@ import re
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from synthetic_runs import synthetic_train
 
 from rftlab.cli import main
 from rftlab.commands.pipeline import run_pipeline
 from rftlab.pipeline.findings import VERDICTS
-from rftlab.pipeline.synthetic import synthetic_train
 from rftlab.report.html import build_report
 
 SPEC = {

@@ -16,7 +16,7 @@ from rftlab.bandit.envs import (
     SequenceEnv,
     SequenceSoftmax,
 )
-from rftlab.bandit.optim import OptimConfig, optimizer_step
+from rftlab.bandit.optim import BanditOptimizer, optimizer_step
 from rftlab.bandit.simulate import SimConfig, SimResult, policy_update, simulate
 
 __all__ = [
@@ -24,7 +24,7 @@ __all__ = [
     "DenseSoftmax",
     "FeatureSoftmax",
     "KArmedEnv",
-    "OptimConfig",
+    "BanditOptimizer",
     "PooledSoftmax",
     "Rule",
     "SequenceEnv",

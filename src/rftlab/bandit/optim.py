@@ -24,8 +24,11 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
-class OptimConfig:
-    """Optimizer settings; `weight_decay` is decoupled (AdamW; for SGD identical to L2)."""
+class BanditOptimizer:
+    """The bandit simulator's optimizer: which one (`OPTIMIZERS`) and its settings.
+
+    Not the trainer's `rftlab.config.OptimConfig`; `weight_decay` is decoupled (AdamW; for SGD identical to L2).
+    """
 
     name: str = "sgd"
     lr: float = 1.0
@@ -40,7 +43,7 @@ class OptimConfig:
             raise ConfigError(f"--lr must be > 0 (got {self.lr})")
 
 
-def optimizer_step(policy, grads: list[Tensor], cfg: OptimConfig, step: int) -> None:
+def optimizer_step(policy, grads: list[Tensor], cfg: BanditOptimizer, step: int) -> None:
     """One update of policy.params in place; `step` counts from 1 (Adam's bias correction)."""
     grads = policy.arm_grads(grads)
     if cfg.name == "adam" and not getattr(policy, "moments", None):

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv
 from rftlab.bandit.figures import write_results
-from rftlab.bandit.optim import OptimConfig
+from rftlab.bandit.optim import BanditOptimizer
 from rftlab.bandit.simulate import SimConfig, SimResult, simulate
 from rftlab.bandit.theory import failure_probability, mean_field_trajectory, minimalist_exact
 from rftlab.files import BANDIT_MANIFEST
@@ -245,10 +245,10 @@ def layer_rollouts(lab: Lab) -> tuple[list[BanditFinding], dict]:
 def layer_reward_design(lab: Lab) -> tuple[list[BanditFinding], dict]:
     """L3: rewards {0,1} vs {-1,1} vs {-1,0}, with SGD and Adam, in three environments."""
     sc, base = lab.scale, lab.base
-    adam = base.with_(optim=OptimConfig("adam", lr=0.05))
+    adam = base.with_(optim=BanditOptimizer("adam", lr=0.05))
     # token-mean divides a sequence's gradient by L = 10: lr 10 gives each token SGD's unit step
-    seq_sgd = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("sgd", lr=10.0), eval_every=5)
-    seq_adam = SimConfig(rounds=sc.seq_rounds, optim=OptimConfig("adam", lr=0.05), eval_every=5)
+    seq_sgd = SimConfig(rounds=sc.seq_rounds, optim=BanditOptimizer("sgd", lr=10.0), eval_every=5)
+    seq_adam = SimConfig(rounds=sc.seq_rounds, optim=BanditOptimizer("adam", lr=0.05), eval_every=5)
     settings = (
         ("karmed/sgd", lab.karm, base, None),
         ("karmed/adam", lab.karm, adam, None),

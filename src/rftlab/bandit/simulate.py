@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from rftlab.bandit.envs import PooledSoftmax, check
-from rftlab.bandit.optim import OptimConfig, optimizer_step
+from rftlab.bandit.optim import BanditOptimizer, optimizer_step
 from rftlab.objectives import (
     ADVANTAGES,
     LOSS_AGGREGATIONS,
@@ -43,14 +43,14 @@ class SimConfig:
     advantage: str = "none"  # a name in rftlab.objectives.ADVANTAGES
     reward_design: str = "binary"  # a name in rftlab.objectives.REWARD_DESIGNS
     updates_per_batch: int = 1  # mu; the ratio and clipping bind only when mu > 1
-    clip_low: float = 0.2  # PPO clip range below 1
-    clip_high: float = 0.2  # PPO clip range above 1
+    clip_eps_low: float = 0.2  # PPO clip range below 1
+    clip_eps_high: float = 0.2  # PPO clip range above 1
     dual_clip: float | None = None  # dual-clip constant c > 1, or None
     aggregation: str = "token_mean"  # a name in rftlab.objectives.LOSS_AGGREGATIONS
     kl_coef: float = 0.0  # weight of the KL-to-initial-policy loss term (0 = off)
     kl_estimator: str = "k3"  # k1 | k2 | k3
     baseline_step: float | None = None  # running_mean baseline: None = exact mean, else EMA step
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: BanditOptimizer = field(default_factory=BanditOptimizer)
     eval_every: int = 1  # record metrics every this many rounds
     fast_reinforce: bool = True  # mu = 1, no KL: reuse the objective's ratio-1 gradient (identical result)
 
@@ -59,7 +59,7 @@ class SimConfig:
         check(self.rollouts >= 1, f"--rollouts must be >= 1 (got {self.rollouts})")
         check(self.updates_per_batch >= 1, f"--updates-per-batch must be >= 1 (got {self.updates_per_batch})")
         check(self.eval_every >= 1, f"--eval-every must be >= 1 (got {self.eval_every})")
-        check(self.clip_low >= 0 and self.clip_high >= 0, "--clip-eps must be >= 0")
+        check(self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "--clip-eps-low and --clip-eps-high must be >= 0")
         check_name(ADVANTAGES, "--advantage", self.advantage)
         check_name(REWARD_DESIGNS, "--reward-design", self.reward_design)
         check_name(LOSS_AGGREGATIONS, "--aggregation", self.aggregation)
@@ -96,7 +96,7 @@ def _ratio_one_gradient(rollouts: int, tokens: int, cfg: SimConfig, dtype: torch
     A_g * this tensor. Computed by autograd through rftlab.objectives itself (nothing re-derived), so
     every aggregation keeps its own normalization.
     """
-    key = (rollouts, tokens, cfg.aggregation, cfg.clip_low, cfg.clip_high, cfg.dual_clip, dtype)
+    key = (rollouts, tokens, cfg.aggregation, cfg.clip_eps_low, cfg.clip_eps_high, cfg.dual_clip, dtype)
     if key not in _PROBES:
         logp = torch.zeros(1, rollouts, tokens, dtype=dtype, requires_grad=True)
         loss, _ = clipped_policy_loss(
@@ -104,8 +104,8 @@ def _ratio_one_gradient(rollouts: int, tokens: int, cfg: SimConfig, dtype: torch
             logp.detach(),
             torch.ones(1, rollouts, dtype=dtype),
             torch.ones(1, rollouts, tokens, dtype=dtype),
-            clip_low=cfg.clip_low,
-            clip_high=cfg.clip_high,
+            clip_eps_low=cfg.clip_eps_low,
+            clip_eps_high=cfg.clip_eps_high,
             dual_clip=cfg.dual_clip,
             aggregation=cfg.aggregation,
         )
@@ -144,8 +144,8 @@ def policy_update(policy, actions: Tensor, adv: Tensor, cfg: SimConfig, step: in
             old_logp,
             adv,
             mask,
-            clip_low=cfg.clip_low,
-            clip_high=cfg.clip_high,
+            clip_eps_low=cfg.clip_eps_low,
+            clip_eps_high=cfg.clip_eps_high,
             dual_clip=cfg.dual_clip,
             aggregation=cfg.aggregation,
         )  # (S,)

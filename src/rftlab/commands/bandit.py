@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv, check
-from rftlab.bandit.optim import OPTIMIZERS, OptimConfig
+from rftlab.bandit.optim import OPTIMIZERS, BanditOptimizer
 from rftlab.bandit.pipeline import Scale, is_finished, run_counterparts
 from rftlab.bandit.simulate import SimConfig, simulate
 from rftlab.errors import RftlabError
@@ -59,8 +59,23 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         default=1,
         help="mu, optimizer steps per batch (ratio/clip bind when > 1)",
     )
-    o.add_argument("--clip-eps", type=float, default=0.2, help="PPO clip epsilon (both sides unless --clip-high)")
-    o.add_argument("--clip-high", type=float, default=None, help="upper clip epsilon (DAPO clip-higher)")
+    # --clip-eps and --clip-high: the old spellings, kept as aliases of the config's names
+    o.add_argument(
+        "--clip-eps-low",
+        "--clip-eps",
+        dest="clip_eps_low",
+        type=float,
+        default=0.2,
+        help="PPO clip epsilon below 1, and above 1 unless --clip-eps-high (old spelling: --clip-eps)",
+    )
+    o.add_argument(
+        "--clip-eps-high",
+        "--clip-high",
+        dest="clip_eps_high",
+        type=float,
+        default=None,
+        help="clip epsilon above 1 (DAPO clip-higher; old spelling: --clip-high)",
+    )
     o.add_argument("--dual-clip", type=float, default=None, help="dual-clip constant c > 1")
     o.add_argument(
         "--aggregation",
@@ -146,15 +161,15 @@ def build_env(a: argparse.Namespace):
 
 def build_config(a: argparse.Namespace) -> SimConfig:
     check(a.weight_decay >= 0, f"--weight-decay must be >= 0 (got {a.weight_decay})")
-    optim = OptimConfig(name=a.optimizer, lr=a.lr, weight_decay=a.weight_decay)
+    optim = BanditOptimizer(name=a.optimizer, lr=a.lr, weight_decay=a.weight_decay)
     return SimConfig(
         rounds=a.rounds,
         rollouts=a.rollouts,
         advantage=a.advantage,
         reward_design=a.reward_design,
         updates_per_batch=a.updates_per_batch,
-        clip_low=a.clip_eps,
-        clip_high=a.clip_eps if a.clip_high is None else a.clip_high,
+        clip_eps_low=a.clip_eps_low,
+        clip_eps_high=a.clip_eps_low if a.clip_eps_high is None else a.clip_eps_high,
         dual_clip=a.dual_clip,
         aggregation=a.aggregation,
         kl_coef=a.kl_coef,

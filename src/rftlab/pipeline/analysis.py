@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rftlab.runs import read_jsonl
+from rftlab.runs import read_metrics
 
 CONVERGED = 0.9  # train Pass@1 at which a run counts as having learned its training example
 BOOTSTRAP = 2000
@@ -120,7 +120,7 @@ def load_run(path, *, seed: int | None = None) -> RunCurve:
 
     path = Path(path)
     config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    rows = read_jsonl(path / "metrics.jsonl")
+    rows = read_metrics(path / "metrics.jsonl")
     return curve_from_rows(
         rows,
         seed=seed if seed is not None else int(config.get("seed", 0)),

