@@ -16,6 +16,7 @@ after this sweep's own runs, and then counted done (or resumed here if its holde
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import asdict
@@ -206,8 +207,8 @@ def run_sweep(
         return {"runs": unique, "done": already, "failed": 0, "skipped": len(statuses)}
     (out / "runs").mkdir(parents=True, exist_ok=True)
     write_pipeline_file(out, spec, runs, statuses, options)
-    results = execute(
-        tasks,
+    run_all = functools.partial(
+        execute,
         executor=executor,
         workers=n_workers,
         train_fn=train_fn,
@@ -215,6 +216,7 @@ def run_sweep(
         keep_checkpoint=keep_checkpoints,
         ray_address=ray_address,
     )
+    results = run_all(tasks)
     by_name = {t.name: t for t in tasks}
     for res in results:
         statuses[res.name] = run_status(res, by_name[res.name].out)
@@ -226,15 +228,7 @@ def run_sweep(
         for t in held:
             with run_lock(t.out, wait=True):
                 pass
-        again = execute(
-            held,
-            executor=executor,
-            workers=n_workers,
-            train_fn=train_fn,
-            progress=progress,
-            keep_checkpoint=keep_checkpoints,
-            ray_address=ray_address,
-        )
+        again = run_all(held)
         again_by_name = {r.name: r for r in again}
         results = [again_by_name.get(r.name, r) for r in results]
         for res in again:
