@@ -31,7 +31,6 @@ import functools
 import importlib.util
 import logging
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,33 +157,9 @@ def smollm2_gguf_path() -> Path:
 
 
 def convert_smollm2(target: Path) -> Path:
-    """Dequantize the GGUF once into a float32 safetensors directory that reloads in under a second.
-
-    transformers refuses `save_pretrained` on a GGUF-loaded model, so the state dict is loaded into
-    a fresh LlamaForCausalLM built from the same config, which is then saved.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = smollm2_gguf_path()
-    log.info("converting %s to safetensors in %s (once)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    fresh.load_state_dict(loaded.state_dict())
-    fresh.generation_config = loaded.generation_config
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    fresh.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(target)  # atomic: a half-written copy is never seen as the cache
-    except OSError:  # another process finished first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """Dequantize the GGUF once into a float32 safetensors directory that reloads in under a second
+    (the same conversion as the opt-in models': `rftlab.fetch.convert_gguf`)."""
+    return fetch.convert_gguf(smollm2_gguf_path(), target)
 
 
 def model_unavailable(name: str) -> str | None:
