@@ -160,7 +160,7 @@ def test_a_failed_write_leaves_the_old_cache_whole_and_no_temp_file(cache, caplo
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(selection.os, "replace", disk_full)
+    monkeypatch.setattr(os, "replace", disk_full)  # the rename inside files.write_atomic
     with caplog.at_level("WARNING"):
         assert estimate_difficulty(None, problems(4), SETTINGS) == EXPECTED  # p2, p3 are new
     assert "No space left on device" in caplog.text

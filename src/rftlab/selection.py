@@ -13,8 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import torch
 
 from rftlab.errors import RftlabError
 from rftlab.evaluation import evaluate
+from rftlab.files import write_atomic
 from rftlab.policy import Policy, cache_dir
 from rftlab.tasks.problem import Problem
 
@@ -148,28 +147,17 @@ def read_difficulty_cache(file: Path, settings: DifficultySettings) -> dict[str,
 
 
 def write_difficulty_cache(file: Path, content: dict) -> None:
-    """Write the cache atomically (temp file, fsync, rename) so no reader ever sees half a file.
+    """Write the cache atomically (`files.write_atomic`) so no reader ever sees half a file.
 
     An unwritable `$RFTLAB_CACHE` is a warning, not an error: the cache only saves time (an estimate
     made without it is the same estimate), and a read-only home directory on a cluster node should
     not stop a run that has already paid for the estimate. The warning names the path and the variable.
     """
-    tmp = None
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(content, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-        tmp = None
+        write_atomic(file, json.dumps(content, indent=1), durable=True)
     except OSError as err:
         log.warning("could not write the difficulty cache %s (%s); continuing without it (%s)", file, err, _FIX)
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def select_by_difficulty(
