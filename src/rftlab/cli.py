@@ -13,6 +13,7 @@ from pathlib import Path
 from rftlab.commands import bandit as bandit_command
 from rftlab.commands import fetch as fetch_command
 from rftlab.commands import pipeline as pipeline_command
+from rftlab.commands import sample as sample_command
 from rftlab.errors import RftlabError
 
 MAIN_CONFIG = "tiny"  # the main job: the minimalist configuration on the built-in tiny model
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     bandit_command.add_parser(sub)
     pipeline_command.add_parser(sub)
     fetch_command.add_parser(sub)
+    sample_command.add_parser(sub)
     return parser
 
 

@@ -80,7 +80,7 @@ def plot_run(rows: list[dict], path: str | Path, *, title: str = "") -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

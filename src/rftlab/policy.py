@@ -31,6 +31,7 @@ import functools
 import importlib.util
 import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,16 +163,16 @@ def convert_smollm2(target: Path) -> Path:
     return fetch.convert_gguf(smollm2_gguf_path(), target)
 
 
-def model_unavailable(name: str) -> str | None:
+def model_unavailable(name: str, *, hub: bool = True) -> str | None:
     """None if `name` can be loaded here, else the one-line hint saying what to run; loads and converts nothing.
 
     The one place that knows the kinds of model name (built-in, smollm2, opt-in, local directory, hub id):
-    `resolve_model_path` raises its hint and the pipeline shows it for a run it skips. A hub id counts as
-    available: whether it downloads is found out by loading it.
+    `resolve_model_path` raises its hint and the pipeline shows it for a run it skips. A hub id is checked
+    by `hub_model_unavailable` (`hub=False`: not on this machine, e.g. for a Ray cluster's runs).
     """
     if name in LOCAL_BUILTINS:
         if not (BUILTIN_DIR / name / "config.json").is_file():
-            return f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name}"
+            return f"built-in model {name!r} is not built; run: rftlab build-tiny --profile {name} --install"
         return None
     if name == SMOLLM2_NAME:
         if (cache_dir() / "models" / SMOLLM2_NAME / "config.json").is_file():
@@ -191,6 +192,63 @@ def model_unavailable(name: str) -> str | None:
         return None if (path / "config.json").is_file() else f"model directory {path} has no config.json"
     if name.startswith(("/", ".", "~")) or name.count("/") > 1:  # a path, not a hub id (org/name)
         return f"model.name={name}: there is no such folder"
+    return hub_model_unavailable(name) if hub else None
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+TRUE_VALUES = ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are switched off (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)."""
+    from huggingface_hub import constants
+
+    env = (os.environ.get(k, "").upper() in TRUE_VALUES for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(env)
+
+
+def hub_reachable(endpoint: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """One TCP connection to the hub's host, `timeout` seconds at most; True when a proxy is configured
+    (a direct connection says nothing then: the download itself finds out)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_model_unavailable(name: str) -> str | None:
+    """None if the hub model `name` is in the local Hugging Face cache or the hub can be reached; else one line.
+
+    Without this, loading an uncached hub id with no network retries for about 80 s and prints some
+    30 lines before its last line says what is wrong. The cache is read first (no network), then
+    HF_HUB_OFFLINE, then one short connection to the hub.
+    """
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cache = constants.HF_HUB_CACHE
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache), str):
+            return None
+    except ValueError as err:  # huggingface_hub's HFValidationError: not a repo id
+        return f"model.name={name}: neither a folder nor a Hugging Face repo id ({str(err).splitlines()[0]})"
+    fetch_hint = (
+        f"download it where there is network (hf download {name}; it goes to the same cache) "
+        f"or pass a local folder (model.name=/path/to/model)"
+    )
+    if hub_offline():
+        return f"model.name={name}: not in the Hugging Face cache ({cache}) and HF_HUB_OFFLINE is set; {fetch_hint}"
+    if not hub_reachable(constants.ENDPOINT):
+        return (
+            f"model.name={name}: not in the Hugging Face cache ({cache}) and {constants.ENDPOINT} cannot be "
+            f"reached; {fetch_hint}"
+        )
     return None
 
 

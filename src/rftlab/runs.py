@@ -144,6 +144,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config: dict | None = None  # the resolved config, written into each checkpoint's manifest
+        self.provenance: dict | None = None  # what wrote the checkpoint (rftlab.provenance), in its manifest
 
     # ---------------------------------------------------------------- files
     @property
@@ -311,6 +312,8 @@ class RunDir:
             )
             _fault("checkpoint.data", round_)
             manifest = {"file": "trainer.pt", "sha256": digest, "bytes": size, "round": round_, "config": self.config}
+            if self.provenance is not None:
+                manifest["provenance"] = self.provenance
             _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
             fsync_dir(tmp)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError

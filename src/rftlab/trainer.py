@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rftlab import objectives
+from rftlab import objectives, provenance
 from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
@@ -675,7 +675,7 @@ def log_rollouts(
 
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), provenance.now()
     # ---- set-up: data, policy, reference; the run directory only once they have loaded
     task = set_up(cfg)
     policy = task.policy
@@ -684,6 +684,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         log.warning("rftlab: %s", warning)
     run = RunDir(out)  # a typo leaves no half-made run
     run.prepare(cfg, resume=resume)
+    run.provenance = provenance.collect(started_at=started_at)  # also in each checkpoint's manifest
     optimizer = build_optimizer(cfg, policy.trainable_parameters())
     state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume)
 
@@ -763,9 +764,20 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
     # ---- summary and figure
     summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started)
+    summary["provenance"] = {**run.provenance, "ended_at": provenance.now(), "resumed": resume}
     run.write_summary(summary)
-    plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=f"{cfg.model.name} seed {cfg.seed}")
+    plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=plot_title(cfg, run.path))
     return summary
+
+
+def plot_title(cfg: Config, run_dir: Path) -> str:
+    """The run figure's title: the run directory's name (a sweep names the layer and variant there),
+    then the choices that tell variants apart."""
+    o = cfg.objective
+    return (
+        f"{run_dir.name}\n{cfg.model.name} on {cfg.data.dataset}: advantage {o.advantage}, reward {o.reward_design}, "
+        f"G={cfg.rollout.rollouts_per_round}, B={cfg.train.examples_per_round}, seed {cfg.seed}"
+    )
 
 
 def build_summary(cfg: Config, run: RunDir, state: RunState, wall_seconds: float) -> dict:

@@ -26,6 +26,11 @@ MIN_SEEDS = 3
 RULES = ("gt", "lt", "at_most", "differs", "above", "below", "at_least")
 
 
+def smoke_caveat(scale: str) -> str:
+    """The caveat every verdict of a quick (smoke-test) run carries; `scale` says how small it was."""
+    return f"quick mode ({scale}) is a smoke test: it cannot support a verdict; run without --quick for one"
+
+
 def _decide(agree: bool, disagree: bool) -> str:
     return "agrees" if agree else "disagrees" if disagree else "inconclusive"
 

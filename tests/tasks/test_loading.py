@@ -351,7 +351,7 @@ def test_hub_without_datasets_is_one_clear_line(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(DataError) as err:
         load_problems("hub:openai/gsm8k")
     message = str(err.value)
-    assert "datasets" in message and "local .jsonl" in message and "\n" not in message
+    assert "pip install datasets" in message and "local .jsonl" in message and "\n" not in message
 
 
 def _fake_datasets(monkeypatch: pytest.MonkeyPatch, load_dataset) -> None:

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from rftlab.bandit.theory import failure_probability  # noqa: E402
 from rftlab.files import BANDIT_MANIFEST, FINDINGS_FILE, write_atomic  # noqa: E402
 from rftlab.plotting import save_figure, style_axes  # noqa: E402
+from rftlab.verdicts import smoke_caveat  # noqa: E402
 
 N_TRACES = 8  # individual seed trajectories drawn in thin lines
 # figure file (without .png) per layer id of rftlab.bandit.pipeline's findings
@@ -126,7 +127,13 @@ def figures(out: Path, curves: dict) -> list[tuple[str, str, Path]]:
     return figs
 
 
-def write_results(out: Path, findings: list, curves: dict, scale: dict | None = None, seed: int | None = None) -> Path:
+# what every finding of the quick scale carries: it is a smoke test, not evidence
+QUICK_MARKS = {"quick": True, "caveat": smoke_caveat("the bandit pipeline's quick scale")}
+
+
+def write_results(
+    out: Path, findings: list, curves: dict, scale: dict | None = None, seed: int | None = None, quick: bool = False
+) -> Path:
     """Write findings.json and the figures, then bandit.json (the finished mark) into `out`; its path.
 
     `findings`: rftlab.bandit.pipeline.BanditFinding records. bandit.json also lists each one's claim
@@ -134,9 +141,11 @@ def write_results(out: Path, findings: list, curves: dict, scale: dict | None = 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / FINDINGS_FILE).write_text(json.dumps([f.to_json() for f in findings], indent=2) + "\n")
+    marks = QUICK_MARKS if quick else {}
+    (out / FINDINGS_FILE).write_text(json.dumps([{**f.to_json(), **marks} for f in findings], indent=2) + "\n")
     manifest = {
         "scale": scale or {},
+        "quick": quick,
         "seed": seed,
         "figures": [{"layer": layer, "caption": cap, "file": p.name} for layer, cap, p in figures(out, curves)],
         "claims": [{"claim": f.claim, "rule": f.rule_text} for f in findings],

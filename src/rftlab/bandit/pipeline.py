@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from rftlab.bandit.envs import CorrelatedEnv, KArmedEnv, SequenceEnv
-from rftlab.bandit.figures import write_results
+from rftlab.bandit.figures import QUICK_MARKS, write_results
 from rftlab.bandit.optim import BanditOptimizer
 from rftlab.bandit.simulate import SimConfig, SimResult, simulate
 from rftlab.bandit.theory import failure_probability, mean_field_trajectory, minimalist_exact
@@ -365,8 +365,8 @@ def run_counterparts(
         found, drawn = layer(lab)
         findings += found
         curves.update(drawn)
-    write_results(out, findings, curves, scale=sc.__dict__, seed=seed)
-    return [f.to_json() for f in findings]
+    write_results(out, findings, curves, scale=sc.__dict__, seed=seed, quick=quick)
+    return [{**f.to_json(), **(QUICK_MARKS if quick else {})} for f in findings]
 
 
 def is_finished(out: Path, quick: bool = False, seed: int = 0) -> bool:

@@ -1,4 +1,4 @@
-"""Rebuild a built-in tiny model from scratch: `python -m rftlab.builtin.build_tiny --out DIR --profile tiny`.
+"""Rebuild a built-in tiny model from scratch: `rftlab build-tiny --profile tiny [--out DIR | --install --force]`.
 
 Recipe (one loop, top to bottom):
 1. Draw the pretraining corpus: train-split synthetic problems (`rftlab.tasks.synthetic`), each
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from rftlab.errors import RftlabError
 from rftlab.policy import Policy
 from rftlab.rewards import score
 from rftlab.rollout import generate
@@ -363,14 +364,39 @@ def _portable_tokenizer_config(out: Path) -> None:
     path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def build_target(profile: str, out: Path | None, *, install: bool = False, force: bool = False) -> Path:
+    """Where a build goes: --out, the shipped folder with --install, else ./tiny-build/<profile>.
+
+    The shipped model is what `model.name=<profile>` loads and what the README's numbers were measured
+    on, so replacing it takes --force.
+    """
+    shipped = BUILTIN_DIR / profile
+    if install and out is not None:
+        raise RftlabError("build-tiny: give --out or --install, not both")
+    target = shipped if install else out or Path("tiny-build") / profile
+    if target.resolve() == shipped.resolve() and (shipped / "config.json").is_file() and not force:
+        raise RftlabError(
+            f"build-tiny: {shipped} holds the shipped {profile!r} model (the README's numbers were measured on it); "
+            f"add --force to replace it, or build elsewhere with --out DIR"
+        )
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rftlab build-tiny", description=__doc__.splitlines()[0])
     ap.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: the shipped rftlab/builtin/<profile>/)",
+        help="output folder (default: ./tiny-build/<profile>; use it with model.name=./tiny-build/<profile>)",
     )
+    ap.add_argument(
+        "--install",
+        action="store_true",
+        help="write into the shipped folder rftlab/builtin/<profile>/ (the built-in model=<profile>); "
+        "replacing a shipped model also needs --force",
+    )
+    ap.add_argument("--force", action="store_true", help="allow overwriting the shipped built-in model")
     ap.add_argument("--profile", choices=sorted(PROFILES), default="tiny", help="which built-in model to build")
     ap.add_argument("--seed", type=int, default=0, help="seed of the corpus, the initialization and the evaluation")
     ap.add_argument("--steps", type=int, default=None, help="override the profile's number of optimizer steps")
@@ -381,10 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         help="torch CPU threads (1 is the robust choice on a shared machine; 2 is faster when idle)",
     )
     args = ap.parse_args(argv)
-    out = args.out or BUILTIN_DIR / args.profile
+    out = build_target(args.profile, args.out, install=args.install, force=args.force)
     report = build(out, args.profile, args.seed, steps=args.steps, threads=args.threads)
     ev = report["eval"]["in_distribution"]
-    print(f"saved {out}  ({report['parameters']:,} params, {report['wall_seconds']:.0f} s)")
+    print(f"saved {out}  ({report['parameters']:,} params, {report['wall_seconds']:.0f} s); use it: model.name={out}")
     print(
         f"held-out strict Pass@1 T=1 {ev['strict_pass_at_1_t1']:.3f}  greedy {ev['strict_pass_at_1_greedy']:.3f}  "
         f"any-format T=1 {ev['any_format_correct_t1']:.3f}  '####' share {ev['hash_format_share_t1']:.3f}"

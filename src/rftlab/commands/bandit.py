@@ -200,11 +200,21 @@ def cmd_run(a: argparse.Namespace) -> int:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items() if k != "func"}
     (a.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     _plot_run(a.out, res)
-    final = res.metrics["optimal_mass"][-1]
-    print(
-        f"optimal mass after {cfg.rounds} rounds: {float(final.mean()):.4f} ± {float(final.std()):.4f} (mean ± std over {a.seeds} seeds) -> {path}"
-    )
+    print(format_final_masses(res.metrics, cfg.rounds, a.seeds, a.env))
+    print(f"-> {path}")
     return 0
+
+
+def format_final_masses(metrics: dict, rounds: int, seeds: int, env: str) -> str:
+    """The final optimal mass on the training instance(s) and, where the env has them, on held-out ones."""
+    lines = [f"after {rounds} rounds (mean ± std over {seeds} seeds):"]
+    for key, label in (("optimal_mass", "train"), ("test_optimal_mass", "held-out")):
+        if key in metrics:
+            final = metrics[key][-1]
+            lines.append(f"  {label:<9} optimal mass {float(final.mean()):.4f} ± {float(final.std()):.4f}")
+    if "test_optimal_mass" not in metrics:
+        lines.append(f"  held-out  none: --env {env} has no held-out instances (--env correlated has)")
+    return "\n".join(lines)
 
 
 def _plot_run(out: Path, res) -> None:
@@ -245,8 +255,11 @@ def ensure_counterparts(out: Path, quick: bool = False, seed: int = 0, progress:
 def cmd_pipeline(a: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, a.threads))
     findings = run_bandit_pipeline(a.out, quick=a.quick, seed=a.seed, progress=not a.no_progress)
+    smoke, width = (", smoke only", 24) if a.quick else ("", 12)
     for f in findings:
-        print(f"[{f['verdict']:>12}] {f['layer']}: {f['finding'][:110]}")
+        print(f"[{f['verdict'] + smoke:>{width}}] {f['layer']}: {f['finding'][:110]}")
+    if a.quick:
+        print(f"({findings[0]['caveat'] if findings else 'quick scale: a smoke test'})")
     print(f"report: {a.out / REPORT_FILE}")
     return 0
 
@@ -274,6 +287,14 @@ def cmd_theory(a: argparse.Namespace) -> int:
     if a.out is not None:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "theory.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(
+        f"K-armed minimalist bandit: K={a.arms} arms, one optimal, p0={a.p0:g}, SGD lr {a.lr:g}, "
+        f"{a.rounds} rounds; the ODE with G={a.rollouts}, advantage {a.advantage}, reward {a.reward_design}"
+    )
+    print(
+        "  exact: mean ± std of the optimal mass under the exact law (G=1, {0,1} reward); ode: the mean-field "
+        "ODE; P(no success): no correct rollout so far"
+    )
     for t in sorted({0, a.rounds // 4, a.rounds // 2, a.rounds}):
         r = rows[t]
         print(

@@ -17,7 +17,7 @@ from rftlab.files import BANDIT_DIR
 from rftlab.pipeline.analysis import BOOTSTRAP
 from rftlab.pipeline.executors import EXECUTORS
 from rftlab.pipeline.sweep import run_sweep
-from rftlab.report.compare import compare_runs
+from rftlab.report.compare import compare_runs, default_figure_path, task_differences
 from rftlab.report.html import build_report
 
 BANDIT_SCALES = ("quick", "full")
@@ -70,6 +70,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     )
     if not args.no_report:
         print(f"report: {args.out}/report.html  findings: {args.out}/findings.json")
+    if args.quick:
+        print("quick mode: a smoke test; its verdicts cannot support a finding (marked smoke only in the report)")
     return 1 if outcome["failed"] else 0
 
 
@@ -80,8 +82,19 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    table, path = compare_runs(args.runs, args.figure)
+    """The table on stdout; the figure to --figure, else into --out, else beside the runs; task mismatches warned."""
+    out = Path(args.out) if args.out else None
+    figure = args.figure or (out / "compare.png" if out else default_figure_path(args.runs))
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    table, path = compare_runs(args.runs, figure)
+    warnings = task_differences(args.runs)
+    for line in warnings:
+        print(line, file=sys.stderr)
     print(table)
+    if out:
+        (out / "compare.txt").write_text("\n".join([*warnings, table]) + "\n")
+        print(f"table: {out / 'compare.txt'}", file=sys.stderr)
     if path:
         print(f"figure: {path}", file=sys.stderr)
     return 0
@@ -151,5 +164,9 @@ def add_parser(subparsers) -> None:
         "learning speed, sample efficiency) and draw them in one figure.",
     )
     c.add_argument("runs", nargs="+", help="run directories")
-    c.add_argument("--figure", default="compare.png", help="where to save the figure (default: compare.png)")
+    c.add_argument("--out", help="folder for compare.png and compare.txt (the table and any task warnings)")
+    c.add_argument(
+        "--figure",
+        help="where to save the figure (default: OUT/compare.png, else compare.png in the runs' parent folder)",
+    )
     c.set_defaults(func=_compare)

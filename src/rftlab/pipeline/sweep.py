@@ -52,7 +52,7 @@ def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) ->
 
         if not torch.cuda.is_available():
             return f"model.device={device} but this machine has no CUDA device (use --executor ray on a GPU cluster)"
-    return model_unavailable(name)
+    return model_unavailable(name, hub=check_cuda)  # a Ray cluster fetches hub models itself
 
 
 def estimate_seconds(config: dict) -> float:

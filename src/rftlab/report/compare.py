@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import yaml
 
 from rftlab.errors import RftlabError
 from rftlab.pipeline import analysis
@@ -63,6 +66,45 @@ def compare_runs(paths: list[str], figure: str | Path | None = None) -> tuple[st
 
         path = plot_compare(curves, labels, figure)
     return "\n".join(lines).rstrip(), path
+
+
+# config keys that define the task a run is scored on: runs that differ in one are not comparable
+TASK_KEYS = (
+    ("data", "dataset"),
+    ("data", "train_split"),
+    ("data", "test_split"),
+    ("data", "test_size"),
+    ("data", "answer_format"),
+    ("data", "prompt_style"),
+    ("eval", "test_mode"),
+)
+
+
+def task_differences(paths: list[str]) -> list[str]:
+    """One warning line per task key (dataset, splits, test size, answer format, test mode) on which the
+    runs' config.yaml files differ; a run without a readable config.yaml is left out."""
+    labels = _labels(paths)
+    configs = {}
+    for p, label in zip(paths, labels, strict=True):
+        try:
+            configs[label] = yaml.safe_load((Path(p) / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+    warnings = []
+    for group, key in TASK_KEYS:
+        values: dict[str, list[str]] = {}
+        for label, cfg in configs.items():
+            value = (cfg or {}).get(group, {}).get(key) if isinstance(cfg, dict) else None
+            values.setdefault(repr(value) if not isinstance(value, str) else value, []).append(label)
+        if len(values) > 1:
+            parts = "; ".join(f"{v} ({', '.join(labels_)})" for v, labels_ in values.items())
+            warnings.append(f"warning: the runs differ in {group}.{key}: {parts}; their Pass@1 are not comparable")
+    return warnings
+
+
+def default_figure_path(paths: list[str]) -> Path:
+    """compare.png in the runs' common parent folder (not the current folder)."""
+    return Path(os.path.commonpath([str(Path(p).resolve().parent) for p in paths])) / "compare.png"
 
 
 def _labels(paths: list[str]) -> list[str]:

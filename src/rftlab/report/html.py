@@ -33,6 +33,7 @@ from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.spec import spec_from_dict
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
 from rftlab.report.sweep_figures import plot_layer
+from rftlab.verdicts import smoke_caveat
 
 STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, sans-serif; margin: 2em auto; max-width: 1200px;
@@ -106,8 +107,9 @@ def _findings_table(
             f"<tr><td>{_e(f['layer'])}</td><td>{_e(f['finding'])}"
             + (f'<br><span class="note">{_e(f["says"])}</span>' if f.get("says") else "")
             + f"</td><td>{_e(f['variant'])}</td><td>{numbers}</td>"
-            f'<td class="verdict {_e(f["verdict"])}">{_e(f["verdict"])}</td>'
-            f'<td class="note">{_e(f["rule"])}</td></tr>'
+            f'<td class="verdict {_e(f["verdict"])}">{_e(f["verdict"])}'
+            + (' <span class="note">(smoke only)</span>' if f.get("quick") else "")
+            + f'</td><td class="note">{_e(f["rule"])}</td></tr>'
         )
     return (
         "<table><tr><th>layer</th><th>finding of the paper</th><th>variant</th>"
@@ -230,6 +232,7 @@ def _bandit_row(f: dict, finding: str, rule: str) -> dict:
         "numbers": numbers,
         "verdict": f["verdict"],
         "rule": rule,
+        "quick": f.get("quick", False),
     }
 
 
@@ -347,6 +350,11 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
         {f"{p['layer']} / {p['variant']} ({p['model']}): {p.get('reason', p.get('status'))}" for p in problems}
     )
     opts = result["options"]
+    caveat = quick_caveat(out, opts)
+    if caveat:  # every verdict of a smoke test says so, in the tables and in findings.json
+        result["findings"] = [{**f, "quick": True, "caveat": caveat} for f in result["findings"]]
+        for layer in result["layers"]:
+            layer["findings"] = [{**f, "quick": True, "caveat": caveat} for f in layer["findings"]]
     counts = {k: sum(f["verdict"] == k for f in result["findings"]) for k in ("agrees", "disagrees", "inconclusive")}
     header = (
         f"<h1>rftlab pipeline report: {_e(result['name'])}{' (quick)' if opts.get('quick') else ''}</h1>"
@@ -356,6 +364,7 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
         + ", ".join(f"{n} {k}" for k, n in counts.items())
         + ". Verdicts come from the stated rule on 95% percentile-bootstrap intervals over seeds "
         f"({n_boot} resamples, seeded); with fewer than 3 seeds every verdict is inconclusive.</p>"
+        + (f'<p class="problem"><b>Smoke test only:</b> {_e(caveat)}.</p>' if caveat else "")
         + (
             '<p class="problem"><b>Runs missing from this report:</b><br>'
             + "<br>".join(map(_e, problem_lines))
@@ -390,6 +399,15 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
     write_atomic(out / FINDINGS_FILE, json.dumps(llm_json + bandit_json, indent=1) + "\n")
     write_atomic(out / REPORT_FILE, page)
     return out / REPORT_FILE
+
+
+def quick_caveat(out: Path, options: dict) -> str | None:
+    """The smoke-test caveat of a `--quick` sweep (seeds x rounds from its pipeline.json), else None."""
+    if not options.get("quick"):
+        return None
+    quick = read_pipeline(out)["spec"].get("quick", {})
+    rounds = quick.get("overrides", {}).get("train.rounds")
+    return smoke_caveat(f"{options.get('seeds')} seeds x {rounds if rounds is not None else 'few'} rounds")
 
 
 def _safe(name: str) -> str:

@@ -276,7 +276,9 @@ def _load_hub(name: str, split: str, *, fmt: str | None, limit: int | None, on_b
     try:
         import datasets
     except ImportError:
-        raise DataError(f"hub:{name} needs the 'datasets' library, which is not installed; {instead}") from None
+        raise DataError(
+            f"hub:{name} needs the 'datasets' library, which is not installed: pip install datasets, or {instead}"
+        ) from None
     try:
         ds = datasets.load_dataset(repo, config or HUB_DEFAULT_CONFIGS.get(repo), split=split)
         if limit is not None and hasattr(ds, "select"):
