@@ -121,9 +121,99 @@ def test_model_availability_is_one_answer_for_the_loader_and_the_sweep(tmp_path,
         with pytest.raises(RftlabError) as err:
             policy.resolve_model_path(name)
         assert str(err.value) == policy.model_unavailable(name)
-    assert policy.model_unavailable("org/some-model") is None  # a hub id: found out when it loads
+    assert policy.model_unavailable("org/some-model", hub=False) is None  # a hub id, not checked on this machine
+    monkeypatch.setattr(policy, "hub_model_unavailable", lambda name: None)  # cached, or the hub is reachable
+    assert policy.model_unavailable("org/some-model") is None
     assert policy.resolve_model_path("org/some-model") == "org/some-model"
     (tmp_path / "builtin" / "tiny").mkdir(parents=True)
     (tmp_path / "builtin" / "tiny" / "config.json").write_text("{}")
     assert policy.model_unavailable("tiny") is None and model_status("tiny", device="cpu") is None
     assert policy.resolve_model_path("tiny") == str(tmp_path / "builtin" / "tiny")
+
+
+# ------------------------------------------------------------------ hub models: one line, no network wait
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt at a connection or a name lookup fails the test (the HTTP layers all end here)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a network call was attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, online mode (the env may say offline; each test sets what it needs)."""
+    from huggingface_hub import constants
+
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    return tmp_path / "hf-cache"
+
+
+def test_uncached_hub_model_offline_is_one_line_before_any_network_call(hub_cache, no_network, tmp_path, capsys):
+    from huggingface_hub import constants
+
+    from rftlab.cli import main
+
+    constants.HF_HUB_OFFLINE = True  # restored by the hub_cache fixture's monkeypatch
+    out = tmp_path / "run"
+    assert main(["run", "tiny", "model.name=org/not-cached", "run.threads=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith("rftlab run:")  # the start line, then the error
+    assert "model.name=org/not-cached: not in the Hugging Face cache" in err[1] and str(hub_cache) in err[1]
+    assert "HF_HUB_OFFLINE is set" in err[1] and "hf download org/not-cached" in err[1]
+    assert not out.exists()  # a refused run leaves no directory
+
+
+def test_uncached_hub_model_with_an_unreachable_hub_is_one_line(hub_cache, no_network, monkeypatch):
+    from rftlab import policy
+
+    probed = []
+    monkeypatch.setattr(policy, "hub_reachable", lambda endpoint: probed.append(endpoint) or False)
+    with pytest.raises(RftlabError, match="cannot be reached; download it where there is network") as err:
+        policy.load_policy("org/not-cached")
+    assert "\n" not in str(err.value) and len(probed) == 1
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the environment variable alone also counts
+    with pytest.raises(RftlabError, match="HF_HUB_OFFLINE is set"):
+        policy.load_policy("org/not-cached")
+    assert len(probed) == 1  # offline: not even the probe
+
+
+def test_cached_hub_model_is_available_without_network(hub_cache, no_network):
+    from rftlab import policy
+
+    snapshot = hub_cache / "models--org--cached" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (hub_cache / "models--org--cached" / "refs").mkdir()
+    (hub_cache / "models--org--cached" / "refs" / "main").write_text("abc123")
+    assert policy.model_unavailable("org/cached") is None
+
+
+def test_hub_probe_is_one_short_connection(monkeypatch):
+    import socket
+
+    from rftlab import policy
+
+    calls = []
+
+    def connect(address, timeout):
+        calls.append((address, timeout))
+        raise OSError("unreachable")
+
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(socket, "create_connection", connect)
+    assert policy.hub_reachable("https://huggingface.co") is False
+    assert calls == [(("huggingface.co", 443), policy.HUB_PROBE_TIMEOUT_S)]
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # behind a proxy a direct probe proves nothing
+    assert policy.hub_reachable("https://huggingface.co") is True and len(calls) == 1

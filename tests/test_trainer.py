@@ -256,3 +256,13 @@ def test_run_state_reads_the_checkpoint_state_dict_of_earlier_versions():
     assert set(again) == set(old) - {"torch_rng"}  # no last_eval key until an evaluation after round 0
     state.last_eval = {"test/pass_at_1": 0.2}
     assert trainer.RunState.from_dict(state.to_dict()) == state
+
+
+def test_the_run_figure_title_names_the_variant():
+    from pathlib import Path
+
+    cfg = load_config("tiny", ["seed=3", "objective.advantage=grpo", "rollout.rollouts_per_round=4"])
+    title = trainer.plot_title(cfg, Path("runs/paper/runs/L1-advantage__grpo__ab12cd__seed3"))
+    first, second = title.split("\n")
+    assert first == "L1-advantage__grpo__ab12cd__seed3"  # a sweep's run directory names layer and variant
+    assert "advantage grpo" in second and "G=4" in second and "seed 3" in second and cfg.model.name in second

@@ -110,7 +110,43 @@ def test_tiny_pipeline_writes_report(tmp_path):
     assert on_disk == json.loads(json.dumps(findings))
     assert {f["layer"] for f in findings} >= {"L0", "L1", "L2", "L3", "L4"}
     assert all(f["verdict"] in {"agrees", "disagrees", "inconclusive"} for f in findings)
+    assert not any("quick" in f for f in findings)  # the full scale's verdicts carry no smoke-test mark
     # rules state their thresholds as numbers, not as the name of the constant behind them
     assert not any("DELTA" in f["finding"] for f in findings)
     page = (tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(list(tmp_path.glob("*.png"))) >= 5
+
+
+def test_run_prints_the_held_out_mass_where_the_env_has_one(tmp_path, capsys):
+    common = ["--arms", "16", "--seeds", "10", "--rounds", "3", "--no-progress"]
+    assert main(["run", "--env", "correlated", *common, "--out", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    final = json.loads((tmp_path / "c" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"train     optimal mass {final['optimal_mass_mean']:.4f}" in out
+    assert f"held-out  optimal mass {final['test_optimal_mass_mean']:.4f}" in out
+    assert main(["run", "--env", "karmed", *common, "--out", str(tmp_path / "k")]) == 0
+    out = capsys.readouterr().out
+    assert "train     optimal mass" in out and "held-out  none: --env karmed has no held-out instances" in out
+
+
+def test_theory_output_starts_with_a_header(capsys):
+    assert main(["theory", "--arms", "100", "--p0", "0.05", "--rounds", "20", "--lr", "0.5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("K-armed minimalist bandit: K=100 arms") and "p0=0.05" in lines[0]
+    assert "lr 0.5" in lines[0] and "exact:" in lines[1] and lines[2].startswith("round")
+
+
+def test_quick_pipeline_findings_are_marked_smoke_only(tmp_path, monkeypatch, capsys):
+    import rftlab.commands.bandit as bandit_command
+
+    tiny = Scale(seeds=40, rounds=30, seq_seeds=20, seq_rounds=10)
+    findings = run_bandit_pipeline(tmp_path, quick=True, seed=0, progress=False, scale=tiny)
+    on_disk = json.loads((tmp_path / "findings.json").read_text())
+    assert on_disk == json.loads(json.dumps(findings))
+    assert all(f["quick"] is True and "cannot support a verdict" in f["caveat"] for f in on_disk)
+    assert json.loads((tmp_path / "bandit.json").read_text())["quick"] is True
+    monkeypatch.setattr(bandit_command, "run_bandit_pipeline", lambda out, **kw: findings)
+    assert main(["pipeline", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(", smoke only]" in line for line in lines[: len(findings)])
+    assert "cannot support a verdict" in lines[len(findings)]

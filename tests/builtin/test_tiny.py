@@ -154,3 +154,22 @@ def test_build_script_runs_end_to_end(tmp_path):
         "examples_t1",
     }
     assert ev["problems"] == 4 and ev["samples_per_problem"] == 2 and len(ev["examples_t1"]) == 2
+
+
+def test_build_tiny_never_overwrites_the_shipped_model_by_default(tmp_path, monkeypatch, capsys):
+    from rftlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    shipped = bt.BUILTIN_DIR / "tiny"
+    assert (shipped / "config.json").is_file()
+    assert bt.build_target("tiny", None) == Path("tiny-build") / "tiny"  # the default: a new folder here
+    assert bt.build_target("tiny", tmp_path / "x") == tmp_path / "x"
+    assert bt.build_target("tiny", None, install=True, force=True) == shipped
+    for argv in (["--install"], ["--out", str(shipped)]):
+        stamp = (shipped / "model.safetensors").stat().st_mtime_ns
+        assert main(["build-tiny", "--profile", "tiny", *argv]) == 2  # refused before any training
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "holds the shipped 'tiny' model" in err and "--force" in err
+        assert (shipped / "model.safetensors").stat().st_mtime_ns == stamp
+    assert main(["build-tiny", "--install", "--out", "x"]) == 2
+    assert "not both" in capsys.readouterr().err

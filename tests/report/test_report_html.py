@@ -3,10 +3,12 @@
 import base64
 import json
 import re
+import shutil
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import yaml
 from synthetic_runs import synthetic_train
 
 from rftlab.cli import main
@@ -138,3 +140,51 @@ def test_compare_runs(pipeline_dir, tmp_path, capsys):
         assert r.name in table
     assert "test final" in table and figure.stat().st_size > 10_000
     assert main(["compare", str(tmp_path)]) == 2
+
+
+def test_compare_writes_its_figure_beside_the_runs_or_into_out(pipeline_dir, tmp_path, monkeypatch, capsys):
+    runs = []
+    for r in sorted(p for p in (pipeline_dir / "runs").iterdir() if "seed0" in p.name)[:2]:
+        shutil.copytree(r, tmp_path / "runs" / r.name)
+        runs.append(str(tmp_path / "runs" / r.name))
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["compare", *runs]) == 0
+    assert (tmp_path / "runs" / "compare.png").stat().st_size > 10_000 and not list(cwd.iterdir())
+    capsys.readouterr()
+    assert main(["compare", *runs, "--out", str(tmp_path / "cmp")]) == 0
+    table = capsys.readouterr().out
+    assert (tmp_path / "cmp" / "compare.png").is_file() and not list(cwd.iterdir())
+    assert (tmp_path / "cmp" / "compare.txt").read_text() == table  # the same table, no task warning
+
+
+def test_compare_warns_when_runs_are_on_different_tasks(pipeline_dir, tmp_path, capsys):
+    a, b = sorted(p for p in (pipeline_dir / "runs").iterdir() if "seed0" in p.name)[:2]
+    shutil.copytree(b, tmp_path / b.name)
+    cfg = yaml.safe_load((tmp_path / b.name / "config.yaml").read_text())
+    cfg["data"]["dataset"] = "math500"
+    (tmp_path / b.name / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "same")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["compare", str(a), str(tmp_path / b.name), "--out", str(tmp_path / "cmp")]) == 0
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("warning"))
+    assert "data.dataset" in line and "math500" in line and a.name in line and b.name in line
+    assert line in (tmp_path / "cmp" / "compare.txt").read_text()
+
+
+def test_quick_sweep_verdicts_are_marked_smoke_only(pipeline_dir, tmp_path):
+    out = tmp_path / "quick"
+    shutil.copytree(pipeline_dir, out)
+    build_report(out, n_boot=200)
+    assert not any("quick" in f for f in json.loads((out / "findings.json").read_text()))
+    data = json.loads((out / "pipeline.json").read_text())
+    data["options"]["quick"] = True
+    (out / "pipeline.json").write_text(json.dumps(data))
+    build_report(out, n_boot=200)
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings and all(f["quick"] is True and "cannot support a verdict" in f["caveat"] for f in findings)
+    assert "4 seeds" in findings[0]["caveat"]
+    html = (out / "report.html").read_text()
+    assert "Smoke test only" in html and html.count("(smoke only)") >= len(findings)
