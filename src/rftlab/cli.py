@@ -204,8 +204,11 @@ def _eval(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from rftlab.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, dtype=args.dtype)
-    print(f"exported {args.run_dir} -> {out} (load with AutoModelForCausalLM.from_pretrained)")
+    out = export_run(args.run_dir, args.out_dir, dtype=args.dtype, checkpoint=args.checkpoint)
+    print(
+        f"exported {args.run_dir} -> {out} (load with AutoModelForCausalLM.from_pretrained; "
+        f'try it: rftlab sample {out} "a question")'
+    )
     return 0
 
 
@@ -281,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir", help="run directory (holds config.yaml and checkpoint/)")
     export.add_argument("out_dir", help="new directory for the model")
     export.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="default: the run's master dtype")
+    export.add_argument(
+        "--checkpoint",
+        choices=["latest", "final"],
+        default="latest",
+        help="latest: the newest checkpoint (default); final: only one written at the run's last round",
+    )
     export.set_defaults(func=_export)
 
     pl = sub.add_parser(
