@@ -109,3 +109,12 @@ def test_sample_errors_are_one_line(trained, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
     assert main(["sample", str(longer), QUESTION, "--temperature", "0", "--max-new-tokens", "4"]) == 0
     assert "checkpoint at round 2 of 5" in capsys.readouterr().out  # --checkpoint latest (the default) takes it
+
+
+def test_prompt_style_override_changes_suffix_and_answer_format(trained, capsys):
+    _, run = trained
+    argv = [run, QUESTION, "--temperature", "0", "--max-new-tokens", 8, "--device", "cpu"]
+    got = _sample_json(capsys, *argv, "--prompt-style", "math")
+    assert got["prompt_style"] == "math" and "\\boxed{}" in got["prompt"] and "####" not in got["prompt"]
+    assert main(["sample", *map(str, argv), "--prompt-style", "math"]) == 0
+    assert "answer format boxed" in capsys.readouterr().out

@@ -19,6 +19,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.export import CHECKPOINT_CHOICES, EXPORT_INFO, load_run_policy, run_prompt_format
 from rftlab.policy import Policy, load_policy
@@ -39,6 +40,16 @@ class Target:
     top_p: float
     max_new_tokens: int
     engine: str
+    config: Config | None = None  # the run's (None for an export)
+
+    def use_prompt_style(self, style: str) -> None:
+        """Prompt with another suffix; the answer format follows it as the run's config would resolve it."""
+        self.prompt_style = style
+        self.answer_format = (
+            self.config.resolved_answer_format(style)
+            if self.config is not None
+            else ("boxed" if style == "math" else "gsm8k_strict")
+        )
 
 
 @dataclass
@@ -55,13 +66,11 @@ class Samples:
 def load_target(path: str | Path, *, checkpoint: str = "latest", device: str = "auto") -> Target:
     """A run directory (config.yaml + checkpoint) or an exported model folder (config.json), loaded."""
     path = Path(path)
-    if (path / "config.yaml").is_file() or not (path / "config.json").is_file():
-        if not path.exists():
-            raise RftlabError(f"no such run directory or exported model: {path}")
-        if not (path / "config.yaml").is_file():
-            raise RftlabError(
-                f"{path} is neither a run directory (no config.yaml) nor an exported model (no config.json)"
-            )
+    if not path.exists():
+        raise RftlabError(f"no such run directory or exported model: {path}")
+    if not (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+        raise RftlabError(f"{path} is neither a run directory (no config.yaml) nor an exported model (no config.json)")
+    if (path / "config.yaml").is_file():
         loaded = load_run_policy(path, checkpoint=checkpoint, device=device)
         cfg = loaded.config
         style, answer_format = run_prompt_format(cfg)
@@ -74,8 +83,9 @@ def load_target(path: str | Path, *, checkpoint: str = "latest", device: str = "
             cfg.rollout.top_p,
             cfg.rollout.max_new_tokens,
             cfg.rollout.engine,
+            cfg,
         )
-    info_file = path / EXPORT_INFO
+    info_file = path / EXPORT_INFO  # an export: how its run prompted and scored
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     policy = load_policy(str(path), device=device, use_chat_template=info.get("use_chat_template", True))
     style = info.get("prompt_style", "gsm8k")
@@ -137,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     hf_logging.disable_progress_bar()  # the weight-loading bar: the output is the responses
     target = load_target(args.run, checkpoint=args.checkpoint, device=args.device)
     if args.prompt_style:
-        target.prompt_style = args.prompt_style
+        target.use_prompt_style(args.prompt_style)
     temperature = target.temperature if args.temperature is None else args.temperature
     max_new_tokens = args.max_new_tokens or target.max_new_tokens
     samples = sample_question(
@@ -179,7 +189,9 @@ def add_parser(sub) -> None:
         help="latest: the newest checkpoint (default); final: only one written at the run's last round",
     )
     p.add_argument(
-        "--prompt-style", choices=sorted(PROMPT_SUFFIXES), help="prompt suffix (default: the run's prompt style)"
+        "--prompt-style",
+        choices=sorted(PROMPT_SUFFIXES),
+        help="prompt suffix (default: the run's prompt style); the answer format follows it",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
