@@ -9,7 +9,7 @@ written in the run's master dtype (float32 by default) unless `dtype` says other
 use it): the run's config.yaml, its model loaded as the run loaded it (full or LoRA), and the
 checkpoint's weights. Next to the weights the export writes `rftlab.json`: the prompt style and
 answer format the run trained with, where it came from, and the provenance of the export, so
-`rftlab sample OUT_DIR "question"` prompts the exported model exactly as the run did.
+`rftlab sample OUT_DIR "question"` prompts (and by default samples) the exported model as the run did.
 """
 
 from __future__ import annotations
@@ -125,6 +125,9 @@ def export_run(
         "prompt_style": style,
         "answer_format": answer_format,
         "use_chat_template": loaded.config.model.use_chat_template,
+        "temperature": loaded.config.rollout.temperature,  # the run's sampling: rftlab sample's defaults
+        "top_p": loaded.config.rollout.top_p,
+        "max_new_tokens": loaded.config.rollout.max_new_tokens,
         "dtype": dtype or loaded.config.model.master_dtype,
         "provenance": provenance.collect(),
     }

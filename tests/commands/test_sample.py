@@ -80,6 +80,7 @@ def test_an_exported_folder_samples_like_its_run(trained, capsys, tmp_path):
     capsys.readouterr()
     info = json.loads((tmp_path / "hf" / EXPORT_INFO).read_text())
     assert (info["prompt_style"], info["answer_format"], info["checkpoint_round"]) == ("gsm8k", "gsm8k_strict", 2)
+    assert info["max_new_tokens"] == 24 and info["provenance"]["versions"]["torch"] == torch.__version__
     greedy = ["--temperature", "0", "--max-new-tokens", "24", "--device", "cpu"]
     from_run = _sample_json(capsys, run, QUESTION, *greedy)
     from_export = _sample_json(capsys, tmp_path / "hf", QUESTION, *greedy)

@@ -90,7 +90,16 @@ def load_target(path: str | Path, *, checkpoint: str = "latest", device: str = "
     policy = load_policy(str(path), device=device, use_chat_template=info.get("use_chat_template", True))
     style = info.get("prompt_style", "gsm8k")
     source = f"exported from {info['source_run']}" if "source_run" in info else "no rftlab.json: gsm8k prompts assumed"
-    return Target(policy, f"{path} ({source})", style, info.get("answer_format", "gsm8k_strict"), 1.0, 1.0, 256, "hf")
+    return Target(
+        policy,
+        f"{path} ({source})",
+        style,
+        info.get("answer_format", "gsm8k_strict"),
+        info.get("temperature", 1.0),
+        info.get("top_p", 1.0),
+        info.get("max_new_tokens", 256),
+        "hf",
+    )
 
 
 def sample_question(
