@@ -73,17 +73,19 @@ def derive_seed(seed: int, round_: int, purpose: str) -> int:
 # ----------------------------------------------------------------------------- set-up helpers
 
 
-def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+def load_task(cfg: Config, *, train: bool = True) -> tuple[list[Problem], list[Problem]]:
     """(training split, the fixed test subset: the first data.test_size held-out problems).
 
     Where the test problems come from, in order: `data.test_path` (a separate file); for a single
     local file without one, the same file (loaded once); else the dataset's `data.test_split`.
     When training and test come from the same rows (MATH-500 has only `test`; a single local file),
     the training candidates are held out of the test subset, so no training example is ever scored
-    as a test problem, and the subset is the same for every seed and difficulty variant. The held-out
-    candidates are the difficulty pool (`data.difficulty_pool` problems of a seeded permutation) and
-    any explicit `data.train_example_ids`; a single local file with explicit ids holds out those ids
-    only. Then no training candidate may share its question with a test problem (`check_overlap`).
+    as a test problem, and the subset is the same for every seed and difficulty variant. For a
+    vendored split the held-out candidates are the difficulty pool (`data.difficulty_pool` problems of
+    a seeded permutation) and any explicit `data.train_example_ids`; for a single local file, only the
+    problems training can pick (`training_candidates`), so a small file keeps most rows for test.
+    Then no training candidate may share its question with a test problem (`check_overlap`).
+    `train=False` (`rftlab eval`: the base model, nothing trained): a single file is not split.
     """
     d = cfg.data
     options = dict(
@@ -105,7 +107,10 @@ def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
         raise RftlabError(f"data.dataset={d.dataset!r} gave an empty train or test split")
     held_out: set[str] = set(d.train_example_ids)
     shared = not d.test_path and (one_file or d.train_split == d.test_split)
-    if shared and not (one_file and d.train_example_ids):
+    if shared and one_file:
+        if train:
+            held_out |= {p.id for p in training_candidates(cfg, train_split)}
+    elif shared:
         held_out |= {p.id for p in candidate_pool(train_split, d.difficulty_pool, d.selection_seed)}
     test_set = (test_split if d.test_path else [p for p in test_split if p.id not in held_out])[: d.test_size]
     if not test_set:
@@ -115,16 +120,19 @@ def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
             f"give a separate test file with data.test_path=..., or lower data.difficulty_pool"
             + (" (or pick the example with data.train_example_ids=[...])" if one_file else "")
         )
-    check_overlap(cfg, train_split, test_set)
+    if train:
+        check_overlap(cfg, train_split, test_set)
     return train_split, test_set
 
 
 def training_candidates(cfg: Config, train_split: list[Problem]) -> list[Problem]:
-    """The problems a training example can come from: the explicit ids, else the difficulty pool."""
+    """The problems a training example can come from: the explicit ids, else the difficulty pool
+    (with data.difficulty=any, its first data.train_examples: those are taken without estimating)."""
     if cfg.data.train_example_ids:
         wanted = set(cfg.data.train_example_ids)
         return [p for p in train_split if p.id in wanted]
-    return candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+    pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+    return pool[: cfg.data.train_examples] if cfg.data.difficulty == "any" else pool
 
 
 def check_overlap(cfg: Config, train_split: list[Problem], test_set: list[Problem]) -> None:
@@ -139,7 +147,7 @@ def check_overlap(cfg: Config, train_split: list[Problem], test_set: list[Proble
         source = cfg.data.test_path or cfg.data.dataset
         raise ConfigError(
             f"train and test overlap: {len(pairs)} training candidate(s) also in the test set of {source} "
-            f"(first: {train_p.id} = test {test_p.id}, {train_p.question[:60]!r}); remove them from one file, "
+            f"(first: {train_p.id} is test problem {test_p.id}: {train_p.question[:60]!r}); remove them from one file, "
             f"or choose data.train_example_ids outside the test set"
         )
 
@@ -562,7 +570,7 @@ def set_up(cfg: Config, *, train: bool = True) -> Task:
     """
     use_threads(cfg)
     torch.manual_seed(cfg.seed)
-    train_split, test_set = load_task(cfg)
+    train_split, test_set = load_task(cfg, train=train)
     if train:
         check_train_example_ids(cfg, train_split)
         if not cfg.data.train_example_ids:
