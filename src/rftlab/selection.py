@@ -201,6 +201,7 @@ def select_by_difficulty(
     if len(chosen) < count:
         raise RftlabError(
             f"only {len(chosen)} of {len(pool)} candidates have base Pass@1 {BUCKETS[bucket][2]} "
-            f"(data.difficulty={bucket}); raise data.difficulty_pool or choose another data.difficulty"
+            f"(data.difficulty={bucket}); raise data.difficulty_pool, choose another data.difficulty, "
+            f"or name the example with data.train_example_ids=[...]"
         )
     return chosen
