@@ -165,3 +165,13 @@ def test_rftlab_run_into_a_pipe_prints_clean_lines_and_splits_the_time(tmp_path)
     assert sum(split) <= summary["wall_seconds"] + 0.05
     assert summary["seconds_per_round_with_evals"] > summary["seconds_per_round"] > 0
     assert "time (s): start-up" in done.stdout and "s training (rollout + update" in done.stdout
+
+
+def test_a_run_stopped_by_an_error_has_its_bar_closed():
+    from rftlab.progress import _OPEN_BARS, close_open_bars
+
+    stream, clock = Terminal(), FakeClock()
+    progress = RunProgress(rounds=4, eval_every=2, show=True, stream=stream, clock=clock)
+    assert progress.bar in _OPEN_BARS
+    close_open_bars()
+    assert not _OPEN_BARS and stream.getvalue().endswith("\n")

@@ -79,6 +79,10 @@ def _run(args: argparse.Namespace) -> int:
 
                 shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no half-made directory
             raise
+        finally:
+            from rftlab.progress import close_open_bars
+
+            close_open_bars()  # a run stopped by an error: its bar ends before the error line
     print(format_summary(summary, out))
     return 0
 

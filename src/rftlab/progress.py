@@ -35,6 +35,7 @@ PHASE_BUCKETS: dict[str, str] = {
     "summary": "summary",
 }
 ProgressHook = Callable[[int, int], None]  # told (rows done, rows in all) after each generation batch
+_OPEN_BARS: list = []  # bars of runs still going, closed by `close_open_bars` when a run stops on an error
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} rounds [{elapsed}{postfix}]"
 
 
@@ -80,6 +81,7 @@ class RunProgress:
         silence_library_bars()
         if self.mode == "bar":
             self.bar = tqdm(total=rounds, desc="start-up", bar_format=BAR_FORMAT, file=self.stream, dynamic_ncols=True)
+            _OPEN_BARS.append(self.bar)
         self._line("start-up")
 
     # ------------------------------------------------------------------ timing
@@ -148,6 +150,7 @@ class RunProgress:
         self.since = now
         if self.bar is not None:
             self.bar.close()
+            _OPEN_BARS.remove(self.bar)
             self.bar = None
         return dict(self.seconds)
 
@@ -207,6 +210,12 @@ class RunProgress:
             return
         self.last_line = self.clock()
         print(f"rftlab [{clock_text(self.last_line - self.started)}] {text}", file=self.stream, flush=True)
+
+
+def close_open_bars() -> None:
+    """End the bar of a run that stopped on an error, so the error line starts on a line of its own."""
+    while _OPEN_BARS:
+        _OPEN_BARS.pop().close()
 
 
 def silence_library_bars() -> None:
