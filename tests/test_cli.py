@@ -96,3 +96,13 @@ def test_help_documents_the_cache(command, capsys):
         main([*command, "--help"])
     out = capsys.readouterr().out
     assert "RFTLAB_CACHE" in out and "models/smollm2-135m/" in out and "difficulty/" in out
+
+
+@pytest.mark.parametrize("args", [["config", "fields", "tiny"], ["config", "fields", "--config", "tiny"]])
+def test_config_fields_of_a_builtin_shows_its_values(args, capsys):
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lr = next(line for line in out.splitlines() if line.startswith("optim.lr "))
+    assert "*3e-05" in lr  # tiny's lr, marked as differing from the default 1e-05
+    assert main(["config", "fields"]) == 0
+    assert "1e-05" in next(line for line in capsys.readouterr().out.splitlines() if line.startswith("optim.lr "))

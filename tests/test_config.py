@@ -116,3 +116,61 @@ def test_answer_format_follows_prompt_style():
     assert cfg.resolved_answer_format("gsm8k") == "gsm8k_strict"
     assert cfg.resolved_answer_format("math") == "boxed"
     assert load_config(None, ["data.answer_format=any"]).resolved_answer_format("math") == "auto"
+
+
+# ----------------------------------------------------------------------------- base: (a YAML extends another)
+
+
+def test_yaml_base_builtin_gets_its_values_own_keys_and_overrides_on_top(tmp_path):
+    """`base: tiny` takes tiny's values (lr 3e-5, not the default 1e-5), the file's own keys win, overrides last."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: tiny\ntrain:\n  rounds: 7\neval:\n  every: 3\n")
+    cfg = load_config(str(mine), ["eval.every=5"])
+    tiny = load_config("tiny")
+    assert cfg.optim.lr == tiny.optim.lr == 3e-5 != Config().optim.lr
+    assert cfg.eval.test_mode == "sample" and cfg.eval.pass_k == [1, 2]  # tiny's, merged key by key in eval
+    assert cfg.train.rounds == 7 and cfg.eval.every == 5
+    assert "base" not in cfg.to_dict()  # the resolved config has no base: every value is written out
+
+
+def test_yaml_base_chain_reads_relative_paths_beside_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "middle.yaml").write_text("base: tiny\nseed: 4\noptim:\n  lr: 2.0e-5\n")
+    top = tmp_path / "top.yaml"
+    top.write_text("base: sub/middle.yaml\nseed: 9\n")
+    cfg = load_config(str(top))
+    assert (cfg.seed, cfg.optim.lr, cfg.train.rounds) == (9, 2e-5, load_config("tiny").train.rounds)
+
+
+def test_yaml_base_cycle_is_refused_naming_the_chain(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nseed: 2\n")
+    with pytest.raises(ConfigError, match=r"cycle .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(tmp_path / "self.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: tiny\nbogus: 1\n", "unknown config key bogus"),
+        ("base: tiny\noptim:\n  lrr: 1.0e-5\n", "did you mean optim.lr"),
+        ("base: no-such-builtin\n", "neither a YAML file nor a built-in"),
+        ("base: missing.yaml\n", "config file not found: missing.yaml"),
+        ("base: [tiny]\n", "base must name a built-in config or a YAML file"),
+    ],
+)
+def test_yaml_base_errors_name_the_key_or_file(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(path))
+
+
+def test_describe_fields_shows_a_configs_values():
+    tiny = {key: value for key, value, _, _ in describe_fields(values=load_config("tiny"))}
+    defaults = {key: value for key, value, _, _ in describe_fields()}
+    assert tiny["optim.lr"] == "3e-05" and defaults["optim.lr"] == "1e-05"
+    assert tiny.keys() == defaults.keys()

@@ -85,7 +85,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 
     def summary(p):
         data = json.loads((p / "summary.json").read_text())
-        return {k: v for k, v in data.items() if k not in ("wall_seconds", "seconds_per_round")}
+        return {k: v for k, v in data.items() if not k.startswith(("time/", "wall_seconds", "seconds_per_round"))}
 
     assert metrics(a) == metrics(b)
     assert summary(a) == summary(b)

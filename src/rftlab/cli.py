@@ -80,6 +80,10 @@ def _run(args: argparse.Namespace) -> int:
 
                 shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no half-made directory
             raise
+        finally:
+            from rftlab.progress import close_open_bars
+
+            close_open_bars()  # a run stopped by an error: its bar ends before the error line
     print(format_summary(summary, out))
     return 0
 
@@ -107,11 +111,38 @@ def format_summary(summary: dict, out: Path) -> str:
         + (f"   (>= 0.9 first at round {reached})" if reached is not None else "   (never >= 0.9 at an evaluation)"),
         f"   test Pass@1           base {b['test_pass_at_1']:.3f}  ->  final {f['test_pass_at_1']:.3f}"
         f"   (best {summary['best_test']['test_pass_at_1']:.3f} at round {summary['best_test']['round']})",
-        f"   {summary['rounds']} rounds, {summary['rollouts_total']} rollouts, {summary['wall_seconds']:.1f} s wall "
-        f"({summary['seconds_per_round']:.2f} s/round)",
+        f"   {summary['rounds']} rounds, {summary['rollouts_total']} rollouts, {summary['wall_seconds']:.1f} s wall",
+        *time_split_lines(summary),
         f"   run directory: {out}  (summary.json, metrics.jsonl, pass_at_1.png)",
     ]
     return "\n".join(lines)
+
+
+def time_split_lines(summary: dict) -> list[str]:
+    """Where the wall time went, and what a round costs with and without its share of evaluation.
+
+    A summary written before the time split (no `time/*` keys) gets the one line it always had.
+    """
+    per_round = summary["seconds_per_round"]
+    if "time/training_s" not in summary:
+        return [f"   {per_round:.2f} s per training round (rollout + update, evaluation excluded)"]
+    parts = [
+        f"{label} {summary[f'time/{key}_s']:.1f}"
+        for label, key in (
+            ("start-up", "startup"),
+            ("selection", "selection"),
+            ("training", "training"),
+            ("evaluation", "evaluation"),
+            ("summary", "summary"),
+        )
+    ]
+    with_evals = summary.get("seconds_per_round_with_evals")
+    lines = [
+        f"   time (s): {', '.join(parts)}",
+        f"   per round: {per_round:.2f} s training (rollout + update, as time/round_s in metrics.jsonl)"
+        + (f", {with_evals:.2f} s with its share of evaluation" if with_evals is not None else ""),
+    ]
+    return lines
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -215,11 +246,17 @@ def _export(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     from rftlab.config import builtin_config_names, describe_fields
 
+    args.config = args.config_option or args.config
     if args.action == "fields":
-        rows = describe_fields()
+        source, cfg = _load(args) if args.config or args.overrides else (None, None)
+        defaults = {r[0]: r[1] for r in describe_fields()}
+        rows = describe_fields(values=cfg)
         width = max(len(r[0]) for r in rows)
-        for key, default, allowed, help_ in rows:
-            print(f"{key:<{width}}  {default:<12} {allowed:<28} {help_}")
+        if cfg is not None:
+            print(f"# values of {source} (with its base and overrides); * = differs from the default")
+        for key, value, allowed, help_ in rows:
+            mark = "*" if cfg is not None and value != defaults[key] else " "
+            print(f"{key:<{width}} {mark}{value:<12} {allowed:<28} {help_}")
     elif args.action == "list":
         print("\n".join(builtin_config_names()))
     else:
@@ -312,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument(
         "action",
         choices=["show", "list", "fields"],
-        help="show: resolved YAML; list: built-in configs; fields: every key with default, range and help",
+        help="show: resolved YAML; list: built-in configs; fields: every key with its value (the default, or "
+        "CONFIG's), range and help",
     )
-    config.add_argument("config", nargs="?", help="YAML file or built-in name (for show)")
-    config.add_argument("overrides", nargs="*", help="dotted overrides (for show)")
+    config.add_argument("config", nargs="?", help="YAML file or built-in name (show; fields: its values)")
+    config.add_argument("overrides", nargs="*", help="dotted overrides (show, fields)")
+    config.add_argument("--config", dest="config_option", help="same as the positional CONFIG")
     config.set_defaults(func=_config)
 
     build = sub.add_parser(

@@ -1,7 +1,8 @@
 """Typed, validated, documented configuration: frozen dataclasses in small groups.
 
 Every field carries a one-line help and its valid range or choices (`rftlab config fields` prints
-them). A configuration is loaded from a YAML file or a built-in name, then dotted overrides
+them). A configuration is loaded from a YAML file or a built-in name (a YAML may start from another
+with `base: tiny` or `base: other.yaml`), then dotted overrides
 (`objective.clip_eps_low=0.1`) are applied, then every value and every cross-field rule is checked
 once; a mistake raises `ConfigError` naming the key and what is allowed. Derived values are
 properties, never mutated fields. The resolved configuration (every default written out) is saved
@@ -106,6 +107,18 @@ class DataConfig:
     on_bad_row: str = spec(
         "error", "a malformed data row stops the load, or is skipped and counted", choices=["error", "skip"]
     )
+    test_path: str = spec(
+        "",
+        "a separate test file (.jsonl/.json/.parquet) for test Pass@1; empty = the dataset's test split "
+        "(a single local file: its rows outside the training candidates)",
+    )
+    format: str = spec(
+        "auto",
+        "row format of a local file or hub dataset: auto (guessed from the fields), gsm8k, math",
+        choices=["auto", "gsm8k", "math"],
+    )
+    question_field: str = spec("", "field holding the question in your rows; empty = the format's own name")
+    answer_field: str = spec("", "field holding the answer in your rows; empty = the format's own name")
 
 
 @dataclass(frozen=True)
@@ -433,7 +446,44 @@ def read_yaml_source(source: str, *, folder: str, kind: str) -> tuple[dict[str, 
 
 
 def _read_source(source: str | None) -> dict[str, Any]:
-    return {} if source is None else read_yaml_source(source, folder="configs", kind="config")[0]
+    return {} if source is None else read_config_chain(source)
+
+
+def read_config_chain(source: str, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config's mapping with its `base:` chain resolved: the base's values, then this file's on top.
+
+    `base:` names a built-in config (`tiny`) or another YAML (a relative path is read from the
+    directory of the file that names it); a base may have its own base. Mappings merge key by key,
+    anything else (numbers, strings, lists) is replaced. A cycle is refused naming the chain.
+    """
+    data, directory = read_yaml_source(source, folder="configs", kind="config")
+    identity = _source_identity(source)
+    chain = (*_chain, identity)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config {source}: base must name a built-in config or a YAML file, got {base!r}")
+    beside = Path(directory) / base
+    base_source = str(beside) if not Path(base).is_absolute() and beside.is_file() else base
+    if _source_identity(base_source) in chain:
+        names = " -> ".join([*chain, _source_identity(base_source)])
+        raise ConfigError(f"config {source}: base chain has a cycle ({names})")
+    return _merge(read_config_chain(base_source, chain), data)
+
+
+def _source_identity(source: str) -> str:
+    """A file's resolved path, or a built-in's name: what a cycle in `base:` chains is detected on."""
+    path = Path(source)
+    return str(path.resolve()) if source.endswith((".yaml", ".yml")) or path.exists() else f"built-in {source}"
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`: nested mappings merged key by key, every other value replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -482,14 +532,18 @@ def load_config(source: str | None = None, overrides: list[str] | dict[str, Any]
     return config_from_dict(apply_overrides(_read_source(source), overrides or []))
 
 
-def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(key, default, allowed, help) for every leaf field: the config's documentation."""
+def describe_fields(cls: type = Config, prefix: str = "", values: Any = None) -> list[tuple[str, str, str, str]]:
+    """(key, value, allowed, help) for every leaf field: the config's documentation.
+
+    The value is the default, or the one in `values` (a resolved config of type `cls`, e.g. the
+    built-in `tiny`), so `rftlab config fields tiny` shows what applies to a run of `tiny`.
+    """
     rows = []
     hints = _field_types(cls)
-    default = cls()
+    default = cls() if values is None else values
     for f in dataclasses.fields(cls):
         if _is_group(hints[f.name]):
-            rows += describe_fields(hints[f.name], f"{prefix}{f.name}.")
+            rows += describe_fields(hints[f.name], f"{prefix}{f.name}.", getattr(default, f.name))
             continue
         meta = f.metadata
         if meta.get("choices"):

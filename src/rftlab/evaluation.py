@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rftlab.policy import Policy
@@ -86,7 +86,7 @@ def evaluate(
     max_new_tokens: int,
     seed: int,
     batch_size: int,
-    progress: str | None = None,
+    progress: str | Callable[[int, int], None] | None = None,
     engine: str = "hf",
     sort_by_length: bool = False,
 ) -> EvalResult:

@@ -13,12 +13,13 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rftlab.errors import RftlabError
+from rftlab.errors import ConfigError, RftlabError
 from rftlab.evaluation import evaluate
 from rftlab.files import write_atomic
 from rftlab.policy import Policy, cache_dir
@@ -77,6 +78,29 @@ def model_fingerprint(policy: Policy) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_pool_size(data, available: int, example_id: str) -> None:
+    """Refuse, before any sampling, training data too small for what `data` (a DataConfig) asks.
+
+    Difficulty selection estimates the base Pass@1 of `data.difficulty_pool` candidates and keeps
+    those in the bucket; how many qualify is known only after sampling (a 5-problem file once spent
+    433 s to learn that none did). A pool smaller than configured is refused up front with the three
+    ways out, so spending that time is a choice: `data.difficulty_pool=N` estimates all N anyway.
+    """
+    if available < data.train_examples:
+        raise ConfigError(
+            f"data.train_examples={data.train_examples} but the training data has only {available} problem(s)"
+        )
+    if data.difficulty == "any" or available >= data.difficulty_pool:
+        return
+    raise ConfigError(
+        f"the training data has {available} problem(s), fewer than data.difficulty_pool={data.difficulty_pool}: "
+        f"data.difficulty={data.difficulty} keeps candidates with base Pass@1 {BUCKETS[data.difficulty][2]} "
+        f"({data.difficulty_samples} samples each, {available * data.difficulty_samples} generations) and so few "
+        f"may hold none; pick one with data.train_example_ids=[{example_id}], take the first with "
+        f"data.difficulty=any, or estimate all {available} anyway with data.difficulty_pool={available}"
+    )
+
+
 def candidate_pool(problems: list[Problem], size: int, seed: int) -> list[Problem]:
     """The first `size` problems of a seeded permutation (the same pool for every run seed)."""
     order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -84,9 +108,18 @@ def candidate_pool(problems: list[Problem], size: int, seed: int) -> list[Proble
 
 
 def estimate_difficulty(
-    policy: Policy, pool: list[Problem], settings: DifficultySettings, *, batch_size: int = 64
+    policy: Policy,
+    pool: list[Problem],
+    settings: DifficultySettings,
+    *,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | str | None = "",
 ) -> dict[str, float]:
-    """Base Pass@1 per candidate id, from the cache when this exact estimate was made before."""
+    """Base Pass@1 per candidate id, from the cache when this exact estimate was made before.
+
+    `progress`: "" (a bar labelled with the candidate count), a label, None (silent), or a callable
+    told (rows done, rows in all) after each generation batch (the run's whole-run progress display).
+    """
     file = settings.cache_file()
     cached = read_difficulty_cache(file, settings)
     missing = [p for p in pool if p.id not in cached]
@@ -103,7 +136,7 @@ def estimate_difficulty(
             max_new_tokens=settings.max_new_tokens,
             seed=settings.seed,
             batch_size=batch_size,
-            progress=f"base Pass@1 of {len(missing)} candidates",
+            progress=f"base Pass@1 of {len(missing)} candidates" if progress == "" else progress,
         )
         cached.update({p.id: c / result.n for p, c in zip(missing, result.correct, strict=True)})
         write_difficulty_cache(file, {"settings": settings.__dict__, "pass_at_1": cached})
@@ -168,6 +201,7 @@ def select_by_difficulty(
     if len(chosen) < count:
         raise RftlabError(
             f"only {len(chosen)} of {len(pool)} candidates have base Pass@1 {BUCKETS[bucket][2]} "
-            f"(data.difficulty={bucket}); raise data.difficulty_pool or choose another data.difficulty"
+            f"(data.difficulty={bucket}); raise data.difficulty_pool, choose another data.difficulty, "
+            f"or name the example with data.train_example_ids=[...]"
         )
     return chosen

@@ -37,26 +37,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from rftlab import objectives, provenance
 from rftlab.config import Config
-from rftlab.errors import RftlabError
+from rftlab.errors import ConfigError, RftlabError
 from rftlab.evaluation import EvalResult, evaluate
 from rftlab.plotting import plot_run
 from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
+from rftlab.progress import BUCKETS, ProgressHook, RunProgress
 from rftlab.rewards import score, verifier_timeouts
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
 from rftlab.selection import (
     DifficultySettings,
     candidate_pool,
+    check_pool_size,
     estimate_difficulty,
     model_fingerprint,
     select_by_difficulty,
 )
 from rftlab.tasks import load_problems
 from rftlab.tasks.limits import check_prompt_lengths
+from rftlab.tasks.loading import is_local_file, question_overlap
 from rftlab.tasks.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -71,27 +73,83 @@ def derive_seed(seed: int, round_: int, purpose: str) -> int:
 # ----------------------------------------------------------------------------- set-up helpers
 
 
-def load_task(cfg: Config) -> tuple[list[Problem], list[Problem]]:
+def load_task(cfg: Config, *, train: bool = True) -> tuple[list[Problem], list[Problem]]:
     """(training split, the fixed test subset: the first data.test_size held-out problems).
 
-    When training and test come from the same split (MATH-500 has only `test`), the whole candidate
-    pool for example selection is held out of the test subset, so no training example is ever
-    scored as a test problem, and the subset is the same for every seed and difficulty variant.
+    Where the test problems come from, in order: `data.test_path` (a separate file); for a single
+    local file without one, the same file (loaded once); else the dataset's `data.test_split`.
+    When training and test come from the same rows (MATH-500 has only `test`; a single local file),
+    the training candidates are held out of the test subset, so no training example is ever scored
+    as a test problem, and the subset is the same for every seed and difficulty variant. For a
+    vendored split the held-out candidates are the difficulty pool (`data.difficulty_pool` problems of
+    a seeded permutation) and any explicit `data.train_example_ids`; for a single local file, only the
+    problems training can pick (`training_candidates`), so a small file keeps most rows for test.
+    Then no training candidate may share its question with a test problem (`check_overlap`).
+    `train=False` (`rftlab eval`: the base model, nothing trained): a single file is not split.
     """
-    train_split = load_problems(cfg.data.dataset, cfg.data.train_split, on_bad_row=cfg.data.on_bad_row)
-    test_split = load_problems(cfg.data.dataset, cfg.data.test_split, on_bad_row=cfg.data.on_bad_row)
+    d = cfg.data
+    options = dict(
+        on_bad_row=d.on_bad_row,
+        format=None if d.format == "auto" else d.format,
+        fields={"question": d.question_field, "answer": d.answer_field},
+    )
+    one_file = is_local_file(d.dataset)
+    train_split = load_problems(d.dataset, d.train_split, **options)
+    if d.test_path:
+        if not Path(d.test_path).is_file():
+            raise ConfigError(f"data.test_path={d.test_path!r}: no such file")
+        test_split = load_problems(d.test_path, **options)
+    elif one_file:
+        test_split = train_split  # one file is one split: read (and its bad rows reported) once
+    else:
+        test_split = load_problems(d.dataset, d.test_split, **options)
     if not train_split or not test_split:
-        raise RftlabError(f"data.dataset={cfg.data.dataset!r} gave an empty train or test split")
-    held_out: set[str] = set(cfg.data.train_example_ids)
-    if cfg.data.train_split == cfg.data.test_split:
-        held_out |= {p.id for p in candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)}
-    test_set = [p for p in test_split if p.id not in held_out][: cfg.data.test_size]
+        raise RftlabError(f"data.dataset={d.dataset!r} gave an empty train or test split")
+    held_out: set[str] = set(d.train_example_ids)
+    shared = not d.test_path and (one_file or d.train_split == d.test_split)
+    if shared and one_file:
+        if train:
+            held_out |= {p.id for p in training_candidates(cfg, train_split)}
+    elif shared:
+        held_out |= {p.id for p in candidate_pool(train_split, d.difficulty_pool, d.selection_seed)}
+    test_set = (test_split if d.test_path else [p for p in test_split if p.id not in held_out])[: d.test_size]
     if not test_set:
+        what = f"{d.dataset} has {len(train_split)} problems" if one_file else "the split"
         raise RftlabError(
-            f"no test problems left after holding out the {len(held_out)} training candidates; "
-            f"lower data.difficulty_pool or use another data.test_split"
+            f"no test problems left: {what} and all {len(held_out)} are held out as training candidates; "
+            f"give a separate test file with data.test_path=..., or lower data.difficulty_pool"
+            + (" (or pick the example with data.train_example_ids=[...])" if one_file else "")
         )
+    if train:
+        check_overlap(cfg, train_split, test_set)
     return train_split, test_set
+
+
+def training_candidates(cfg: Config, train_split: list[Problem]) -> list[Problem]:
+    """The problems a training example can come from: the explicit ids, else the difficulty pool
+    (with data.difficulty=any, its first data.train_examples: those are taken without estimating)."""
+    if cfg.data.train_example_ids:
+        wanted = set(cfg.data.train_example_ids)
+        return [p for p in train_split if p.id in wanted]
+    pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+    return pool[: cfg.data.train_examples] if cfg.data.difficulty == "any" else pool
+
+
+def check_overlap(cfg: Config, train_split: list[Problem], test_set: list[Problem]) -> None:
+    """Refuse a training candidate whose question (case and whitespace ignored) is also a test problem.
+
+    Checked before any model is loaded or any sampling: a run that trains on a test problem would
+    report a test Pass@1 that is partly its own training Pass@1. The vendored splits have no overlap.
+    """
+    pairs = question_overlap(training_candidates(cfg, train_split), test_set)
+    if pairs:
+        train_p, test_p = pairs[0]
+        source = cfg.data.test_path or cfg.data.dataset
+        raise ConfigError(
+            f"train and test overlap: {len(pairs)} training candidate(s) also in the test set of {source} "
+            f"(first: {train_p.id} is test problem {test_p.id}: {train_p.question[:60]!r}); remove them from one file, "
+            f"or choose data.train_example_ids outside the test set"
+        )
 
 
 def check_train_example_ids(cfg: Config, train_split: list[Problem]) -> None:
@@ -103,18 +161,24 @@ def check_train_example_ids(cfg: Config, train_split: list[Problem]) -> None:
 
 
 def choose_training_examples(
-    cfg: Config, policy: Policy, train_split: list[Problem], style: str | None, answer_format: str
+    cfg: Config,
+    policy: Policy,
+    train_split: list[Problem],
+    style: str | None,
+    answer_format: str,
+    progress: ProgressHook | str | None = None,
 ) -> tuple[list[Problem], dict[str, float]]:
     """Explicit ids, or the first examples of the candidate pool in the configured difficulty bucket."""
     if cfg.data.train_example_ids:
         check_train_example_ids(cfg, train_split)
         by_id = {p.id: p for p in train_split}
         return [by_id[i] for i in cfg.data.train_example_ids], {}
+    check_pool_size(cfg.data, len(train_split), train_split[0].id)
     pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
     if cfg.data.difficulty == "any":
         return pool[: cfg.data.train_examples], {}
     settings = difficulty_settings(cfg, policy, style, answer_format, samples=cfg.data.difficulty_samples)
-    base = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size)
+    base = estimate_difficulty(policy, pool, settings, batch_size=cfg.eval.batch_size, progress=progress)
     return select_by_difficulty(pool, base, cfg.data.difficulty, cfg.data.train_examples), base
 
 
@@ -424,8 +488,13 @@ def evaluate_round(
     style: str | None,
     answer_format: str,
     round_: int,
+    progress: RunProgress | None = None,
 ) -> dict[str, float]:
-    """Train-example Pass@1 from n samples each, and test Pass@1 (greedy, or n samples with pass@k)."""
+    """Train-example Pass@1 from n samples each, and test Pass@1 (greedy, or n samples with pass@k).
+
+    `progress`: the run's display, told how far each generation is (None: a bar per evaluation when
+    `run.progress` is on, as `rftlab eval` shows).
+    """
     common = dict(
         answer_format=answer_format,
         prompt_style=style,
@@ -442,7 +511,7 @@ def evaluate_round(
         samples=cfg.eval.train_samples,
         greedy=False,
         seed=derive_seed(cfg.seed, round_, "eval/train"),
-        progress=f"eval train (round {round_})" if cfg.run.progress else None,
+        progress=_eval_progress(cfg, progress, "train samples", f"eval train (round {round_})"),
         **common,
     )
     greedy = cfg.eval.test_mode == "greedy"
@@ -452,7 +521,7 @@ def evaluate_round(
         samples=cfg.eval.test_samples,
         greedy=greedy,
         seed=derive_seed(cfg.seed, round_, "eval/test"),
-        progress=f"eval test (round {round_})" if cfg.run.progress else None,
+        progress=_eval_progress(cfg, progress, "test", f"eval test (round {round_})"),
         **common,
     )
     row = {
@@ -469,6 +538,12 @@ def evaluate_round(
     for k in cfg.eval.pass_k:
         row[f"test/pass_at_{k}"] = on_test.pass_at(k)
     return row
+
+
+def _eval_progress(cfg: Config, progress: RunProgress | None, label: str, bar_label: str) -> ProgressHook | str | None:
+    if progress is not None:
+        return progress.rows(label)
+    return bar_label if cfg.run.progress else None
 
 
 # ----------------------------------------------------------------------------- set-up and resume
@@ -495,9 +570,11 @@ def set_up(cfg: Config, *, train: bool = True) -> Task:
     """
     use_threads(cfg)
     torch.manual_seed(cfg.seed)
-    train_split, test_set = load_task(cfg)
+    train_split, test_set = load_task(cfg, train=train)
     if train:
         check_train_example_ids(cfg, train_split)
+        if not cfg.data.train_example_ids:
+            check_pool_size(cfg.data, len(train_split), train_split[0].id)
     policy = load_policy_for(cfg.model, train=train)
     train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
@@ -519,12 +596,14 @@ class RunState:
     wall_seconds: float = 0.0
     base: dict | None = None  # the round-0 evaluation row
     last_eval: dict | None = None
+    seconds: dict | None = None  # time buckets so far (progress.BUCKETS), carried across a resume
 
     def to_dict(self) -> dict:
         """The checkpoint's state dict (the keys and layout of earlier rftlab versions)."""
         state = dataclasses.asdict(self)
-        if state["last_eval"] is None:
-            del state["last_eval"]
+        for key in ("last_eval", "seconds"):
+            if state[key] is None:
+                del state[key]
         return state
 
     @staticmethod
@@ -534,7 +613,12 @@ class RunState:
 
 
 def resume_or_start(
-    cfg: Config, run: RunDir, task: Task, optimizer: torch.optim.Optimizer, resume: bool
+    cfg: Config,
+    run: RunDir,
+    task: Task,
+    optimizer: torch.optim.Optimizer,
+    resume: bool,
+    progress: RunProgress | None = None,
 ) -> tuple[RunState, list[Problem], int | None]:
     """The carried state, the training examples, and the round of the last checkpoint (None: none yet).
 
@@ -553,19 +637,32 @@ def resume_or_start(
         if policy.grad_scaler is not None:
             policy.grad_scaler.load_state_dict(saved["grad_scaler"])
         run.truncate_logs(state.round)  # checks the logs are whole up to the checkpoint
+        if progress is not None:
+            progress.carry(state.seconds, state.round)
         return state, [by_id[i] for i in state.train_example_ids], state.round
     if resume:
         run.truncate_logs(-1)  # nothing was checkpointed: start over cleanly
-    examples, base_estimates = choose_training_examples(cfg, policy, task.train_split, task.style, task.answer_format)
+    hook = None
+    if progress is not None:
+        progress.switch("select", selection_text(cfg))
+        hook = progress.rows("base Pass@1")
+    examples, base_estimates = choose_training_examples(
+        cfg, policy, task.train_split, task.style, task.answer_format, progress=hook
+    )
     state = RunState(
         [p.id for p in examples],
         {p.id: base_estimates.get(p.id) for p in examples},
         torch.zeros(len(examples)),
         torch.zeros(len(examples)),
     )
-    state.base = evaluate_round(cfg, policy, examples, task.test_set, task.style, task.answer_format, 0)
+    if progress is not None:
+        progress.switch("base eval", f"{len(examples)} training example(s), {len(task.test_set)} test problems")
+    state.base = evaluate_round(cfg, policy, examples, task.test_set, task.style, task.answer_format, 0, progress)
     run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **state.base})
+    if progress is not None:
+        progress.eval_done(0, state.base)
     if cfg.train.rounds == 0:
+        state.seconds = None if progress is None else progress.snapshot()
         save(run, policy, optimizer, state)
         return state, examples, 0
     return state, examples, None
@@ -676,6 +773,7 @@ def log_rollouts(
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started, started_at = time.perf_counter(), provenance.now()
+    progress = RunProgress(rounds=cfg.train.rounds, eval_every=cfg.eval.every, show=cfg.run.progress)
     # ---- set-up: data, policy, reference; the run directory only once they have loaded
     task = set_up(cfg)
     policy = task.policy
@@ -686,20 +784,13 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     run.prepare(cfg, resume=resume)
     run.provenance = provenance.collect(started_at=started_at)  # also in each checkpoint's manifest
     optimizer = build_optimizer(cfg, policy.trainable_parameters())
-    state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume)
+    state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume, progress)
 
     wall_before = state.wall_seconds
     last_eval = state.last_eval or state.base
-    bar = tqdm(
-        range(state.round + 1, cfg.train.rounds + 1),
-        initial=state.round,
-        total=cfg.train.rounds,
-        desc="rounds",
-        disable=not cfg.run.progress,
-        dynamic_ncols=True,
-    )
     recent_rewards: list[float] = []
-    for round_ in bar:
+    progress.switch("rounds")
+    for round_ in range(state.round + 1, cfg.train.rounds + 1):
         t0 = time.perf_counter()
         # ---- sample B training examples, roll out G responses each
         pick, examples, batch = roll_out(cfg, task, train_examples, round_)
@@ -741,32 +832,38 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         if cfg.run.log_rollouts:
             log_rollouts(run, round_, examples, batch, correct, rewards)
         recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
-
-        # ---- evaluate and checkpoint
-        last = round_ == cfg.train.rounds
-        if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
-            last_eval = evaluate_round(
-                cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_
-            )
-            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
-            state.last_eval = last_eval
-        state.round = round_
-        if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
-            state.wall_seconds = wall_before + time.perf_counter() - started
-            save(run, policy, optimizer, state)
-            checkpoint_round = round_
-        bar.set_postfix(
+        progress.round_done(
+            round_,
             reward=f"{sum(recent_rewards) / len(recent_rewards):.2f}",
             train_p1=f"{last_eval['train/pass_at_1']:.2f}",
             test_p1=f"{last_eval['test/pass_at_1']:.3f}",
         )
-    bar.close()
 
-    # ---- summary and figure
-    summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started)
+        # ---- evaluate and checkpoint
+        last = round_ == cfg.train.rounds
+        if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
+            progress.switch("eval", f"round {round_}")
+            last_eval = evaluate_round(
+                cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_, progress
+            )
+            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
+            state.last_eval = last_eval
+            progress.eval_done(round_, last_eval)
+            progress.switch("rounds")
+        state.round = round_
+        if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
+            state.wall_seconds = wall_before + time.perf_counter() - started
+            state.seconds = progress.snapshot()
+            save(run, policy, optimizer, state)
+            checkpoint_round = round_
+
+    # ---- figure and summary (summary.json last: its presence marks a finished run)
+    progress.switch("summary")
+    plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=plot_title(cfg, run.path))
+    seconds = progress.close()
+    summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started, seconds)
     summary["provenance"] = {**run.provenance, "ended_at": provenance.now(), "resumed": resume}
     run.write_summary(summary)
-    plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=plot_title(cfg, run.path))
     return summary
 
 
@@ -780,8 +877,25 @@ def plot_title(cfg: Config, run_dir: Path) -> str:
     )
 
 
-def build_summary(cfg: Config, run: RunDir, state: RunState, wall_seconds: float) -> dict:
-    """Base vs final (and best) Pass@1, from the eval rows of metrics.jsonl."""
+def selection_text(cfg: Config) -> str:
+    """What choosing the training examples will do, for the progress display."""
+    d = cfg.data
+    if d.train_example_ids:
+        return f"explicit data.train_example_ids ({len(d.train_example_ids)})"
+    if d.difficulty == "any":
+        return "first candidate(s) of the pool (data.difficulty=any)"
+    return f"base Pass@1 of {d.difficulty_pool} candidates x {d.difficulty_samples} samples"
+
+
+def build_summary(
+    cfg: Config, run: RunDir, state: RunState, wall_seconds: float, seconds: dict[str, float] | None = None
+) -> dict:
+    """Base vs final (and best) Pass@1, from the eval rows of metrics.jsonl, and where the time went.
+
+    `seconds`: the run's time buckets (`progress.BUCKETS`). `seconds_per_round` counts a training
+    round only (rollout, reward, update: the mean of metrics.jsonl's `time/round_s`);
+    `seconds_per_round_with_evals` spreads the training and evaluation seconds over the rounds.
+    """
     evals = [r for r in run.read_metrics() if r.get("split") == "eval"]
     keys = ["train_pass_at_1", "test_pass_at_1"]
 
@@ -808,4 +922,13 @@ def build_summary(cfg: Config, run: RunDir, state: RunState, wall_seconds: float
         "tokens_total": state.tokens_total,
         "wall_seconds": round(wall_seconds, 2),
         "seconds_per_round": round(sum(r["time/round_s"] for r in train_rows) / max(1, len(train_rows)), 4),
+        **time_split(seconds or {}, cfg.train.rounds),
     }
+
+
+def time_split(seconds: dict[str, float], rounds: int) -> dict[str, float]:
+    """summary.json's `time/*` keys: seconds per bucket, and a round's cost with evaluations included."""
+    out = {f"time/{bucket}_s": round(seconds.get(bucket, 0.0), 2) for bucket in BUCKETS}
+    both = seconds.get("training", 0.0) + seconds.get("evaluation", 0.0)
+    out["seconds_per_round_with_evals"] = round(both / rounds, 4) if rounds else None
+    return out

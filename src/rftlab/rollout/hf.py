@@ -12,6 +12,7 @@ row) from the random state it started with, and the smaller size is kept for the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,7 +68,7 @@ def generate(
     greedy: bool = False,
     seed: int = 0,
     batch_size: int | None = None,
-    progress: str | None = None,
+    progress: str | Callable[[int, int], None] | None = None,
     engine: str = "hf",
     sort_by_length: bool = False,
 ) -> RolloutBatch:
@@ -79,7 +80,8 @@ def generate(
     `sort_by_length`: generate rows longest prompt first, so batches hold prompts of similar length
     (less left padding), and return them in the original order; rows then draw other random numbers
     than unsorted, so sampled results change with it (greedy ones do not, up to float rounding).
-    `progress`: a label for a progress bar over generation batches (shown when there are several).
+    `progress`: a label for a progress bar over generation batches (shown when there are several), or
+    a callable told (rows done, rows in all) after each batch, for a caller that draws its own display.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown generation engine {engine!r}; valid: {', '.join(ENGINES)}")
@@ -113,7 +115,7 @@ def generate(
 
 
 def _generate_rows(
-    policy: Policy, rows: list[str], batch_size: int, settings: dict, progress: str | None
+    policy: Policy, rows: list[str], batch_size: int, settings: dict, progress: str | Callable[[int, int], None] | None
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """(prompt ids, prompt mask, response ids) per generation batch, halving the batch on CUDA OOM.
 
@@ -123,8 +125,13 @@ def _generate_rows(
     kept for the remaining batches. At one row the error is re-raised as a one-line RftlabError.
     """
     parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    report = progress if callable(progress) else None  # the run's own display, told (rows done, rows)
     bar = tqdm(
-        total=len(rows), desc=progress, unit="row", leave=False, disable=progress is None or len(rows) <= batch_size
+        total=len(rows),
+        desc=progress,
+        unit="row",
+        leave=False,
+        disable=report is not None or progress is None or len(rows) <= batch_size,
     )
     start = 0
     while start < len(rows):
@@ -143,6 +150,8 @@ def _generate_rows(
         else:
             start += len(batch)
             bar.update(len(batch))
+            if report is not None:
+                report(start, len(rows))
             continue
         # out of memory: free what the failed batch held, then retry it smaller from the same random state
         if policy.device.type == "cuda":

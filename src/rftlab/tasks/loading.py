@@ -15,9 +15,15 @@ Ids are stable and say where a problem came from: `gsm8k/test/0` (0-based row of
 split), `<file stem>/<line>` (1-based line of a `.jsonl`, 1-based row of `.json`/`.parquet`),
 `<hub name>/<split>/<row>`.
 
-A malformed row raises DataError naming file, line and field (`data/x.jsonl line 7: missing
-field 'question'`); with `on_bad_row="skip"` it is skipped instead. `load_problems_result` returns
-the skipped rows with the problems; `load_problems` logs one warning line with their count.
+Custom field names: `fields={"question": "prompt", "answer": "target"}` reads a row's `prompt` as
+its question and `target` as its answer (config `data.question_field`, `data.answer_field`); the
+row format then decides how the answer is read (`gsm8k`: a `#### N` last line; `math`: a boxed
+answer, or a bare one-line answer).
+
+A malformed row raises DataError naming file, line and field, and the setting that skips it
+(`data/x.jsonl line 7: missing field 'question' (data.on_bad_row=skip leaves such rows out)`); with
+`on_bad_row="skip"` it is skipped instead. `load_problems_result` returns the skipped rows with the
+problems; `load_problems` logs one warning line with their count.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ ON_BAD_ROW: tuple[str, ...] = ("error", "skip")
 # Hub datasets that need a config name to load; used when `hub:<name>` gives none.
 HUB_DEFAULT_CONFIGS: dict[str, str] = {"openai/gsm8k": "main", "gsm8k": "main"}
 DATASETS_HELP = "gsm8k, math500, math (with path=), synthetic, a .jsonl/.json/.parquet file, or hub:<name>[:<config>]"
+SKIP_HINT = "data.on_bad_row=skip leaves such rows out"
+FIELD_ROLES: tuple[str, ...] = ("question", "answer")
 
 
 @dataclass(frozen=True)
@@ -75,15 +83,18 @@ def load_problems(
     limit: int | None = None,
     on_bad_row: str = "error",
     format: str | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     """The problems of `dataset` (see the module docstring), at most `limit` of them, in file order.
 
     `split` picks a vendored, hub or synthetic split (a local file is one split: `split` is
     ignored); `format` ("gsm8k" or "math") overrides the row-format guess for files and hub data.
     Skipped rows (`on_bad_row="skip"`) are reported in one warning line; use
-    `load_problems_result` to get them.
+    `load_problems_result` to get them. `fields` maps "question"/"answer" to your rows' own field names.
     """
-    result = load_problems_result(dataset, split, path=path, limit=limit, on_bad_row=on_bad_row, format=format)
+    result = load_problems_result(
+        dataset, split, path=path, limit=limit, on_bad_row=on_bad_row, format=format, fields=fields
+    )
     if result.skipped:
         log.warning("skipped %d malformed row(s) of %s; first: %s", len(result.skipped), dataset, result.skipped[0])
     return result.problems
@@ -97,17 +108,23 @@ def load_problems_result(
     limit: int | None = None,
     on_bad_row: str = "error",
     format: str | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Like `load_problems`, but returns the skipped rows along with the problems."""
     _check_options(limit, on_bad_row, format)
+    rename = _field_renames(fields)
     if not isinstance(dataset, str | os.PathLike):
         raise ConfigError(f"dataset must be a name or a path, got {type(dataset).__name__}; valid: {DATASETS_HELP}")
     name = os.fspath(dataset)
     if name.startswith("hub:"):
-        return _load_hub(name[4:], split, fmt=format, limit=limit, on_bad_row=on_bad_row)
+        return _load_hub(name[4:], split, fmt=format, limit=limit, on_bad_row=on_bad_row, rename=rename)
     if name in ("gsm8k", "math500", "math") and path is not None:
         return _load_file(
-            Path(path), fmt=format or VENDORED_FORMATS.get(name, "math"), limit=limit, on_bad_row=on_bad_row
+            Path(path),
+            fmt=format or VENDORED_FORMATS.get(name, "math"),
+            limit=limit,
+            on_bad_row=on_bad_row,
+            rename=rename,
         )
     if name in VENDORED_SPLITS:
         return _load_vendored(name, split, limit=limit, on_bad_row=on_bad_row)
@@ -120,8 +137,38 @@ def load_problems_result(
     if path is not None:
         raise ConfigError(f"path= goes with dataset gsm8k, math or math500, not {name!r}")
     if name.lower().endswith(FILE_SUFFIXES) or Path(name).exists():
-        return _load_file(Path(name), fmt=format, limit=limit, on_bad_row=on_bad_row)
+        return _load_file(Path(name), fmt=format, limit=limit, on_bad_row=on_bad_row, rename=rename)
     raise ConfigError(f"unknown dataset {name!r}; valid: {DATASETS_HELP}")
+
+
+def is_local_file(dataset: str) -> bool:
+    """Whether `dataset` names a local data file (one split: train and test must be told apart)."""
+    name = os.fspath(dataset)
+    if name.startswith("hub:") or name in VENDORED_SPLITS or name in ("math", "synthetic"):
+        return False
+    return name.lower().endswith(FILE_SUFFIXES) or Path(name).exists()
+
+
+def normalize_question(text: str) -> str:
+    """A question as compared for train/test overlap: case and runs of whitespace ignored."""
+    return " ".join(text.lower().split())
+
+
+def question_overlap(train: Iterable[Problem], test: Iterable[Problem]) -> list[tuple[Problem, Problem]]:
+    """(training problem, test problem) pairs whose questions are equal once normalized."""
+    by_question = {normalize_question(p.question): p for p in test}
+    return [(p, by_question[q]) for p in train if (q := normalize_question(p.question)) in by_question]
+
+
+def _field_renames(fields: Mapping[str, str] | None) -> dict[str, str]:
+    """{your field: the format's field} for the roles given; a role the formats do not have is refused."""
+    rename = {}
+    for role, own in (fields or {}).items():
+        if role not in FIELD_ROLES:
+            raise ConfigError(f"fields: unknown role {role!r}; valid: {', '.join(FIELD_ROLES)}")
+        if own:
+            rename[own] = role
+    return rename
 
 
 def _check_options(limit: int | None, on_bad_row: str, fmt: str | None) -> None:
@@ -145,10 +192,12 @@ def _parse_rows(
     limit: int | None,
     on_bad_row: str,
     label: str,
+    rename: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Rows as `(id, where, row or RowError)` -> problems; `where` is `<file> line N` for errors.
 
-    The row format is `fmt`, or guessed from the first row whose fields tell it.
+    The row format is `fmt`, or guessed from the first row whose fields tell it. `rename` maps a
+    row's own field names to the format's (`data.question_field`, `data.answer_field`).
     """
     result = LoadResult(problems=[])
     for id_, where, row in rows:
@@ -159,18 +208,29 @@ def _parse_rows(
                 raise row
             if not isinstance(row, Mapping):
                 raise RowError(f"expected an object with named fields, got {type(row).__name__}")
+            if rename:
+                missing = [own for own in rename if own not in row]
+                if missing:
+                    raise RowError(f"missing field {missing[0]!r} (data.{rename[missing[0]]}_field)")
+                replaced = set(rename.values()) | ({"problem"} if "question" in rename.values() else set())
+                row = {**{k: v for k, v in row.items() if k not in replaced}, **_renamed(row, rename)}
             fmt = fmt or guess_format(row)
             if fmt is None:
                 raise DataError(
-                    f"{label}: cannot tell the row format from the fields {sorted(row)[:8]}; "
-                    f"pass format='gsm8k' or format='math'"
+                    f"{label}: cannot tell the row format from the fields {sorted(row)[:8]}; set data.format=gsm8k "
+                    f"(answer ends '#### N') or data.format=math (boxed or bare answer), and data.question_field / "
+                    f"data.answer_field for other field names"
                 )
             result.problems.append(ROW_PARSERS[fmt](row, id=id_, source=source))
         except RowError as e:
             if on_bad_row == "error":
-                raise DataError(f"{where}: {e}") from None
+                raise DataError(f"{where}: {e} ({SKIP_HINT})") from None
             result.skipped.append(SkippedRow(where, str(e)))
     return result
+
+
+def _renamed(row: Mapping[str, Any], rename: Mapping[str, str]) -> dict[str, Any]:
+    return {role: row[own] for own, role in rename.items()}
 
 
 def _jsonl_rows(text: str, label: str, id_prefix: str, *, zero_based_ids: bool) -> Iterator[tuple[str, str, Any]]:
@@ -211,7 +271,9 @@ def _load_vendored(dataset: str, split: str, *, limit: int | None, on_bad_row: s
     )
 
 
-def _load_file(path: Path, *, fmt: str | None, limit: int | None, on_bad_row: str) -> LoadResult:
+def _load_file(
+    path: Path, *, fmt: str | None, limit: int | None, on_bad_row: str, rename: Mapping[str, str] | None = None
+) -> LoadResult:
     """A local .jsonl / .json / .parquet file; ids are `<stem>/<line or 1-based row>`."""
     label = str(path)
     if not path.is_file():
@@ -231,7 +293,7 @@ def _load_file(path: Path, *, fmt: str | None, limit: int | None, on_bad_row: st
         )
     else:
         raise DataError(f"data file {label}: unknown file type {suffix!r}; valid: {', '.join(FILE_SUFFIXES)}")
-    return _parse_rows(rows, fmt=fmt, source=path.stem, limit=limit, on_bad_row=on_bad_row, label=label)
+    return _parse_rows(rows, fmt=fmt, source=path.stem, limit=limit, on_bad_row=on_bad_row, label=label, rename=rename)
 
 
 def _json_rows(text: str, label: str, stem: str) -> Iterator[tuple[str, str, Any]]:
@@ -267,7 +329,15 @@ def _parquet_rows(path: Path, label: str) -> Iterator[tuple[str, str, Any]]:
     return ((f"{path.stem}/{i}", f"{label} row {i}", row) for i, row in enumerate(table.to_pylist(), start=1))
 
 
-def _load_hub(name: str, split: str, *, fmt: str | None, limit: int | None, on_bad_row: str) -> LoadResult:
+def _load_hub(
+    name: str,
+    split: str,
+    *,
+    fmt: str | None,
+    limit: int | None,
+    on_bad_row: str,
+    rename: Mapping[str, str] | None = None,
+) -> LoadResult:
     """`hub:<name>[:<config>]` through `datasets`; one clear line when it cannot be had."""
     repo, _, config = name.partition(":")
     if not repo:
@@ -290,7 +360,7 @@ def _load_hub(name: str, split: str, *, fmt: str | None, limit: int | None, on_b
         ) from None
     label = f"hub:{name}"
     entries = ((f"{repo}/{split}/{i}", f"{label} {split} row {i}", row) for i, row in enumerate(rows))
-    return _parse_rows(entries, fmt=fmt, source=repo, limit=limit, on_bad_row=on_bad_row, label=label)
+    return _parse_rows(entries, fmt=fmt, source=repo, limit=limit, on_bad_row=on_bad_row, label=label, rename=rename)
 
 
 def _load_synthetic(split: str, limit: int | None) -> list[Problem]:
