@@ -83,6 +83,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help=f"loss aggregation: {', '.join(sorted(LOSS_AGGREGATIONS))}",
     )
     o.add_argument("--kl-coef", type=float, default=0.0, help="KL-to-initial-policy loss weight (default 0)")
+    o.add_argument(
+        "--positive-weight", type=float, default=0.1, help="w_reinforce's lambda, weight of correct rollouts (0.1)"
+    )
     t = p.add_argument_group("optimization")
     t.add_argument("--optimizer", default="sgd", help=f"optimizer: {', '.join(OPTIMIZERS)}")
     t.add_argument("--lr", type=float, default=1.0, help="learning rate (> 0; default 1.0)")
@@ -173,6 +176,7 @@ def build_config(a: argparse.Namespace) -> SimConfig:
         dual_clip=a.dual_clip,
         aggregation=a.aggregation,
         kl_coef=a.kl_coef,
+        positive_weight=a.positive_weight,
         optim=optim,
         eval_every=a.eval_every,
     )
