@@ -109,6 +109,7 @@ def test_findings_json_carries_both_sources(combined):
         "L3": "L3-reward",
         "L4": "L4-difficulty",
         "next": None,
+        "adaptive": None,  # no layer of this synthetic spec declares it
     }
     on_disk = json.loads((combined / "bandit" / "findings.json").read_text())
     assert [{k: v for k, v in f.items() if k not in ("source", "llm_layer")} for f in bandit] == on_disk
