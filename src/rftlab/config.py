@@ -178,10 +178,14 @@ class ObjectiveConfig:
         range=(0.0, 100.0),
     )
     difficulty_weight_low: float = spec(
-        0.4, "grpo_lead: weight of an advantage in the easiest group (GRPO-LEAD's A)", range=(0.0, 100.0)
+        0.4,
+        "grpo_lead: lower asymptote A of the logistic weight, approached by easy groups (GRPO-LEAD: 0.4)",
+        range=(0.0, 100.0),
     )
     difficulty_weight_high: float = spec(
-        1.5, "grpo_lead: weight of an advantage in the hardest group (GRPO-LEAD's B)", range=(0.0, 100.0)
+        1.5,
+        "grpo_lead: upper asymptote B of the logistic weight, approached by hard groups (GRPO-LEAD: 1.5)",
+        range=(0.0, 100.0),
     )
     difficulty_midpoint: float = spec(
         0.75, "grpo_lead: group accuracy where the weight is halfway between low and high (rho_0)", range=(0.0, 1.0)

@@ -75,7 +75,7 @@ class DifficultyWeights:
         w(rho) = low + (high - low) / (1 + exp(steepness * (rho - midpoint)))
 
     Decreasing in rho: a hard group (few correct rollouts) weighs up to `high`, an easy one down to
-    `low`. Defaults are the authors' code's (`logistic_reweight` in aeroplanepaper/GRPO-LEAD,
+    `low`. Defaults are the authors' code's (`logistic_reweight` in aeroplanepaper/GRPO-LEAD 577c63c,
     verl/verl/trainer/ppo/core_algos.py: A = 0.4, B = 1.5, x0 = 0.75, k = 10).
     """
 
@@ -231,7 +231,7 @@ def advantage_w_reinforce(rewards: Tensor, *, positive_weight: float = 0.1, **_)
 
         A_i = lambda * R_i - (1 - R_i)        (correct: +lambda, wrong: -1),
 
-    as the authors' code computes it (TianHongZXY/RLVR-Decomposed, `compute_psr_nsr_outcome_advantage`,
+    as the authors' code computes it (TianHongZXY/RLVR-Decomposed 84be7a2, `compute_psr_nsr_outcome_advantage`,
     advantage="weighted": correct -> R * lambda, incorrect -> R - 1); their recommended lambda is 0.1.
     Positive-sample reinforcement is down-weighted against negative-sample reinforcement, which
     pushes wrong responses down and spreads their mass over the rest by the model's prior.

@@ -115,7 +115,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     pipe = sub.add_parser(
         "pipeline",
         help="run the paper's layers as bandits and write a report",
-        description="Layer counterparts (L0-L4 + training instances) over paired seeds; figures, report.html, findings.json.",
+        description="Layer counterparts (L0-L4, training instances, adaptive designs) over paired seeds; figures, "
+        "report.html, findings.json.",
     )
     pipe.add_argument("--out", required=True, type=Path, help="output directory")
     pipe.add_argument("--quick", action="store_true", help="small scale (smoke test, ~15 s on 2 CPU cores)")
