@@ -12,6 +12,7 @@ from rftlab.config import (
     load_config,
     parse_override,
 )
+from rftlab.objectives import DifficultyWeights
 
 
 def test_defaults_are_valid_and_minimalist():
@@ -59,7 +60,7 @@ def test_override_values_are_parsed_as_yaml():
         ("train.rounds=1.5", "train.rounds=1.5: expected an integer"),
         (
             "objective.advantage=ppo",
-            "objective.advantage='ppo' is not allowed; choose one of: grpo, mean, none",
+            "objective.advantage='ppo' is not allowed; choose one of: grpo, grpo_lead, mean, none",
         ),
         (
             "objective.reward_design=x",
@@ -75,6 +76,20 @@ def test_override_values_are_parsed_as_yaml():
         ("eval.pass_k=[3]", "eval.pass_k contains 3; each k must be an integer in [1, 2]"),
         ("run.log_rollouts=maybe", "run.log_rollouts='maybe': expected true or false"),
         ("objective.dual_clip=1.0", "objective.dual_clip=1.0 is out of range; allowed (1, inf]"),
+        ("objective.positive_weight=-0.1", "objective.positive_weight=-0.1 is out of range; allowed [0, 100]"),
+        ("objective.difficulty_midpoint=1.5", "objective.difficulty_midpoint=1.5 is out of range; allowed [0, 1]"),
+        (
+            "objective.difficulty_weight_low=-1",
+            "objective.difficulty_weight_low=-1.0 is out of range; allowed [0, 100]",
+        ),
+        (
+            "objective.difficulty_weight_high=101",
+            "objective.difficulty_weight_high=101.0 is out of range; allowed [0, 100]",
+        ),
+        (
+            "objective.difficulty_steepness=-2",
+            "objective.difficulty_steepness=-2.0 is out of range; allowed [0, 1000]",
+        ),
         ("seed", "must look like key=value"),
     ],
 )
@@ -174,3 +189,43 @@ def test_describe_fields_shows_a_configs_values():
     defaults = {key: value for key, value, _, _ in describe_fields()}
     assert tiny["optim.lr"] == "3e-05" and defaults["optim.lr"] == "1e-05"
     assert tiny.keys() == defaults.keys()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["objective.advantage=w_reinforce", "objective.reward_design=pm1"],
+            "objective.reward_design='pm1' does not suit objective.advantage='w_reinforce'; allowed: binary",
+        ),
+        (
+            ["objective.advantage=grpo_lead", "objective.reward_design=neg"],
+            "objective.reward_design='neg' does not suit objective.advantage='grpo_lead'; allowed: binary, pm1",
+        ),
+    ],
+)
+def test_adaptive_design_refuses_a_reward_design_it_is_not_defined_for(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_adaptive_design_keys_reach_their_objects():
+    cfg = load_config(
+        "tiny",
+        [
+            "objective.advantage=grpo_lead",
+            "objective.reward_design=pm1",
+            "objective.positive_weight=0.3",
+            "objective.difficulty_weight_low=0.5",
+            "objective.difficulty_weight_high=2",
+            "objective.difficulty_midpoint=0.6",
+            "objective.difficulty_steepness=5",
+        ],
+    )
+    assert cfg.objective.positive_weight == 0.3
+    assert cfg.objective.difficulty_weights == DifficultyWeights(low=0.5, high=2.0, midpoint=0.6, steepness=5.0)
+    # the defaults are the sources' values: lambda 0.1 (Zhu et al.), A, B, rho0, k = 0.4, 1.5, 0.75, 10 (GRPO-LEAD)
+    default = load_config("tiny").objective
+    assert default.positive_weight == 0.1
+    assert default.difficulty_weights == DifficultyWeights(low=0.4, high=1.5, midpoint=0.75, steepness=10.0)

@@ -14,9 +14,11 @@ import torch
 from rftlab.errors import ConfigError, RftlabError
 from rftlab.objectives import (
     ADVANTAGES,
+    GRPO_LEAD_WEIGHTS,
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
     REWARD_DESIGNS,
+    DifficultyWeights,
     clipped_policy_loss,
     entropy_from_logits,
     get_advantage,
@@ -130,13 +132,26 @@ def test_unknown_name_raises_config_error_listing_valid_names(case):
 #   mean:  A = R - 0.5 = +-0.5
 #   rloo:  A_0 = 1 - (0 + 0 + 1)/3 = 2/3; A_1 = 0 - (1 + 0 + 1)/3 = -2/3   (= 4/3 * +-0.5)
 #   running_mean: A = R - 0.25 = [0.75, -0.25, -0.25, 0.75]
+#   w_reinforce (lambda 0.1): correct +0.1, wrong -1
+#   grpo_lead: grpo's +-sqrt(3)/2, accuracy rho = 0.5, so both signs weigh w(0.5) = w(1 - 0.5)
+#          = 0.4 + 1.1 / (1 + exp(10 (0.5 - 0.75))) = 0.4 + 1.1 / (1 + exp(-2.5))
 _H = math.sqrt(3) / 2
+
+
+def _lead_weight(rho: float) -> float:
+    """GRPO-LEAD's default logistic weight A + (B - A) / (1 + exp(k (rho - rho0))), A, B, rho0, k = 0.4, 1.5, 0.75, 10."""
+    return 0.4 + 1.1 / (1 + math.exp(10 * (rho - 0.75)))
+
+
+_W = _lead_weight(0.5)
 ADV_GOLDEN = {
     "none": [1.0, 0.0, 0.0, 1.0],
     "grpo": [_H, -_H, -_H, _H],
     "mean": [0.5, -0.5, -0.5, 0.5],
     "rloo": [2 / 3, -2 / 3, -2 / 3, 2 / 3],
     "running_mean": [0.75, -0.25, -0.25, 0.75],
+    "w_reinforce": [0.1, -1.0, -1.0, 0.1],
+    "grpo_lead": [_H * _W, -_H * _W, -_H * _W, _H * _W],
 }
 
 
@@ -194,14 +209,14 @@ def test_advantage_leading_dims_equal_per_group_loop(name):
             torch.testing.assert_close(vectorized[s, b], looped)
 
 
-@pytest.mark.parametrize("name", sorted(ADVANTAGES))
+@pytest.mark.parametrize("name", sorted(set(ADVANTAGES) - {"w_reinforce", "grpo_lead"}))
 def test_singleton_group_gives_reward_itself(name):
     # verl's convention: a group of one has mean 0 and std 1, so A = R (running_mean: baseline None = 0)
     rewards = torch.tensor([[1.0], [0.0], [-1.0]])  # (B, G) = (3, 1)
     torch.testing.assert_close(get_advantage(name)(rewards), rewards)
 
 
-@pytest.mark.parametrize("name", ["grpo", "mean", "rloo"])
+@pytest.mark.parametrize("name", ["grpo", "mean", "rloo", "grpo_lead"])
 def test_all_equal_group_gives_zero_advantage(name):
     rewards = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
     torch.testing.assert_close(get_advantage(name)(rewards), torch.zeros(3, 3), rtol=0, atol=0)
@@ -227,6 +242,93 @@ def test_rloo_equals_scaled_mean_centering(group):
     rewards = torch.randn(4, group, generator=torch.Generator().manual_seed(group))
     expected = group / (group - 1) * (rewards - rewards.mean(dim=-1, keepdim=True))
     torch.testing.assert_close(get_advantage("rloo")(rewards), expected)
+
+
+# ----------------------------------------------------------------------------- adaptive designs
+
+
+@pytest.mark.parametrize(
+    "positive_weight,want",
+    [
+        (0.5, [0.5, -1.0, 0.5, -1.0]),  # correct +lambda, wrong -1
+        (0.1, [0.1, -1.0, 0.1, -1.0]),  # the paper's recommended lambda
+        (2.0, [2.0, -1.0, 2.0, -1.0]),
+    ],
+)
+def test_w_reinforce_golden_values(positive_weight, want):
+    rewards = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    adv = get_advantage("w_reinforce")(rewards, positive_weight=positive_weight)
+    torch.testing.assert_close(adv, torch.tensor([want]))
+
+
+def test_w_reinforce_gives_a_lone_failure_a_signal():
+    # G = 1: A = 0.1 * 1 = 0.1 for a success and 0.1 * 0 - 1 = -1 for a failure (none gives 0)
+    adv = get_advantage("w_reinforce")(torch.tensor([[1.0], [0.0]]), positive_weight=0.1)
+    torch.testing.assert_close(adv, torch.tensor([[0.1], [-1.0]]))
+
+
+@pytest.mark.parametrize("positive_weight,design", [(1.0, "pm1"), (0.0, "neg")])
+def test_w_reinforce_extremes_are_the_negative_reward_designs(positive_weight, design):
+    # lambda R - (1 - R): lambda = 1 gives 2R - 1 = {-1, 1} (PSR + NSR); lambda = 0 gives R - 1 = {-1, 0} (NSR only)
+    correct = torch.tensor([[True, False, False, True], [False, False, True, False]])
+    adv = get_advantage("w_reinforce")(shape_reward(correct, "binary"), positive_weight=positive_weight)
+    torch.testing.assert_close(adv, get_advantage("none")(shape_reward(correct, design)))
+
+
+def test_difficulty_weights_golden_values():
+    w = DifficultyWeights()  # 0.4 + 1.1 / (1 + exp(10 (rho - 0.75)))
+    rho = torch.tensor([0.0, 0.75, 1.0])
+    want = torch.tensor([0.4 + 1.1 / (1 + math.exp(-7.5)), 0.95, 0.4 + 1.1 / (1 + math.exp(2.5))])
+    torch.testing.assert_close(w(rho), want)
+    assert w == GRPO_LEAD_WEIGHTS
+    # low > high flips it: easy groups weigh more; at the midpoint the weight is the middle (2 + 1) / 2
+    flipped = DifficultyWeights(low=2.0, high=1.0, midpoint=0.5, steepness=4.0)
+    torch.testing.assert_close(flipped(torch.tensor([0.5])), torch.tensor([1.5]))
+    assert float(flipped(torch.tensor(0.9))) > float(flipped(torch.tensor(0.1)))
+
+
+def test_grpo_lead_golden_values_hard_group():
+    # [1, 0, 0, 0]: mean 1/4, sample var = (9/16 + 3/16) / 3 = 1/4, std 1/2; grpo A = [1.5, -0.5, -0.5, -0.5].
+    # rho = 1/4: the correct rollout weighs w(1/4) = 0.4 + 1.1 / (1 + exp(-5)), the wrong ones w(3/4) = 0.95.
+    adv = get_advantage("grpo_lead")(torch.tensor([1.0, 0.0, 0.0, 0.0]), eps=0.0)
+    w_hard = 0.4 + 1.1 / (1 + math.exp(-5))
+    torch.testing.assert_close(adv, torch.tensor([1.5 * w_hard, -0.475, -0.475, -0.475]))
+
+
+def test_grpo_lead_golden_values_easy_group_custom_weights():
+    # [1, 1, 1, 0]: grpo A = [0.5, 0.5, 0.5, -1.5] (mirror of the case above), rho = 3/4.
+    # weights low 1, high 3, midpoint 0.5, steepness 4: w(3/4) = 1 + 2 / (1 + exp(1)) for the correct ones,
+    # w(1 - 3/4) = 1 + 2 / (1 + exp(-1)) for the wrong one
+    weights = DifficultyWeights(low=1.0, high=3.0, midpoint=0.5, steepness=4.0)
+    adv = get_advantage("grpo_lead")(torch.tensor([1.0, 1.0, 1.0, 0.0]), eps=0.0, difficulty=weights)
+    w_pos, w_neg = 1 + 2 / (1 + math.e), 1 + 2 / (1 + math.exp(-1))
+    torch.testing.assert_close(adv, torch.tensor([0.5 * w_pos, 0.5 * w_pos, 0.5 * w_pos, -1.5 * w_neg]))
+
+
+def test_grpo_lead_with_flat_weights_is_grpo():
+    rewards = torch.randint(0, 2, (5, 6), generator=torch.Generator().manual_seed(4)).float()
+    flat = DifficultyWeights(low=1.0, high=1.0)
+    torch.testing.assert_close(
+        get_advantage("grpo_lead")(rewards, difficulty=flat), get_advantage("grpo")(rewards), rtol=0, atol=0
+    )
+
+
+def test_grpo_lead_singleton_and_pm1_rewards():
+    # G = 1: grpo's A = R (verl), rho = 1[R > 0]: a success weighs w(1) = 0.4 + 1.1 / (1 + exp(2.5)), a failure 0
+    lone = get_advantage("grpo_lead")(torch.tensor([[1.0], [0.0]]))
+    torch.testing.assert_close(lone, torch.tensor([[_lead_weight(1.0)], [0.0]]))
+    # {-1, 1} rewards: grpo is invariant to the affine map 2R - 1 and "correct" is R > 0, so the same advantages
+    binary = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(
+        get_advantage("grpo_lead")(2 * binary - 1, eps=0.0), get_advantage("grpo_lead")(binary, eps=0.0)
+    )
+
+
+def test_registry_lists_the_adaptive_designs_with_their_reward_designs():
+    assert {"w_reinforce", "grpo_lead", "running_mean"} <= set(ADVANTAGES)
+    assert ADVANTAGES["w_reinforce"].reward_designs == ("binary",)
+    assert ADVANTAGES["grpo_lead"].reward_designs == ("binary", "pm1")
+    assert ADVANTAGES["none"].reward_designs is None and ADVANTAGES["running_mean"].uses_baseline
 
 
 # ----------------------------------------------------------------------------- running-mean baseline

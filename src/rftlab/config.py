@@ -184,6 +184,35 @@ class ObjectiveConfig:
         open_low=True,
     )
     norm_tokens: int | None = spec(None, "normalizer of seq_mean_token_sum_norm; null = max_new_tokens", range=(1, 1e9))
+    # adaptive designs (rftlab.objectives: w_reinforce, grpo_lead)
+    positive_weight: float = spec(
+        0.1,
+        "w_reinforce's lambda: advantage +lambda for a correct rollout, -1 for a wrong one (Zhu et al. 2025: 0.1)",
+        range=(0.0, 100.0),
+    )
+    difficulty_weight_low: float = spec(
+        0.4,
+        "grpo_lead: lower asymptote A of the logistic weight, approached by easy groups (GRPO-LEAD: 0.4)",
+        range=(0.0, 100.0),
+    )
+    difficulty_weight_high: float = spec(
+        1.5,
+        "grpo_lead: upper asymptote B of the logistic weight, approached by hard groups (GRPO-LEAD: 1.5)",
+        range=(0.0, 100.0),
+    )
+    difficulty_midpoint: float = spec(
+        0.75, "grpo_lead: group accuracy where the weight is halfway between low and high (rho_0)", range=(0.0, 1.0)
+    )
+    difficulty_steepness: float = spec(
+        10.0, "grpo_lead: steepness k of the logistic weight in the group accuracy", range=(0.0, 1000.0)
+    )
+
+    @property
+    def difficulty_weights(self) -> objectives.DifficultyWeights:
+        """grpo_lead's logistic weight of a group's accuracy, from the four difficulty_* fields."""
+        return objectives.DifficultyWeights(
+            self.difficulty_weight_low, self.difficulty_weight_high, self.difficulty_midpoint, self.difficulty_steepness
+        )
 
 
 @dataclass(frozen=True)
@@ -400,6 +429,12 @@ def _check_cross_fields(cfg: Config) -> None:
                 f"eval.pass_k contains {k!r}; each k must be an integer in [1, {n_test}] "
                 f"(n = eval.test_samples with test_mode=sample, else 1)"
             )
+    designs = objectives.get_advantage(cfg.objective.advantage).reward_designs
+    if designs is not None and cfg.objective.reward_design not in designs:
+        raise ConfigError(
+            f"objective.reward_design={cfg.objective.reward_design!r} does not suit objective.advantage="
+            f"{cfg.objective.advantage!r}; allowed: {', '.join(designs)}"
+        )
     if cfg.objective.clip_eps_low >= 1.0:
         raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
 

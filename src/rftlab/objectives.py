@@ -25,6 +25,7 @@ and because r_t = 1 at the single update, its gradient is REINFORCE's: R * grad 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -67,28 +68,66 @@ def shape_reward(correct: Tensor, design: str = "binary") -> Tensor:
 # ----------------------------------------------------------------------------- advantages
 
 
+@dataclass(frozen=True)
+class DifficultyWeights:
+    """GRPO-LEAD's logistic weight of a group's accuracy rho (Zhang & Zuo 2025, arXiv 2504.09696, sec. 3.3):
+
+        w(rho) = low + (high - low) / (1 + exp(steepness * (rho - midpoint)))
+
+    Decreasing in rho: a hard group (few correct rollouts) weighs up to `high`, an easy one down to
+    `low`. Defaults are the authors' code's (`logistic_reweight` in aeroplanepaper/GRPO-LEAD 577c63c,
+    verl/verl/trainer/ppo/core_algos.py: A = 0.4, B = 1.5, x0 = 0.75, k = 10).
+    """
+
+    low: float = 0.4
+    high: float = 1.5
+    midpoint: float = 0.75
+    steepness: float = 10.0
+
+    def __call__(self, rho: Tensor) -> Tensor:
+        return self.low + (self.high - self.low) / (1.0 + torch.exp(self.steepness * (rho - self.midpoint)))
+
+
+GRPO_LEAD_WEIGHTS = DifficultyWeights()  # the authors' defaults
+
+
 class AdvantageFn(Protocol):
-    """One signature for every advantage estimator.
+    """One signature for every advantage estimator (each takes every knob and reads its own).
 
     rewards:  (..., G) the rewards of one group (the G rollouts of one prompt) on the last dim.
     baseline: (...,) a per-prompt baseline carried across rounds (read by estimators registered with
               `uses_baseline=True`, i.e. `running_mean`).
     eps:      the constant added to a standard deviation before dividing.
-    Returns per-rollout advantages, shape (..., G).
+    positive_weight: lambda of `w_reinforce`, the weight of correct rollouts against wrong ones.
+    difficulty: the weight of a group's accuracy used by `grpo_lead`.
+    Returns per-rollout advantages, shape (..., G). An estimator names the knobs it reads and takes
+    the others as `**_`, so callers pass every knob and never branch on the estimator's name.
     """
 
-    def __call__(self, rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor: ...
+    def __call__(
+        self,
+        rewards: Tensor,
+        *,
+        baseline: Tensor | None = None,
+        eps: float = 1e-6,
+        positive_weight: float = 0.1,
+        difficulty: DifficultyWeights = GRPO_LEAD_WEIGHTS,
+    ) -> Tensor: ...
 
 
 ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
-def register_advantage(name: str, *, uses_baseline: bool = False) -> Callable[[AdvantageFn], AdvantageFn]:
+def register_advantage(
+    name: str, *, uses_baseline: bool = False, reward_designs: tuple[str, ...] | None = None
+) -> Callable[[AdvantageFn], AdvantageFn]:
     """Register an estimator; `uses_baseline`: it reads the per-prompt running baseline, which the caller
-    then keeps (`update_running_baseline`) and passes in."""
+    then keeps (`update_running_baseline`) and passes in; `reward_designs`: the reward designs it is
+    defined for (None: any), checked once when a config is loaded."""
 
     def decorate(fn: AdvantageFn) -> AdvantageFn:
         fn.uses_baseline = uses_baseline
+        fn.reward_designs = reward_designs
         ADVANTAGES[name] = fn
         return fn
 
@@ -111,13 +150,13 @@ def _group_mean(rewards: Tensor) -> Tensor:
 
 
 @register_advantage("none")
-def advantage_none(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def advantage_none(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6, **_) -> Tensor:
     """The reward itself is the learning signal (the paper's minimalist configuration): A_i = R_i."""
     return rewards.to(torch.float32)
 
 
 @register_advantage("grpo")
-def advantage_grpo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def advantage_grpo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6, **_) -> Tensor:
     """GRPO (Shao et al. 2024, DeepSeekMath): A_i = (R_i - mean_j R_j) / (std_j R_j + eps).
 
     std is the unbiased sample std (torch.std, as verl). Singleton group (G = 1): mean 0 and std 1,
@@ -131,7 +170,7 @@ def advantage_grpo(rewards: Tensor, *, baseline: Tensor | None = None, eps: floa
 
 
 @register_advantage("mean")
-def advantage_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def advantage_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6, **_) -> Tensor:
     """Mean-centred reward without std normalization (Dr. GRPO, Liu et al. 2025): A_i = R_i - mean_j R_j.
 
     Singleton group: A = R (group mean taken as 0, as `grpo`). All-equal group: A = 0.
@@ -141,7 +180,7 @@ def advantage_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: floa
 
 
 @register_advantage("rloo")
-def advantage_rloo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def advantage_rloo(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6, **_) -> Tensor:
     """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024): A_i = R_i - mean_{j != i} R_j.
 
     Equals G/(G-1) * (R_i - mean_j R_j). Singleton group: no other rollout, baseline 0, A = R.
@@ -156,7 +195,7 @@ def advantage_rloo(rewards: Tensor, *, baseline: Tensor | None = None, eps: floa
 
 
 @register_advantage("running_mean", uses_baseline=True)
-def advantage_running_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+def advantage_running_mean(rewards: Tensor, *, baseline: Tensor | None = None, eps: float = 1e-6, **_) -> Tensor:
     """The classic gradient-bandit baseline (Sutton & Barto 2018, sec. 2.8): A_i = R_i - b.
 
     b is a per-prompt running mean of the rewards of earlier rounds (see `update_running_baseline`),
@@ -183,6 +222,51 @@ def update_running_baseline(
     else:
         weight = torch.full_like(baseline, step_size)
     return baseline + weight * (round_mean - baseline), count
+
+
+@register_advantage("w_reinforce", reward_designs=("binary",))
+def advantage_w_reinforce(rewards: Tensor, *, positive_weight: float = 0.1, **_) -> Tensor:
+    """Weighted REINFORCE (Zhu et al. 2025, "The Surprising Effectiveness of Negative Reinforcement in
+    LLM Reasoning", arXiv 2506.01347): L = lambda L_PSR + L_NSR, i.e. for a 0/1 reward
+
+        A_i = lambda * R_i - (1 - R_i)        (correct: +lambda, wrong: -1),
+
+    as the authors' code computes it (TianHongZXY/RLVR-Decomposed 84be7a2, `compute_psr_nsr_outcome_advantage`,
+    advantage="weighted": correct -> R * lambda, incorrect -> R - 1); their recommended lambda is 0.1.
+    Positive-sample reinforcement is down-weighted against negative-sample reinforcement, which
+    pushes wrong responses down and spreads their mass over the rest by the model's prior.
+
+    No group statistics: a lone rollout (G = 1) that fails gets A = -1, where `none` gives 0. It is
+    (1 + lambda) R - 1, REINFORCE on the reward scaled by 1 + lambda with the constant baseline 1, so
+    its expected gradient is (1 + lambda) times the minimalist's. lambda = 1 is the {-1, 1} reward
+    (`pm1`) without an advantage, lambda = 0 the {-1, 0} one (`neg`, NSR alone). Defined for the
+    `binary` reward design only (the config refuses others).
+    """
+    rewards = rewards.to(torch.float32)
+    return positive_weight * rewards - (1.0 - rewards)
+
+
+@register_advantage("grpo_lead", reward_designs=("binary", "pm1"))
+def advantage_grpo_lead(
+    rewards: Tensor, *, eps: float = 1e-6, difficulty: DifficultyWeights = GRPO_LEAD_WEIGHTS, **_
+) -> Tensor:
+    """GRPO with GRPO-LEAD's difficulty-aware advantage reweighting (Zhang & Zuo 2025, arXiv 2504.09696):
+
+        A~_i = grpo(R)_i,   rho = (1/G) sum_j 1[R_j > 0]   (the group's accuracy),
+        A_i  = A~_i * w(rho)       if A~_i > 0,
+               A~_i * w(1 - rho)   otherwise,
+
+    with w the logistic `DifficultyWeights`. In a hard group (rho small) the rare correct rollouts are
+    pushed up by up to `high` and the wrong ones down by as little as `low`; an easy group the other
+    way round. Only the reweighting is taken from GRPO-LEAD (not its length-dependent reward), and
+    "correct" is R > 0 as in the authors' code, hence binary or pm1 rewards. Singleton group: A~ = R
+    (verl's convention), so a correct lone rollout gets w(1) = 0.48 with the defaults and a wrong one 0.
+    All-equal group: A = 0.
+    """
+    adv = advantage_grpo(rewards, eps=eps)
+    rho = (rewards > 0).to(torch.float32).mean(dim=-1, keepdim=True)
+    weight = torch.where(adv > 0, difficulty(rho), difficulty(1.0 - rho))
+    return adv * weight
 
 
 # ----------------------------------------------------------------------------- aggregation

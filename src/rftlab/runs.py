@@ -217,6 +217,11 @@ class RunDir:
             data = yaml.safe_load(self.config_path.read_text())
             if not isinstance(data, dict):
                 raise RftlabError("not a mapping")
+            # rftlab writes every group; a file cut at a line boundary is still valid YAML, and its lost
+            # groups would silently take their defaults
+            missing = [name for name in Config.__dataclass_fields__ if name not in data]
+            if missing:
+                raise RftlabError(f"no {missing[0]!r} section, cut short")
             return config_from_dict(data)
         except (yaml.YAMLError, RftlabError, UnicodeDecodeError, TypeError, ValueError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__

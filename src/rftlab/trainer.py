@@ -711,7 +711,13 @@ def reward_and_advantage(
     ).view(B, G)
     rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
     advantage_fn = objectives.get_advantage(cfg.objective.advantage)
-    adv = advantage_fn(rewards, baseline=state.baseline[pick], eps=cfg.objective.adv_eps)  # (B, G)
+    adv = advantage_fn(
+        rewards,
+        baseline=state.baseline[pick],
+        eps=cfg.objective.adv_eps,
+        positive_weight=cfg.objective.positive_weight,
+        difficulty=cfg.objective.difficulty_weights,
+    )  # (B, G)
     new_baseline, new_count = objectives.update_running_baseline(
         state.baseline[pick], state.baseline_count[pick], rewards, cfg.objective.baseline_step
     )

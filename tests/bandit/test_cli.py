@@ -108,7 +108,7 @@ def test_tiny_pipeline_writes_report(tmp_path):
     )
     on_disk = json.loads((tmp_path / "findings.json").read_text())
     assert on_disk == json.loads(json.dumps(findings))
-    assert {f["layer"] for f in findings} >= {"L0", "L1", "L2", "L3", "L4"}
+    assert {f["layer"] for f in findings} >= {"L0", "L1", "L2", "L3", "L4", "adaptive"}
     assert all(f["verdict"] in {"agrees", "disagrees", "inconclusive"} for f in findings)
     assert not any("quick" in f for f in findings)  # the full scale's verdicts carry no smoke-test mark
     # rules state their thresholds as numbers, not as the name of the constant behind them
@@ -150,3 +150,47 @@ def test_quick_pipeline_findings_are_marked_smoke_only(tmp_path, monkeypatch, ca
     lines = capsys.readouterr().out.splitlines()
     assert all(", smoke only]" in line for line in lines[: len(findings)])
     assert "cannot support a verdict" in lines[len(findings)]
+
+
+def test_positive_weight_reaches_the_simulation(tmp_path):
+    """--positive-weight is w_reinforce's lambda: lambda = 1 is the {-1, 1} reward without an advantage."""
+    base = "run --arms 50 --p0 0.1 --seeds 30 --rounds 5 --no-progress".split()
+
+    def final_mass(extra, out):
+        assert main(base + extra + ["--out", str(tmp_path / out)]) == 0
+        rows = (tmp_path / out / "metrics.jsonl").read_text().splitlines()
+        return json.loads(rows[-1])["optimal_mass_mean"]
+
+    w1 = final_mass(["--advantage", "w_reinforce", "--positive-weight", "1"], "w1")
+    pm1 = final_mass(["--reward-design", "pm1"], "pm1")
+    w01 = final_mass(["--advantage", "w_reinforce"], "w01")
+    assert w1 == pm1 and w01 != pm1
+    for extra, message in (
+        (["--positive-weight", "-1"], "--positive-weight must be >= 0"),
+        (["--reward-design", "pm1"], "--reward-design pm1 does not suit --advantage w_reinforce; allowed: binary"),
+    ):
+        args = _parse(base + ["--advantage", "w_reinforce", *extra, "--out", str(tmp_path / "bad")])
+        with pytest.raises(ConfigError, match=message):
+            args.func(args)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_adaptive_layer_findings_are_typed_and_the_theory_check_agrees():
+    from rftlab.bandit.pipeline import ADAPTIVE, Lab, layer_adaptive
+
+    findings, curves = layer_adaptive(Lab(Scale(seeds=30, rounds=20, seq_seeds=10, seq_rounds=10), 0, False))
+    assert [f.layer for f in findings] == ["adaptive"] * 5
+    assert findings[0].verdict == "agrees"  # exact identities: unbiased baseline, (1 + lambda) scaling
+    assert all(f.verdict in {"agrees", "disagrees", "inconclusive"} for f in findings)
+    assert set(curves["adaptive"]) == set(ADAPTIVE)
+    table = findings[-1].to_json()["numbers"]["minus_minimalist"]
+    assert set(table) == set(ADAPTIVE) - {"minimalist"}
+    for comparison in table.values():  # speed, samples, stability, generalization: (mean, low, high) each
+        assert set(comparison) == {
+            "rounds_to_half",
+            "samples_to_half",
+            "test_downward",
+            "final_test_mass",
+            "final_train_mass",
+        }
+        assert all(low <= mean <= high for mean, low, high in comparison.values())

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from rftlab.bandit import BanditOptimizer, KArmedEnv, SimConfig, simulate
+from rftlab.bandit import pipeline as bandit_pipeline
 from rftlab.bandit.envs import optimal_logit
 from rftlab.bandit.theory import (
+    expected_logit_update,
     expected_next_mass,
     failure_probability,
     mean_field_drift,
@@ -128,3 +130,68 @@ def test_mean_field_drift_statements():
     small, g = 1e-6, 16
     ratio = mean_field_drift(small, big, lr, g, "grpo") / mean_field_drift(small, big, lr, g)
     assert ratio == pytest.approx((1 - 1 / g) * math.sqrt(g), rel=1e-3)
+
+
+# ----------------------------------------------------------------------------- adaptive designs
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize(
+    "advantage,design,rollouts",
+    [("w_reinforce", "binary", 1), ("w_reinforce", "binary", 3), ("grpo_lead", "binary", 4), ("grpo_lead", "pm1", 3)],
+)
+def test_one_step_update_of_adaptive_designs_matches_exact_expectation(pooled, advantage, design, rollouts):
+    """The simulator runs the registry's w_reinforce / grpo_lead exactly as the enumeration applies them."""
+    arms, p0, lr, seeds = 4, 0.3, 1.0, 20000
+    cfg = SimConfig(
+        rounds=1, rollouts=rollouts, advantage=advantage, reward_design=design, optim=BanditOptimizer(lr=lr)
+    )
+    res = simulate(KArmedEnv(arms=arms, p0=p0, pooled=pooled), cfg, seeds, seed=6)
+    logits = torch.tensor([optimal_logit(p0, 1, arms)] + [0.0] * (arms - 1))
+    mean, var = expected_next_mass(logits, torch.arange(arms) == 0, lr, rollouts, advantage, design)
+    sim = res.metrics["optimal_mass"][-1].double()
+    assert abs(sim.mean().item() - mean) <= 4 * math.sqrt(var / seeds) + FLOAT_TOL
+
+
+def test_expected_logit_update_golden_minimalist_and_w_reinforce():
+    """G = 1, {0,1}: only a success (prob p) moves the logits, by lr (e_opt - pi): E[dz] = lr p (e_opt - pi).
+    W-REINFORCE: A = +lambda on the optimal arm (prob p), -1 on wrong arm a (prob pi_a):
+    E[dz] = lr [lambda p (e_opt - pi) - sum_a pi_a (e_a - pi)] = lr (1 + lambda) p (e_opt - pi),
+    since sum_{a wrong} pi_a e_a = pi - p e_opt and sum_{a wrong} pi_a = 1 - p (hand-derived)."""
+    logits = torch.tensor([1.0, 0.0, -0.5], dtype=torch.float64)
+    optimal = torch.tensor([True, False, False])
+    pi = torch.softmax(logits, -1)
+    p, lr, lam = float(pi[0]), 0.5, 0.25  # 0.25 is exact in float32
+    e_opt = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(expected_logit_update(logits, optimal, lr), lr * p * (e_opt - pi))
+    w = expected_logit_update(logits, optimal, lr, 1, "w_reinforce", advantage_params={"positive_weight": lam})
+    torch.testing.assert_close(w, lr * (1 + lam) * p * (e_opt - pi))
+
+
+@pytest.mark.parametrize("rollouts", [1, 2, 3])
+@pytest.mark.parametrize("baseline", [0.0, 0.3, 0.9])
+def test_running_mean_baseline_leaves_the_expected_update_unchanged(rollouts, baseline):
+    """E[(R - b)(e_a - pi)] = E[R (e_a - pi)] for any b fixed before the draw (Sutton & Barto sec. 2.8)."""
+    logits = torch.tensor([0.4, -0.2, 0.0, 1.1], dtype=torch.float64)
+    optimal = torch.tensor([False, True, False, True])
+    plain = expected_logit_update(logits, optimal, 0.7, rollouts)
+    shifted = expected_logit_update(logits, optimal, 0.7, rollouts, "running_mean", baseline=baseline)
+    torch.testing.assert_close(shifted, plain, rtol=0, atol=1e-12)
+    # ... while the spread of the next optimal mass does change with b (b = 0.9 vs 0 differ)
+    if baseline == 0.9:
+        _, var_plain = expected_next_mass(logits, optimal, 0.7, rollouts)
+        _, var_shifted = expected_next_mass(logits, optimal, 0.7, rollouts, "running_mean", baseline=baseline)
+        assert abs(var_shifted - var_plain) > 1e-6
+
+
+def test_mean_field_drift_of_w_reinforce_is_one_plus_lambda_times_the_minimalist():
+    p, lr, big = 0.2, 0.1, 10**9
+    base = lr * p**2 * (1 - p) ** 2
+    drift = mean_field_drift(p, big, lr, 1, "w_reinforce", advantage_params={"positive_weight": 0.5})
+    assert drift == pytest.approx(1.5 * base, rel=1e-6)
+
+
+def test_adaptive_theory_check_of_the_bandit_layer():
+    errors = bandit_pipeline.baseline_theory_errors()
+    assert set(errors) == {"running_mean_vs_none", "w_reinforce_vs_scaled_none"}
+    assert max(errors.values()) < bandit_pipeline.UNBIASED_TOL

@@ -37,7 +37,7 @@ def test_builtin_pipelines_load_and_validate(name):
 def test_paper_layers_cover_the_notes_table():
     spec = load_spec("paper")
     names = [layer.name for layer in spec.layers]
-    assert names == [
+    assert names[:8] == [
         "L0-minimalist",
         "L1-advantage",
         "L2-rollouts",
@@ -47,11 +47,15 @@ def test_paper_layers_cover_the_notes_table():
         "L6-batch",
         "L6-budget",
     ]
+    assert {"A1-adaptive", "A2-adaptive-vs-grpo"} <= set(names)  # beyond the paper (issue 12)
     runs = plan(spec)
     by = {(r.layer, r.variant, r.seed): r.config for r in runs}
     # L1 runs at a G where grpo/mean/rloo differ from none
     assert by[("L1-advantage", "grpo", 0)]["rollout"]["rollouts_per_round"] > 1
-    assert {v.name for v in spec.layer("L1-advantage").variants} == set(objectives.ADVANTAGES)
+    # every advantage estimator is a variant: the paper's in L1, the adaptive designs in A2 (same G)
+    l1 = {v.name for v in spec.layer("L1-advantage").variants}
+    a2 = {v.name for v in spec.layer("A2-adaptive-vs-grpo").variants}
+    assert l1 | a2 == set(objectives.ADVANTAGES) and {"w_reinforce", "grpo_lead"} <= a2
     assert {v.name for v in spec.layer("L3-reward").variants} == set(objectives.REWARD_DESIGNS)
     # tiny has no example with base Pass@1 in the easy bucket [0.6, 0.9] at temperature 1 (see paper.yaml)
     assert [by[("L4-difficulty", v, 0)]["data"]["difficulty"] for v in ("medium", "hard", "extreme")] == [
@@ -81,6 +85,39 @@ def test_paper_layers_cover_the_notes_table():
         ]
     }
     assert len(shared) == 1
+
+
+def test_adaptive_layers_share_runs_with_the_paper_layers_and_plan_quick():
+    spec = load_spec("paper")
+    runs0 = {(r.layer, r.variant): r for r in plan(spec) if r.seed == 0}
+    same = [
+        (("A1-adaptive", "minimalist"), ("L0-minimalist", "minimalist")),
+        (("A1-adaptive", "grpo-G4"), ("L1-advantage", "grpo")),
+        (("A2-adaptive-vs-grpo", "grpo"), ("L1-advantage", "grpo")),
+        (("A2-adaptive-vs-grpo", "none"), ("L1-advantage", "none")),
+        (("A2-adaptive-vs-grpo", "running_mean"), ("L1-advantage", "running_mean")),
+        (("A2-adaptive-vs-grpo", "grpo_lead"), ("A1-adaptive", "grpo_lead-G4")),
+        (("A2-adaptive-vs-grpo", "w_reinforce"), ("A1-adaptive", "w_reinforce-G4")),
+    ]
+    for a, b in same:
+        assert runs0[a].run == runs0[b].run, (a, b)
+    # the runs only the adaptive layers have: W-REINFORCE and the running mean at G = 1, the two designs at G = 4
+    others = {r.run for (layer, _), r in runs0.items() if not layer.startswith("A")}
+    new = {r.run for (layer, _), r in runs0.items() if layer.startswith("A") and r.run not in others}
+    names = {"running_mean-G1", "w_reinforce-G1", "grpo_lead-G4", "w_reinforce-G4"}
+    assert new == {runs0[("A1-adaptive", v)].run for v in names}
+    for variant, (advantage, group) in {
+        "w_reinforce-G1": ("w_reinforce", 1),
+        "running_mean-G1": ("running_mean", 1),
+        "grpo_lead-G4": ("grpo_lead", 4),
+    }.items():
+        config = runs0[("A1-adaptive", variant)].config
+        assert (config["objective"]["advantage"], config["rollout"]["rollouts_per_round"]) == (advantage, group)
+        assert config["objective"]["reward_design"] == "binary"
+    assert spec.layer("A1-adaptive").bandit == "adaptive" and spec.layer("A1-adaptive").reference == "minimalist"
+    quick = {(r.layer, r.variant): r.config for r in plan(spec, quick=True) if r.seed == 0}
+    assert quick[("A1-adaptive", "w_reinforce-G1")]["train"]["rounds"] == spec.quick_overrides["train.rounds"]
+    assert ("A2-adaptive-vs-grpo", "grpo_lead") in quick
 
 
 def test_paired_seeds_and_quick_overrides():

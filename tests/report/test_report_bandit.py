@@ -12,6 +12,7 @@ import torch
 from synthetic_runs import synthetic_train
 
 from rftlab.bandit import pipeline as bandit_pipeline
+from rftlab.bandit.figures import FIGURES
 from rftlab.cli import main
 from rftlab.commands.pipeline import run_pipeline
 from rftlab.files import BANDIT_MANIFEST
@@ -109,6 +110,7 @@ def test_findings_json_carries_both_sources(combined):
         "L3": "L3-reward",
         "L4": "L4-difficulty",
         "next": None,
+        "adaptive": None,  # no layer of this synthetic spec declares it
     }
     on_disk = json.loads((combined / "bandit" / "findings.json").read_text())
     assert [{k: v for k, v in f.items() if k not in ("source", "llm_layer")} for f in bandit] == on_disk
@@ -129,7 +131,8 @@ def test_bandit_own_report_shares_the_look(combined):
     main_page = (combined / "report.html").read_text()
     style = re.search(r"<style>(.*?)</style>", main_page, re.S).group(1)
     assert style in page
-    assert page.count("data:image/png;base64,") == len(list((combined / "bandit").glob("*.png"))) == 6
+    # one figure per bandit layer (L0-L4, next, adaptive)
+    assert page.count("data:image/png;base64,") == len(list((combined / "bandit").glob("*.png"))) == len(FIGURES)
 
 
 def test_pipeline_cli_bandit_flags(tmp_path, capsys):

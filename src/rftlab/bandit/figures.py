@@ -32,6 +32,7 @@ FIGURES = {
     "L3": "l3_reward_design",
     "L4": "l4_difficulty",
     "next": "instances",
+    "adaptive": "adaptive",
 }
 
 
@@ -124,7 +125,25 @@ def figures(out: Path, curves: dict) -> list[tuple[str, str, Path]]:
         _band(ax, r, "test_optimal_mass", f"{n} train instances: held-out")
     style_axes(ax, "round", "held-out optimal mass", title="training instances [correlated]", legend=True)
     figs.append(("next", "number of training instances", _save(fig, out, "next")))
+    if "adaptive" in curves:
+        figs.append(_adaptive_figure(out, curves["adaptive"]))
     return figs
+
+
+def _adaptive_figure(out: Path, runs: dict) -> tuple[str, str, Path]:
+    """Adaptive designs: K-armed train mass per round and per rollout, correlated held-out mass."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, res in runs.items():
+        karmed = res["karmed"]
+        rollouts = karmed.config.rollouts
+        _band(axes[0], karmed, label=name)
+        _band(axes[1], karmed, label=name, x_scale=rollouts)
+        _band(axes[2], res["correlated"], "test_optimal_mass", name)
+    style_axes(axes[0], "round", "optimal mass", title="adaptive designs [K-armed]", legend=True)
+    style_axes(axes[1], "rollouts (samples)", title="per sample [K-armed]", legend=True)
+    axes[1].set_xscale("log")
+    style_axes(axes[2], "round", "held-out optimal mass", title="generalization [correlated]", legend=True)
+    return "adaptive", "adaptive reward/advantage designs vs the minimalist", _save(fig, out, "adaptive")
 
 
 # what every finding of the quick scale carries: it is a smoke test, not evidence

@@ -23,8 +23,10 @@ from rftlab.bandit.envs import PooledSoftmax, check
 from rftlab.bandit.optim import BanditOptimizer, optimizer_step
 from rftlab.objectives import (
     ADVANTAGES,
+    GRPO_LEAD_WEIGHTS,
     LOSS_AGGREGATIONS,
     REWARD_DESIGNS,
+    DifficultyWeights,
     check_name,
     clipped_policy_loss,
     get_advantage,
@@ -50,6 +52,8 @@ class SimConfig:
     kl_coef: float = 0.0  # weight of the KL-to-initial-policy loss term (0 = off)
     kl_estimator: str = "k3"  # k1 | k2 | k3
     baseline_step: float | None = None  # running_mean baseline: None = exact mean, else EMA step
+    positive_weight: float = 0.1  # w_reinforce's lambda
+    difficulty: DifficultyWeights = GRPO_LEAD_WEIGHTS  # grpo_lead's weight of a group's accuracy
     optim: BanditOptimizer = field(default_factory=BanditOptimizer)
     eval_every: int = 1  # record metrics every this many rounds
     fast_reinforce: bool = True  # mu = 1, no KL: reuse the objective's ratio-1 gradient (identical result)
@@ -62,6 +66,13 @@ class SimConfig:
         check(self.clip_eps_low >= 0 and self.clip_eps_high >= 0, "--clip-eps-low and --clip-eps-high must be >= 0")
         check_name(ADVANTAGES, "--advantage", self.advantage)
         check_name(REWARD_DESIGNS, "--reward-design", self.reward_design)
+        designs = ADVANTAGES[self.advantage].reward_designs
+        check(
+            designs is None or self.reward_design in designs,
+            f"--reward-design {self.reward_design} does not suit --advantage {self.advantage}; allowed: "
+            f"{', '.join(designs or ())}",
+        )
+        check(self.positive_weight >= 0, f"--positive-weight must be >= 0 (got {self.positive_weight})")
         check_name(LOSS_AGGREGATIONS, "--aggregation", self.aggregation)
         check(self.dual_clip is None or self.dual_clip > 1, f"--dual-clip must be > 1 (got {self.dual_clip})")
 
@@ -202,7 +213,12 @@ def simulate(
         # ---- reward design and advantage
         successes += correct.sum(-1)
         rewards = shape_reward(correct, cfg.reward_design)  # (S, G)
-        adv = advantage_fn(rewards, baseline=baseline if advantage_fn.uses_baseline else None)
+        adv = advantage_fn(
+            rewards,
+            baseline=baseline if advantage_fn.uses_baseline else None,
+            positive_weight=cfg.positive_weight,
+            difficulty=cfg.difficulty,
+        )
         if isinstance(policy, PooledSoftmax):  # arms with a possibly nonzero gradient leave their pool
             weighted = torch.ones_like(correct) if needs_ref else adv != 0
             actions = policy.split(actions, weighted, gen)

@@ -23,6 +23,7 @@ Functions:
                             {0, 1} reward, no advantage, SGD), any K; includes P(no success yet).
     expected_next_mass      exact one-step E[p'] and Var[p'] for any small K, any logits, any G,
                             advantage and reward design, by enumerating all K^G draws.
+    expected_logit_update   exact one-step E[z' - z] the same way: baselines leave it unchanged.
     mean_field_drift        first-order-in-lr E[p' - p] for large K, other arms symmetric; shows
                             what GRPO normalization, negative rewards and G do to the update.
     mean_field_trajectory   the ODE dp/dt = drift(p) (RK4) or the iteration p <- p + drift(p).
@@ -98,14 +99,28 @@ def expected_next_mass(
     advantage: str = "none",
     reward_design: str = "binary",
     baseline: float = 0.0,
+    advantage_params: dict | None = None,
 ) -> tuple[float, float]:
     """Exact (E[p'], Var[p']) of the optimal mass after one SGD round (1), for small K.
 
     Enumerates all K^G ordered draws (a_1..a_G) with probability prod_g pi(a_g), applies the reward
     design and the advantage estimator of `rftlab.objectives` (the definitions under test), then the
     update (1) exactly (no linearization). mu = 1, token-mean aggregation, SGD, no KL. `baseline` is
-    the running-mean baseline, read only by `running_mean`. Cost K^G: meant for K^G <= ~10^5.
+    the running-mean baseline, read only by `running_mean`; `advantage_params` the estimator's other
+    knobs (`positive_weight`, `difficulty`). Cost K^G: meant for K^G <= ~10^5.
     """
+    weight, z_new = _one_round_outcomes(
+        logits, optimal, lr, rollouts, advantage, reward_design, baseline, advantage_params
+    )
+    p_new = (torch.softmax(z_new, -1) * optimal).sum(-1)
+    mean = float((weight * p_new).sum())
+    return mean, float((weight * (p_new - mean) ** 2).sum())
+
+
+def _one_round_outcomes(
+    logits, optimal, lr, rollouts, advantage, reward_design, baseline, advantage_params
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probability (N,), logits after the round (N, K)) of every ordered draw of G arms: update (1)."""
     z = logits.double()
     pi = torch.softmax(z, -1)
     arms = z.shape[0]
@@ -113,24 +128,55 @@ def expected_next_mass(
     draws = torch.tensor(list(itertools.product(range(arms), repeat=rollouts)))  # (N, G)
     weight = pi[draws].prod(-1)  # (N,)
     rewards = torch.where(optimal[draws], right, wrong).double()  # (N, G)
-    adv = get_advantage(advantage)(rewards, baseline=torch.full((len(draws),), baseline)).double()
+    adv = get_advantage(advantage)(
+        rewards, baseline=torch.full((len(draws),), baseline), **(advantage_params or {})
+    ).double()
     onehot = torch.nn.functional.one_hot(draws, arms).double()  # (N, G, K)
-    z_new = z + (lr / rollouts) * (adv[..., None] * (onehot - pi)).sum(1)  # (N, K)
-    p_new = (torch.softmax(z_new, -1) * optimal).sum(-1)
-    mean = float((weight * p_new).sum())
-    return mean, float((weight * (p_new - mean) ** 2).sum())
+    return weight, z + (lr / rollouts) * (adv[..., None] * (onehot - pi)).sum(1)  # (N, K)
 
 
-def _advantages_given_successes(c: int, rollouts: int, advantage: str, reward_design: str) -> tuple[float, float]:
+def expected_logit_update(
+    logits: torch.Tensor,
+    optimal: torch.Tensor,
+    lr: float,
+    rollouts: int = 1,
+    advantage: str = "none",
+    reward_design: str = "binary",
+    baseline: float = 0.0,
+    advantage_params: dict | None = None,
+) -> torch.Tensor:
+    """Exact E[z' - z] (K,) of one SGD round (1), by enumerating all K^G draws (as `expected_next_mass`).
+
+    The logits' expected update is linear in the advantages, which makes two properties exact:
+    a baseline b that does not depend on the round's draws changes nothing in expectation, because
+    E[e_a - pi] = 0 (Williams 1992; Sutton & Barto 2018, sec. 2.8: `running_mean`'s update equals
+    `none`'s for every b), and `w_reinforce`'s A = (1 + lambda) R - 1 gives (1 + lambda) times the
+    minimalist's expected update. What b and lambda do change is the variance (see `expected_next_mass`).
+    """
+    weight, z_new = _one_round_outcomes(
+        logits, optimal, lr, rollouts, advantage, reward_design, baseline, advantage_params
+    )
+    return (weight[:, None] * (z_new - logits.double())).sum(0)
+
+
+def _advantages_given_successes(
+    c: int, rollouts: int, advantage: str, reward_design: str, advantage_params: dict | None = None
+) -> tuple[float, float]:
     """(A of a correct rollout, A of a wrong rollout) in a group with c correct of G."""
     wrong, right = REWARD_DESIGNS[reward_design]
     rewards = torch.tensor([right] * c + [wrong] * (rollouts - c), dtype=torch.float64)
-    adv = get_advantage(advantage)(rewards[None]).double()[0]
+    adv = get_advantage(advantage)(rewards[None], **(advantage_params or {})).double()[0]
     return (float(adv[0]) if c > 0 else 0.0, float(adv[-1]) if c < rollouts else 0.0)
 
 
 def mean_field_drift(
-    p: float, arms: int, lr: float, rollouts: int = 1, advantage: str = "none", reward_design: str = "binary"
+    p: float,
+    arms: int,
+    lr: float,
+    rollouts: int = 1,
+    advantage: str = "none",
+    reward_design: str = "binary",
+    advantage_params: dict | None = None,
 ) -> float:
     """E[p' - p] to first order in lr, one optimal arm, wrong arms symmetric (equal logits).
 
@@ -161,7 +207,7 @@ def mean_field_drift(
     total = 0.0
     for c in range(rollouts + 1):
         prob_c = math.comb(rollouts, c) * p**c * (1.0 - p) ** (rollouts - c)
-        a1, a0 = _advantages_given_successes(c, rollouts, advantage, reward_design)
+        a1, a0 = _advantages_given_successes(c, rollouts, advantage, reward_design, advantage_params)
         dlogp = (lr / rollouts) * (c * a1 * (1 - 2 * p + s2) + (rollouts - c) * a0 * (s2 - p - q))
         total += prob_c * dlogp
     return p * total
@@ -177,13 +223,14 @@ def mean_field_trajectory(
     reward_design: str = "binary",
     method: str = "ode",
     substeps: int = 8,
+    advantage_params: dict | None = None,
 ) -> torch.Tensor:
     """p_t, t = 0..T, from dp/dt = mean_field_drift(p) (method `ode`, RK4 with `substeps` per round)
     or from the deterministic expected-update iteration p <- p + drift(p) (method `iterate`)."""
 
     def f(p: float) -> float:
         p = min(max(p, 1e-300), 1.0 - 1e-16)
-        return mean_field_drift(p, arms, lr, rollouts, advantage, reward_design)
+        return mean_field_drift(p, arms, lr, rollouts, advantage, reward_design, advantage_params)
 
     out, p = [p0], p0
     h = 1.0 / substeps

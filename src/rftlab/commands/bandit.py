@@ -83,6 +83,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
         help=f"loss aggregation: {', '.join(sorted(LOSS_AGGREGATIONS))}",
     )
     o.add_argument("--kl-coef", type=float, default=0.0, help="KL-to-initial-policy loss weight (default 0)")
+    o.add_argument(
+        "--positive-weight", type=float, default=0.1, help="w_reinforce's lambda, weight of correct rollouts (0.1)"
+    )
     t = p.add_argument_group("optimization")
     t.add_argument("--optimizer", default="sgd", help=f"optimizer: {', '.join(OPTIMIZERS)}")
     t.add_argument("--lr", type=float, default=1.0, help="learning rate (> 0; default 1.0)")
@@ -112,7 +115,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     pipe = sub.add_parser(
         "pipeline",
         help="run the paper's layers as bandits and write a report",
-        description="Layer counterparts (L0-L4 + training instances) over paired seeds; figures, report.html, findings.json.",
+        description="Layer counterparts (L0-L4, training instances, adaptive designs) over paired seeds; figures, "
+        "report.html, findings.json.",
     )
     pipe.add_argument("--out", required=True, type=Path, help="output directory")
     pipe.add_argument("--quick", action="store_true", help="small scale (smoke test, ~15 s on 2 CPU cores)")
@@ -173,6 +177,7 @@ def build_config(a: argparse.Namespace) -> SimConfig:
         dual_clip=a.dual_clip,
         aggregation=a.aggregation,
         kl_coef=a.kl_coef,
+        positive_weight=a.positive_weight,
         optim=optim,
         eval_every=a.eval_every,
     )

@@ -61,6 +61,7 @@ BANDIT_TITLES = {
     "L3": "reward design",
     "L4": "difficulty (p0)",
     "next": "number of training instances (no LLM layer; cf. the batch layers)",
+    "adaptive": "adaptive reward and advantage designs",
 }
 BANDIT_NUMBERS_HEAD = "what the bandit says (paired seeds; triples are mean [99% interval] of a difference)"
 
