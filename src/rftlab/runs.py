@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import yaml
 
-from rftlab.config import Config, config_from_dict
+from rftlab.config import Config, config_from_dict, without_tracking
 from rftlab.errors import RftlabError
 from rftlab.files import fsync_dir, write_atomic
 
@@ -194,7 +194,7 @@ class RunDir:
         saved = self._saved_config()
         checkpointed = self.checkpoint_config()
         for source, other in ((self.config_path, saved), (self.checkpoint_path / MANIFEST, checkpointed)):
-            if other is not None and other != cfg:
+            if other is not None and without_tracking(other) != without_tracking(cfg):  # tracking may change
                 diff = _diff(other.to_dict(), cfg.to_dict())
                 raise RftlabError(f"--resume with a different config than {source}: {diff}")
         if saved is None:
@@ -205,6 +205,8 @@ class RunDir:
                 )
             source = "the checkpoint's config" if checkpointed is not None else "this run's config"
             log.warning("rftlab: %s was missing or damaged; rewritten from %s", self.config_path, source)
+            _atomic_write(self.config_path, cfg.to_yaml())
+        elif saved != cfg:  # only run.report_to / run.tracking_* changed: config.yaml says where metrics go now
             _atomic_write(self.config_path, cfg.to_yaml())
 
     def _saved_config(self) -> Config | None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rftlab import objectives
+from rftlab import objectives, tracking
 from rftlab.config import Config
 from rftlab.errors import RftlabError
 from rftlab.evaluation import EvalResult, evaluate
@@ -676,6 +676,7 @@ def log_rollouts(
 def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started = time.perf_counter()
+    tracking.check_installed(cfg)  # a missing run.report_to package fails before anything loads
     # ---- set-up: data, policy, reference; the run directory only once they have loaded
     task = set_up(cfg)
     policy = task.policy
@@ -686,6 +687,8 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     run.prepare(cfg, resume=resume)
     optimizer = build_optimizer(cfg, policy.trainable_parameters())
     state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume)
+    tracker = tracking.open_tracker(cfg, run.path, resume=resume)  # run.report_to: tensorboard, wandb, mlflow
+    tracker.log_rows(run.read_metrics())  # round 0's evaluation, or what a resumed run's backends lack
 
     wall_before = state.wall_seconds
     last_eval = state.last_eval or state.base
@@ -722,21 +725,21 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             "time/update_s": t_update,
             "time/round_s": time.perf_counter() - t0,
         }
-        run.append_metrics(
-            train_row(
-                cfg,
-                state,
-                round_,
-                examples,
-                batch,
-                correct,
-                rewards,
-                adv,
-                update,
-                verifier_timeouts() - timeouts_before,
-                times,
-            )
+        row = train_row(
+            cfg,
+            state,
+            round_,
+            examples,
+            batch,
+            correct,
+            rewards,
+            adv,
+            update,
+            verifier_timeouts() - timeouts_before,
+            times,
         )
+        run.append_metrics(row)
+        tracker.log(row)
         if cfg.run.log_rollouts:
             log_rollouts(run, round_, examples, batch, correct, rewards)
         recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
@@ -747,7 +750,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             last_eval = evaluate_round(
                 cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_
             )
-            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
+            row = {"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval}
+            run.append_metrics(row)
+            tracker.log(row)
             state.last_eval = last_eval
         state.round = round_
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
@@ -760,6 +765,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             test_p1=f"{last_eval['test/pass_at_1']:.3f}",
         )
     bar.close()
+    tracker.close()
 
     # ---- summary and figure
     summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started)
