@@ -37,6 +37,7 @@ import importlib.util
 import json
 import math
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,6 @@ class MLflow:
             return found.experiment_id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[self.Metric(k, v, now, step) for k, v in metrics.items()])
 
@@ -246,7 +245,9 @@ class Tracker:
                 continue  # sent before a kill: the resumed run recomputed the same row
             same_step = state.get("sent") is not None and state["sent"][0] == round_
             already = set(state.get("keys", [])) if same_step else set()
-            backend.log({k: v for k, v in metrics.items() if k not in already}, round_)
+            new = {k: v for k, v in metrics.items() if k not in already}
+            if new:
+                backend.log(new, round_)
             state["sent"] = position
             state["keys"] = sorted(already | set(metrics))
         self._save()
@@ -261,7 +262,13 @@ class Tracker:
             return
         self.closed = True
         for backend in self.backends.values():
-            backend.close(failed)
+            try:
+                backend.close(failed)
+            except Exception:
+                if not failed:
+                    raise
+                # closing after a failure, maybe at exit: a backend whose own exit hook already ran
+                # (wandb's service is gone) must not keep the others from being marked failed
         if self in _OPEN:
             _OPEN.remove(self)
 
