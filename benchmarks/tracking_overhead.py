@@ -5,7 +5,8 @@
 Each pair runs the same short `tiny` configuration once per backend (none, tensorboard, wandb, mlflow) in a
 fresh process, the order rotated from pair to pair, and times the process from start to exit (imports,
 backend start-up, every row, closing). Printed per backend: the median and range of wall seconds, of the
-ratio to `none` in the same pair, and of the difference (the backend's added seconds). One thread each.
+ratio to `none` in the same pair, and of the difference (the backend's added seconds). One thread each;
+an untimed 1-round run of each backend first (its first import after installing compiles bytecode).
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed first run of each backend")
     args = parser.parse_args()
     seconds: dict[str, list[float]] = {b: [] for b in BACKENDS}
     with tempfile.TemporaryDirectory() as tmp:
+        if not args.no_warmup:  # a first import compiles the packages' bytecode: a one-time cost, not per run
+            for backend in BACKENDS:
+                run_once(backend, 1, Path(tmp))
         for i in range(args.pairs):
             order = BACKENDS[i % len(BACKENDS) :] + BACKENDS[: i % len(BACKENDS)]
             for backend in order:

@@ -265,6 +265,24 @@ def test_tracker_skips_rows_its_backends_already_have(tmp_path):
     ]
 
 
+def test_a_tracker_left_open_by_a_failed_run_is_marked_failed_when_the_next_opens(tmp_path):
+    """An inline sweep goes on after a run raises: the next run's tracker closes the stale one as failed."""
+    cfg = load_config("tiny", ["run.report_to=[mlflow, wandb]"])
+    stale = tracking.open_tracker(cfg, tmp_path / "a", resume=False)
+    stale.log({"round": 0, "split": "eval", "test/pass_at_1": 0.5})
+    fresh = tracking.open_tracker(cfg, tmp_path / "b", resume=False)
+    fresh.close()
+    client = mlflow_client(tmp_path / "a")
+    (run,) = client.search_runs([client.get_experiment_by_name("rftlab").experiment_id])
+    assert run.info.status == "FAILED" and stale.closed
+    assert (
+        wandb_run_record(wandb_records(tmp_path / "a")).run_id
+        == json.loads((tmp_path / "a" / tracking.STATE_FILE).read_text())["wandb"]["id"]
+    )
+    exits = [r.exit.exit_code for r in wandb_records(tmp_path / "a") if r.WhichOneof("record_type") == "exit"]
+    assert exits == [1]
+
+
 # ----------------------------------------------------------------------------- sweeps
 
 

@@ -306,6 +306,7 @@ def open_tracker(cfg: Config, run_dir: str | Path, *, resume: bool) -> Tracker:
     if not names:
         return Tracker(run_dir, {}, {})
     check_installed(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(run_dir) if resume else {}
     base = tracking_base(cfg, run_dir).resolve()
     name = cfg.run.tracking_name or run_dir.resolve().name
