@@ -361,6 +361,14 @@ def test_sweep_runs_carry_their_layer_variant_and_seed(tmp_path):
     assert set(run.tags) == {"layer=L1", "variant=none", "seed=1", "also=L2/G1"}
 
 
+def test_a_bad_report_to_fails_the_sweep_before_anything_runs(tmp_path):
+    from rftlab.pipeline.sweep import run_sweep
+
+    with pytest.raises(ConfigError, match="run.report_to='neptune' is not allowed"):
+        run_sweep(SPEC, tmp_path / "sweep", executor="inline", train_fn=fake_train, report_to=["neptune"])
+    assert not (tmp_path / "sweep").exists()
+
+
 # ----------------------------------------------------------------------------- errors and config
 
 
