@@ -369,6 +369,16 @@ def test_a_bad_report_to_fails_the_sweep_before_anything_runs(tmp_path):
     assert not (tmp_path / "sweep").exists()
 
 
+def test_pipeline_command_takes_report_to(tmp_path, capsys):
+    from rftlab.cli import main
+
+    spec = tmp_path / "groups.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    assert main(["pipeline", str(spec), "--out", str(tmp_path / "p"), "--dry-run", "--report-to", "mlflow"]) == 0
+    assert main(["pipeline", str(spec), "--out", str(tmp_path / "p"), "--dry-run", "--report-to", "comet"]) == 2
+    assert "run.report_to='comet' is not allowed" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- errors and config
 
 
