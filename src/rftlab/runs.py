@@ -36,7 +36,7 @@ import os
 import shutil
 import signal
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.config: dict | None = None  # the resolved config, written into each checkpoint's manifest
+        self.on_metrics: Callable[[dict[str, Any]], None] | None = None  # also gets each row (rftlab.tracking)
 
     # ---------------------------------------------------------------- files
     @property
@@ -240,9 +241,11 @@ class RunDir:
         return None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n"
+        row = {k: _jsonable(v) for k, v in row.items()}
         with _writing(self.metrics_path), open(self.metrics_path, "a") as f:
-            f.write(line)
+            f.write(json.dumps(row) + "\n")
+        if self.on_metrics is not None:
+            self.on_metrics(row)  # the row as written: the same keys and values
 
     def append_rollouts(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -10,7 +10,8 @@ imported only when named, so a plain run never imports one:
 <dir> is `run.tracking_dir`: the run directory by default; a relative path is relative to the run
 directory, so a sweep's `../../tracking` puts all its runs in one folder (one TensorBoard log dir, one
 MLflow store). The interface is three calls: `open_tracker(cfg, run_dir, resume=...)`, `log(row)` (a
-metrics.jsonl row; step = its round) and `close()`.
+metrics.jsonl row; step = its round) and `close()`; the trainer hands `log` to `RunDir.on_metrics`, so
+every row written to metrics.jsonl, whichever code writes it, goes out as written.
 
 What goes there: the numeric values of each row under the same keys (`round` is the step; strings,
 lists and missing values are left out; a key a round's train row already sent, `rollouts_total`, is

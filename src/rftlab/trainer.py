@@ -689,6 +689,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume)
     tracker = tracking.open_tracker(cfg, run.path, resume=resume)  # run.report_to: tensorboard, wandb, mlflow
     tracker.log_rows(run.read_metrics())  # round 0's evaluation, or what a resumed run's backends lack
+    run.on_metrics = tracker.log  # and every row written from here on
 
     wall_before = state.wall_seconds
     last_eval = state.last_eval or state.base
@@ -725,21 +726,21 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             "time/update_s": t_update,
             "time/round_s": time.perf_counter() - t0,
         }
-        row = train_row(
-            cfg,
-            state,
-            round_,
-            examples,
-            batch,
-            correct,
-            rewards,
-            adv,
-            update,
-            verifier_timeouts() - timeouts_before,
-            times,
+        run.append_metrics(
+            train_row(
+                cfg,
+                state,
+                round_,
+                examples,
+                batch,
+                correct,
+                rewards,
+                adv,
+                update,
+                verifier_timeouts() - timeouts_before,
+                times,
+            )
         )
-        run.append_metrics(row)
-        tracker.log(row)
         if cfg.run.log_rollouts:
             log_rollouts(run, round_, examples, batch, correct, rewards)
         recent_rewards = (recent_rewards + [float(correct.mean())])[-20:]
@@ -750,9 +751,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
             last_eval = evaluate_round(
                 cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_
             )
-            row = {"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval}
-            run.append_metrics(row)
-            tracker.log(row)
+            run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
             state.last_eval = last_eval
         state.round = round_
         if last or (cfg.run.checkpoint_every and round_ % cfg.run.checkpoint_every == 0):
