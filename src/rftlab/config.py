@@ -27,6 +27,8 @@ from rftlab import objectives  # the registries the choices of objective.* come 
 from rftlab.errors import ConfigError
 
 INF = math.inf
+REPORT_TO = ("tensorboard", "wandb", "mlflow")  # run.report_to's backends (rftlab.tracking)
+TRACKING_FIELDS = ("report_to", "tracking_dir", "tracking_project", "tracking_group", "tracking_name", "tracking_tags")
 
 
 def spec(default: Any, help: str, *, range: tuple[float, float] | None = None, choices=None, open_low=False):
@@ -283,6 +285,30 @@ class RunConfig:
         "torch CPU threads; 0 = torch's default (all cores). Use 1 per run when runs share cores",
         range=(0, 1024),
     )
+    # ---- tracking (rftlab.tracking): where every metrics.jsonl row also goes
+    report_to: str | list = spec(
+        "none",
+        "where every metrics row and the config also go: none, tensorboard, wandb (offline), mlflow (local file "
+        "store), or a list of them; each needs its extra, pip install 'rftlab[tensorboard]' (or wandb, mlflow)",
+    )
+    tracking_dir: str = spec(
+        "",
+        "folder the tracking backends write in; '' = the run directory; a relative path is relative to the run "
+        "directory (a sweep uses ../../tracking: one folder for all its runs)",
+    )
+    tracking_project: str = spec("rftlab", "wandb project and mlflow experiment name (a sweep: the pipeline's name)")
+    tracking_group: str = spec(
+        "", "wandb group and tensorboard sub-folder (a sweep: layer/variant, so seeds group together)"
+    )
+    tracking_name: str = spec("", "the run's name in the backends; '' = the run directory's name")
+    tracking_tags: list = spec([], "key=value tags for the backends (a sweep: layer, variant, seed)")
+
+    @property
+    def report_backends(self) -> tuple[str, ...]:
+        """run.report_to as backend names in order, without `none` and repeats ("a,b" counts as a list too)."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        parts = [str(part).strip() for name in names for part in str(name).split(",")]
+        return tuple(dict.fromkeys(p for p in parts if p and p != "none"))
 
 
 @dataclass(frozen=True)
@@ -319,6 +345,13 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def without_tracking(cfg: Config) -> Config:
+    """The config with run.report_to and run.tracking_* at their defaults: where metrics are also sent is not
+    part of what a run computes, so a resume may change it (the newly named backends get the history)."""
+    defaults = {name: getattr(RunConfig(), name) for name in TRACKING_FIELDS}
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **defaults))
+
+
 # ----------------------------------------------------------------------------- validation
 
 
@@ -337,6 +370,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if isinstance(value, list | tuple) and list in args:  # e.g. run.report_to: a name or a list
+            return list(value)
         return _coerce(key, value, args[0])
     if tp is bool:
         if isinstance(value, bool):
@@ -435,6 +470,12 @@ def _check_cross_fields(cfg: Config) -> None:
             f"objective.reward_design={cfg.objective.reward_design!r} does not suit objective.advantage="
             f"{cfg.objective.advantage!r}; allowed: {', '.join(designs)}"
         )
+    for name in cfg.run.report_backends:
+        if name not in REPORT_TO:
+            raise ConfigError(f"run.report_to={name!r} is not allowed; choose none or any of: {', '.join(REPORT_TO)}")
+    for tag in cfg.run.tracking_tags:
+        if not isinstance(tag, str) or "=" not in tag or not tag.split("=", 1)[0]:
+            raise ConfigError(f"run.tracking_tags contains {tag!r}; each tag is a string key=value")
     if cfg.objective.clip_eps_low >= 1.0:
         raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
 

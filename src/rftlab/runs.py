@@ -36,14 +36,14 @@ import os
 import shutil
 import signal
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from rftlab.config import Config, config_from_dict
+from rftlab.config import Config, config_from_dict, without_tracking
 from rftlab.errors import RftlabError
 from rftlab.files import fsync_dir, write_atomic
 
@@ -145,6 +145,7 @@ class RunDir:
         self.path = Path(path)
         self.config: dict | None = None  # the resolved config, written into each checkpoint's manifest
         self.provenance: dict | None = None  # what wrote the checkpoint (rftlab.provenance), in its manifest
+        self.on_metrics: Callable[[dict[str, Any]], None] | None = None  # also gets each row (rftlab.tracking)
 
     # ---------------------------------------------------------------- files
     @property
@@ -195,7 +196,7 @@ class RunDir:
         saved = self._saved_config()
         checkpointed = self.checkpoint_config()
         for source, other in ((self.config_path, saved), (self.checkpoint_path / MANIFEST, checkpointed)):
-            if other is not None and other != cfg:
+            if other is not None and without_tracking(other) != without_tracking(cfg):  # tracking may change
                 diff = _diff(other.to_dict(), cfg.to_dict())
                 raise RftlabError(f"--resume with a different config than {source}: {diff}")
         if saved is None:
@@ -206,6 +207,8 @@ class RunDir:
                 )
             source = "the checkpoint's config" if checkpointed is not None else "this run's config"
             log.warning("rftlab: %s was missing or damaged; rewritten from %s", self.config_path, source)
+            _atomic_write(self.config_path, cfg.to_yaml())
+        elif saved != cfg:  # only run.report_to / run.tracking_* changed: config.yaml says where metrics go now
             _atomic_write(self.config_path, cfg.to_yaml())
 
     def _saved_config(self) -> Config | None:
@@ -244,9 +247,11 @@ class RunDir:
         return None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
-        line = json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n"
+        row = {k: _jsonable(v) for k, v in row.items()}
         with _writing(self.metrics_path), open(self.metrics_path, "a") as f:
-            f.write(line)
+            f.write(json.dumps(row) + "\n")
+        if self.on_metrics is not None:
+            self.on_metrics(row)  # the row as written: the same keys and values
 
     def append_rollouts(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

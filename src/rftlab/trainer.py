@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from rftlab import objectives, provenance
+from rftlab import objectives, provenance, tracking
 from rftlab.config import Config
 from rftlab.errors import ConfigError, RftlabError
 from rftlab.evaluation import EvalResult, evaluate
@@ -780,6 +780,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     """Run (or resume) one configuration with one seed; returns the summary written to summary.json."""
     started, started_at = time.perf_counter(), provenance.now()
     progress = RunProgress(rounds=cfg.train.rounds, eval_every=cfg.eval.every, show=cfg.run.progress)
+    tracking.check_installed(cfg)  # a missing run.report_to package fails before anything loads
     # ---- set-up: data, policy, reference; the run directory only once they have loaded
     task = set_up(cfg)
     policy = task.policy
@@ -791,6 +792,9 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     run.provenance = provenance.collect(started_at=started_at)  # also in each checkpoint's manifest
     optimizer = build_optimizer(cfg, policy.trainable_parameters())
     state, train_examples, checkpoint_round = resume_or_start(cfg, run, task, optimizer, resume, progress)
+    tracker = tracking.open_tracker(cfg, run.path, resume=resume)  # run.report_to: tensorboard, wandb, mlflow
+    tracker.log_rows(run.read_metrics())  # round 0's evaluation, or what a resumed run's backends lack
+    run.on_metrics = tracker.log  # and every row written from here on
 
     wall_before = state.wall_seconds
     last_eval = state.last_eval or state.base
@@ -867,6 +871,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
     progress.switch("summary")
     plot_run(run.read_metrics(), run.path / "pass_at_1.png", title=plot_title(cfg, run.path))
     seconds = progress.close()
+    tracker.close()
     summary = build_summary(cfg, run, state, wall_before + time.perf_counter() - started, seconds)
     summary["provenance"] = {**run.provenance, "ended_at": provenance.now(), "resumed": resume}
     run.write_summary(summary)

@@ -60,6 +60,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         report=not args.no_report,
         bandit="quick" if args.bandit_quick else "full" if args.bandit else None,
+        report_to=args.report_to,
     )
     if args.dry_run:
         return 0
@@ -130,6 +131,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the plan and a time estimate")
     p.add_argument("--ray-address", help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report")
+    p.add_argument(
+        "--report-to",
+        nargs="+",
+        metavar="BACKEND",
+        help="also send every run's metrics to tensorboard, wandb (offline) and/or mlflow (file store), in "
+        "DIR/tracking, grouped by layer/variant/seed (run.report_to; run directories keep their names)",
+    )
     p.add_argument(
         "--bandit",
         action="store_true",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rftlab.config import config_from_dict
@@ -36,6 +36,7 @@ from rftlab.pipeline.executors import (
 from rftlab.pipeline.spec import PipelineSpec, PlannedRun, load_spec, plan, spec_to_dict
 from rftlab.policy import model_unavailable
 from rftlab.runs import run_lock
+from rftlab.tracking import sweep_labels
 from rftlab.trainer import difficulty_settings
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
@@ -84,6 +85,28 @@ def difficulty_group(config: dict) -> str:
         return ""
     settings = difficulty_settings(cfg, None, d.prompt_style, d.answer_format, samples=d.difficulty_samples)
     return "difficulty:" + "|".join(map(str, asdict(settings).values()))
+
+
+def label_for_tracking(
+    spec: PipelineSpec, runs: list[PlannedRun], *, quick: bool, seeds: int | None, report_to: str | list | None
+) -> list[PlannedRun]:
+    """Runs that report to a tracking backend carry their layer/variant/seed grouping (tracking.sweep_labels).
+
+    Set after the run directories are named (the labels are not part of a run's identity); a run shared by
+    layers gets every (layer, variant) it serves, from the whole spec, so `--layers` does not change them.
+    """
+    if report_to is not None:
+        runs = [replace(r, config={**r.config, "run": {**r.config["run"], "report_to": report_to}}) for r in runs]
+    if not any(config_from_dict(r.config).run.report_backends for r in runs):
+        return runs
+    memberships: dict[str, list[tuple[str, str]]] = {}
+    for r in plan(spec, quick=quick, seeds=seeds):
+        if (r.layer, r.variant) not in memberships.setdefault(r.run, []):
+            memberships[r.run].append((r.layer, r.variant))
+    labelled = [replace(r, config=sweep_labels(r.config, memberships[r.run], r.seed, spec.name)) for r in runs]
+    for r in labelled:
+        config_from_dict(r.config)  # a bad --report-to fails here, before anything runs
+    return labelled
 
 
 def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask]:
@@ -158,11 +181,17 @@ def run_sweep(
     ray_address: str | None = None,
     train_fn=None,
     check_models: bool = True,
+    report_to: str | list | None = None,
 ) -> dict:
-    """Plan and run a sweep; returns {"runs": n, "done": .., "failed": .., "skipped": ..}."""
+    """Plan and run a sweep; returns {"runs": n, "done": .., "failed": .., "skipped": ..}.
+
+    `report_to` (rftlab pipeline --report-to) sets every run's run.report_to without changing run
+    directory names, so tracking can be turned on for a sweep that has already started.
+    """
     spec = load_spec(source, validate=False)
     runs = plan(spec, quick=quick, seeds=seeds, layers=layers)  # validates every config first
     plan(spec, quick=not quick, seeds=1, layers=layers)  # and the other mode's, so a typo fails early
+    runs = label_for_tracking(spec, runs, quick=quick, seeds=seeds, report_to=report_to)
     out = Path(out)
     cpus = machine_cpus()
     n_workers = workers or cpus
