@@ -238,7 +238,8 @@ class RunConfig:
     progress: bool = spec(True, "show a progress bar")
     threads: int = spec(
         0,
-        "torch CPU threads; 0 = torch's default (all cores). Use 1 per run when runs share cores",
+        "torch CPU threads; 0 = OMP_NUM_THREADS if set, else the cores other processes leave free now "
+        "(at least 1). The thread count does not change results",
         range=(0, 1024),
     )
 
