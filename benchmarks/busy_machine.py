@@ -46,11 +46,7 @@ VARIANTS = {
 LOADS = ("idle", "spin2", "torch2")
 SPIN = "while True: pass"
 TORCH_LOOP = (
-    "import torch\n"
-    "a = torch.randn(128, 128)\n"
-    "while True:\n"
-    "    b = a @ a\n"
-    "    c = torch.softmax(b, -1) * 0.5 + a\n"
+    "import torch\na = torch.randn(128, 128)\nwhile True:\n    b = a @ a\n    c = torch.softmax(b, -1) * 0.5 + a\n"
 )
 WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
@@ -182,9 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         for v in variants
     }
     print()
-    print("| variant | " + " | ".join(f"{x} (s)" for x in loads) + " | " + " | ".join(
-        f"{x} / idle" for x in loads if x != "idle"
-    ) + " |")
+    print(
+        "| variant | "
+        + " | ".join(f"{x} (s)" for x in loads)
+        + " | "
+        + " | ".join(f"{x} / idle" for x in loads if x != "idle")
+        + " |"
+    )
     print("|---" * (1 + len(loads) + len([x for x in loads if x != "idle"])) + "|")
     for v in variants:
         cells = [fmt(med[(x, v)]) for x in loads]
