@@ -291,6 +291,7 @@ def _execute_local(todo, workers, train_fn, keep_checkpoint, bar) -> dict[str, R
 def _ray_entry(task: RunTask, train_fn, keep_checkpoint: bool) -> RunResult:
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = str(max(1, task.num_cpus))  # run.threads=0 follows it (rftlab.threads)
     torch.set_num_threads(max(1, task.num_cpus))
     return _worker_run(task, train_fn, keep_checkpoint)
 
