@@ -18,7 +18,8 @@ problem and 1 training sample (they are not timed: seconds per round are the tra
 table gives the median of rounds 2..`--rounds`. Sweeps (one variable each, the rest at the default
 G = 8, 160 new tokens, 1 example per round, `tiny`):
   g:        G = 1, 2, 4, 8, 16
-  length:   max_new_tokens = 20, 40, 80, 160, 320 (tiny stops at its eos; the table shows the tokens it made)
+  length:   max_new_tokens = 8, 16, 32, 64, 128 (tiny, context 256, stops at its eos after ~24 tokens:
+            the table shows the tokens it made)
   examples: examples per round B = 1, 2, 4, 8 (G = 4)
   model:    tiny, tiny-narrow, smollm2-135m (G = 4)
 
@@ -66,7 +67,7 @@ BASE = [
 ]
 SWEEPS = {
     "g": [(f"G={g}", [f"rollout.rollouts_per_round={g}"]) for g in (1, 2, 4, 8, 16)],
-    "length": [(f"max_new_tokens={n}", [f"rollout.max_new_tokens={n}"]) for n in (20, 40, 80, 160, 320)],
+    "length": [(f"max_new_tokens={n}", [f"rollout.max_new_tokens={n}"]) for n in (8, 16, 32, 64, 128)],
     "examples": [
         (f"B={b}", [f"train.examples_per_round={b}", f"data.train_examples={b}", "rollout.rollouts_per_round=4"])
         for b in (1, 2, 4, 8)

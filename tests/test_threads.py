@@ -1,4 +1,4 @@
-"""The thread policy (rftlab.threads): threads from config, environment, cores and load; the OpenMP wait
+"""The thread policy (rftlab.threads): threads from config, environment and cores; the OpenMP wait
 policy set before torch is imported in the CLI path."""
 
 from __future__ import annotations
@@ -19,54 +19,43 @@ from rftlab.trainer import use_threads
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 
 
-def test_run_threads_wins_over_environment_and_load():
-    p = choose_threads(cores=2, busy=2.0, requested=3, env={"OMP_NUM_THREADS": "1"})
+def test_run_threads_wins_over_environment():
+    p = choose_threads(cores=2, requested=3, env={"OMP_NUM_THREADS": "1"})
     assert p.threads == 3
     assert p.reason == "run.threads"
     assert p.env == {**PASSIVE, "OMP_NUM_THREADS": "3"}
 
 
-def test_omp_num_threads_wins_over_load_when_run_threads_is_0():
-    p = choose_threads(cores=2, busy=0.0, requested=0, env={"OMP_NUM_THREADS": "1"})
+def test_omp_num_threads_wins_over_the_cores_when_run_threads_is_0():
+    p = choose_threads(cores=2, requested=0, env={"OMP_NUM_THREADS": "1"})
     assert (p.threads, p.reason) == (1, "OMP_NUM_THREADS")
     assert p.env == PASSIVE  # OMP_NUM_THREADS already says 1
 
 
-@pytest.mark.parametrize(
-    ("cores", "busy", "threads"),
-    [
-        (2, 0.0, 2),  # idle: every core
-        (2, 0.4, 2),  # a little background work rounds away
-        (2, 0.6, 1),
-        (2, 1.0, 1),
-        (2, 2.0, 1),  # two CPU-bound processes: one thread, never 0
-        (2, 7.5, 1),  # a load above the cores
-        (16, 3.2, 13),
-        (1, 0.0, 1),
-        (0, 0.0, 1),  # a nonsense core count still gives a thread
-    ],
-)
-def test_free_cores_decide_when_nothing_is_set(cores, busy, threads):
-    p = choose_threads(cores=cores, busy=busy, requested=0, env={})
+@pytest.mark.parametrize(("cores", "threads"), [(2, 2), (16, 16), (1, 1), (0, 1)])
+def test_every_available_core_when_nothing_is_set(cores, threads):
+    p = choose_threads(cores=cores, requested=0, env={})
     assert p.threads == threads
-    assert p.env["OMP_NUM_THREADS"] == str(threads)
+    assert p.env == {**PASSIVE, "OMP_NUM_THREADS": str(threads)}
 
 
 @pytest.mark.parametrize("value", ["", "0", "abc", "-2", "1.5"])
 def test_a_meaningless_omp_num_threads_is_ignored(value):
-    p = choose_threads(cores=2, busy=0.0, requested=0, env={"OMP_NUM_THREADS": value})
+    p = choose_threads(cores=2, requested=0, env={"OMP_NUM_THREADS": value})
     assert p.threads == 2
 
 
 @pytest.mark.parametrize("key", ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"])
 def test_a_wait_setting_of_the_user_is_left_alone(key):
-    p = choose_threads(cores=2, busy=0.0, requested=0, env={key: "ACTIVE"})
+    p = choose_threads(cores=2, requested=0, env={key: "ACTIVE"})
     assert not set(p.env) & set(WAIT_ENV)
 
 
-def test_busy_cores_is_a_share_of_the_available_cores():
-    busy = threads.busy_cores(0.05)
-    assert 0.0 <= busy <= threads.available_cores() + 1e-9
+def test_set_wait_policy_adds_only_what_is_missing():
+    env = {"PATH": "/bin"}
+    assert threads.set_wait_policy(env) == PASSIVE
+    assert env == {"PATH": "/bin", **PASSIVE}
+    assert threads.set_wait_policy(env) == {}
 
 
 def test_use_threads_applies_the_policy(monkeypatch):
@@ -79,10 +68,8 @@ def test_use_threads_applies_the_policy(monkeypatch):
         assert torch.get_num_threads() == 1
         monkeypatch.delenv("OMP_NUM_THREADS")
         monkeypatch.setattr(threads, "available_cores", lambda: 2)
-        monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)
         assert use_threads(load_config("tiny")) == 2
-        monkeypatch.setattr(threads, "busy_cores", lambda: 1.9)
-        assert use_threads(load_config("tiny")) == 1
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
