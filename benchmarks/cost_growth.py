@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         for label, overrides in items:
             r = {"setting": label, **round_cost(overrides, args.rounds)}
             results[sweep].append(r)
+            if args.json:  # as it goes: a long run cut short keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
             print(f"  {sweep:8s} {label:18s} {r['round_s']:.3f} s/round  (rollout {r['rollout_s']:.3f}, update "
                   f"{r['update_s']:.3f}, {r['response_tokens']:.0f} tokens, {r['gflops_round']:.2f} GFLOP/s)", flush=True)  # fmt: skip
     if "eval" in sweeps:
