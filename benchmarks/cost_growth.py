@@ -35,7 +35,11 @@ up to `--eval-batch` rows, as the trainer's evaluation does, timed end to end, w
 "executed" column counts every position the batch computed (finished and padded rows included),
 and prefill is timed on its own (one forward over the prompts) so the decode steps' share is known.
 
-The machine is shared: `uptime` is printed before and after; absolute seconds move with the load.
+The machine is shared: `uptime` is printed before and after; wall seconds move with the load. So
+MFU divides FLOPs by CPU seconds, not wall seconds: the peak is the best matmul's thread CPU time,
+an evaluation's time is its process CPU time, and a round's wall seconds are multiplied by the run's
+CPU share (process CPU seconds / wall seconds over the whole `train` call, "CPU share" below); time
+a preempted process spends waiting for its core is thus left out (cache contention is not).
 """
 
 from __future__ import annotations
@@ -79,22 +83,23 @@ SWEEPS = {
 
 
 def matmul_peak(n: int = 1024, reps: int = 5) -> float:
-    """GFLOP/s of the best of `reps` fp32 n x n matmuls at 1 thread (2 n^3 FLOPs each)."""
+    """GFLOP/s of the best of `reps` fp32 n x n matmuls at 1 thread (2 n^3 FLOPs each), in CPU time."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b  # warm-up
-        best = min(_timed(lambda: a @ b) for _ in range(reps))
+        best = min(_cpu_timed(lambda: a @ b) for _ in range(reps))
     finally:
         torch.set_num_threads(before)
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def _cpu_timed(fn) -> float:
+    """CPU seconds of this thread (at 1 thread torch computes here): time spent preempted is left out."""
+    t0 = time.thread_time()
     fn()
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -109,7 +114,9 @@ def round_cost(overrides: list[str], rounds: int) -> dict:
 
     cfg = load_config("tiny", [*BASE, f"train.rounds={rounds}", *overrides])
     with tempfile.TemporaryDirectory() as out:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         train(cfg, out)
+        cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("split") == "train_round"]
     timed = rows[1:] or rows  # round 1 is a warm-up
@@ -134,15 +141,20 @@ def round_cost(overrides: list[str], rounds: int) -> dict:
     return {
         "params": params,
         "rounds_timed": len(timed),
+        "cpu_share": cpu_share,  # CPU seconds per wall second over the run: < 1 when others share the core
         "round_s": round_s,
         "rollout_s": rollout_s,
         "update_s": update_s,
         "response_tokens": med(r["tokens/round"] for r in timed),
         "rollout_tok_s": med(r["tokens/round"] / r["time/rollout_s"] for r in timed),
-        # achieved GFLOP/s; MFU = these over the peak (add_mfu, once the peak is final)
-        "gflops_rollout": med(f / r["time/rollout_s"] for f, r in zip(flops_rollout, timed, strict=True)) / 1e9,
-        "gflops_update": med(f / r["time/update_s"] for f, r in zip(flops_update, timed, strict=True)) / 1e9,
-        "gflops_round": flops / round_s / 1e9,
+        # achieved GFLOP/s per CPU second (wall seconds x the run's CPU share); MFU = these over the peak
+        "gflops_rollout": med(f / r["time/rollout_s"] for f, r in zip(flops_rollout, timed, strict=True))
+        / cpu_share
+        / 1e9,
+        "gflops_update": med(f / r["time/update_s"] for f, r in zip(flops_update, timed, strict=True))
+        / cpu_share
+        / 1e9,
+        "gflops_round": flops / round_s / cpu_share / 1e9,
     }
 
 
@@ -169,35 +181,36 @@ def eval_cost(model: str, problems: int, batch: int, max_new_tokens: int) -> dic
         )  # fmt: skip
 
     generate(policy, prompts[:1], samples_per_prompt=1, temperature=1.0, greedy=True, max_new_tokens=4, seed=0)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     out = run()
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     prompt_tokens = int(out.prompt_mask.sum())
     response_tokens = int(out.response_mask.sum())
     useful = 2 * params * (prompt_tokens + response_tokens)
     # executed: every row of every batch runs every step until the batch's longest row ends
     executed = 2 * params * (out.prompt_mask.numel() + _executed_decode_positions(out, batch))
     # prefill alone: one forward over the left-padded prompts, batch by batch
-    t0 = time.perf_counter()
+    cpu1 = time.process_time()
     with torch.no_grad():
         for i in range(0, len(prompts), batch):
             ids, mask = out.prompt_ids[i : i + batch], out.prompt_mask[i : i + batch]
             policy.model(input_ids=ids, attention_mask=mask, use_cache=True)
-    prefill_s = time.perf_counter() - t0
+    prefill_s = time.process_time() - cpu1  # CPU seconds, as `cpu`
     steps = int(out.response_ids.shape[1])
     return {
         "params": params,
         "rows": len(prompts),
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "prompt_tokens": prompt_tokens,
         "response_tokens": response_tokens,
-        "tok_s": response_tokens / seconds,
-        "gflops": useful / seconds / 1e9,
-        "gflops_executed": executed / seconds / 1e9,
+        "tok_s": response_tokens / cpu,  # per CPU second
+        "gflops": useful / cpu / 1e9,  # per CPU second: preemption by other processes left out
+        "gflops_executed": executed / cpu / 1e9,
         "prefill_s": prefill_s,
-        "decode_s": seconds - prefill_s,
+        "decode_s": cpu - prefill_s,
         "decode_steps": steps,
-        "ms_per_step": 1000 * (seconds - prefill_s) / max(1, steps),
+        "ms_per_step": 1000 * (cpu - prefill_s) / max(1, steps),
         "gflops_prefill": 2 * params * out.prompt_mask.numel() / prefill_s / 1e9,
     }
 
@@ -230,23 +243,20 @@ def plot(results: dict, path: Path) -> None:
     sweeps = [s for s in ("g", "length", "examples", "model") if results.get(s)]
     fig, axes = plt.subplots(1, len(sweeps), figsize=(4 * len(sweeps), 3.4), squeeze=False)
     xlabels = {"g": "G (rollouts per round)", "length": "response tokens per round", "examples": "B (examples per round)",
-               "model": "parameters"}  # fmt: skip
+               "model": "model (parameters)"}  # fmt: skip
     for ax, s in zip(axes[0], sweeps, strict=True):
         rows = results[s]
         if s == "length":
             x = [r["response_tokens"] for r in rows]
         elif s == "model":
-            x = [r["params"] for r in rows]
-            ax.set_xscale("log")
+            x = list(range(len(rows)))
+            ax.set_xticks(x, [f"{r['setting']}\n{r['params'] / 1e6:.2f}M" for r in rows], fontsize=8)
             ax.set_yscale("log")
         else:
             x = [int(r["setting"].split("=")[1]) for r in rows]
             ax.set_xscale("log", base=2)
         for key, label in (("round_s", "round"), ("rollout_s", "rollout"), ("update_s", "update")):
             ax.plot(x, [r[key] for r in rows], marker="o", label=label)
-        if s == "model":
-            for xi, r in zip(x, rows, strict=True):
-                ax.annotate(r["setting"], (xi, r["round_s"]), fontsize=7)
         ax.set_xlabel(xlabels[s])
         ax.set_ylabel("seconds")
         ax.grid(alpha=0.3)
@@ -271,14 +281,14 @@ def table(rows: list[dict], first: str) -> str:
 
 def eval_table(rows: list[dict]) -> str:
     lines = [
-        "| model | params | rows | prompt + response tokens | s | tok/s | MFU | MFU executed | prefill s (MFU) | "
-        "decode ms/step |",
-        "|---" * 10 + "|",
+        "| model | params | rows | prompt + response tokens | wall s | CPU s | tok/CPU s | MFU | MFU executed | "
+        "prefill CPU s (MFU) | decode CPU ms/step |",
+        "|---" * 11 + "|",
     ]
     for r in rows:
         lines.append(
             f"| {r['setting']} | {r['params'] / 1e6:.2f}M | {r['rows']} | {r['prompt_tokens']} + {r['response_tokens']} | "
-            f"{r['seconds']:.1f} | {r['tok_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['mfu_executed']:.1f}% | "
+            f"{r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['tok_s']:.0f} | {100 * r['mfu']:.1f}% | {100 * r['mfu_executed']:.1f}% | "
             f"{r['prefill_s']:.2f} ({100 * r['mfu_prefill']:.0f}%) | {r['ms_per_step']:.1f} |"
         )
     return "\n".join(lines)
