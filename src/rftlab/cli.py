@@ -10,11 +10,16 @@ import os
 import sys
 from pathlib import Path
 
-from rftlab.commands import bandit as bandit_command
-from rftlab.commands import fetch as fetch_command
-from rftlab.commands import pipeline as pipeline_command
-from rftlab.commands import sample as sample_command
-from rftlab.errors import RftlabError
+from rftlab.threads import set_wait_policy
+
+# before anything imports torch: libgomp reads the wait policy once, when torch loads it (rftlab.threads)
+set_wait_policy()
+
+from rftlab.commands import bandit as bandit_command  # noqa: E402
+from rftlab.commands import fetch as fetch_command  # noqa: E402
+from rftlab.commands import pipeline as pipeline_command  # noqa: E402
+from rftlab.commands import sample as sample_command  # noqa: E402
+from rftlab.errors import RftlabError  # noqa: E402
 
 MAIN_CONFIG = "tiny"  # the main job: the minimalist configuration on the built-in tiny model
 

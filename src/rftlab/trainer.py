@@ -60,6 +60,7 @@ from rftlab.tasks import load_problems
 from rftlab.tasks.limits import check_prompt_lengths
 from rftlab.tasks.loading import is_local_file, question_overlap
 from rftlab.tasks.problem import Problem
+from rftlab.threads import policy_for as thread_policy_for
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +205,15 @@ def difficulty_settings(
     )
 
 
-def use_threads(cfg: Config) -> None:
-    """Apply run.threads (0 leaves torch's default): oversubscribed OpenMP threads spin, 10-30x slower."""
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+def use_threads(cfg: Config) -> int:
+    """Set torch's threads by `rftlab.threads`: run.threads, else OMP_NUM_THREADS, else the free cores.
+
+    Oversubscribed OpenMP threads collapse a run (10-30x slower), so 0 no longer means one per core.
+    """
+    policy = thread_policy_for(cfg.run.threads)
+    torch.set_num_threads(policy.threads)
+    log.info("torch threads: %d (%s)", policy.threads, policy.reason)
+    return policy.threads
 
 
 def build_reference(cfg: Config, policy: Policy) -> torch.nn.Module | None:

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from rftlab.runs import CHECKPOINT, CHECKPOINT_OLD
 from rftlab.runs import run_lock as _run_lock  # the same per-run lock `rftlab run` takes
+from rftlab.threads import set_wait_policy
 
 EXECUTORS = ("local", "ray", "inline")
 HELD = "held by another sweep (or rftlab run): its lock is taken"
@@ -123,6 +124,7 @@ def _init_worker(threads: int) -> None:
     """Per worker: its share of the cores, and death with the parent (Linux)."""
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    set_wait_policy()  # idle OpenMP threads sleep (rftlab.threads); a no-op when inherited from the CLI
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
@@ -289,6 +291,7 @@ def _execute_local(todo, workers, train_fn, keep_checkpoint, bar) -> dict[str, R
 def _ray_entry(task: RunTask, train_fn, keep_checkpoint: bool) -> RunResult:
     import torch
 
+    os.environ["OMP_NUM_THREADS"] = str(max(1, task.num_cpus))  # run.threads=0 follows it (rftlab.threads)
     torch.set_num_threads(max(1, task.num_cpus))
     return _worker_run(task, train_fn, keep_checkpoint)
 
