@@ -18,6 +18,9 @@ Deviations and choices, stated:
   skips it. The metric `train/stepped` says which happened.
 - Every random draw comes from a seed derived from (run seed, round, purpose), so a resumed run
   draws exactly what an uninterrupted run draws.
+- Control reward designs (`objective.reward_design=format|random`, `objectives.CONTROL_REWARDS`)
+  replace the verified 0/1 reward by one that ignores correctness; `correct/mean` still logs the
+  verifier's verdicts, and the random reward's draws have their own derived seed.
 - Precision: the trained weights and AdamW's state are float32 (`model.master_dtype`) and every
   forward (rollout, evaluation, loss, reference) runs in `model.dtype` under autocast, so an update at
   lr 1e-6 is not rounded away as it would be in bfloat16 weights. The KL reference is a frozen copy in
