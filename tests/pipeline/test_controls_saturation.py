@@ -332,3 +332,14 @@ def test_old_runs_without_the_new_keys_still_summarise_and_report(tmp_path):
     assert variant["decomposition"]["test"]["final"]["accuracy_given_format"]["value"] is not None  # identity
     build_report(tmp_path, n_boot=100)
     assert (tmp_path / "report.html").is_file()
+
+
+def test_the_long_horizon_run_does_not_lead_its_difficulty_group(tmp_path):
+    # every run of these layers shares one difficulty estimate; its cheapest run computes it first,
+    # so the 800-round run does not hold the others back for its whole length
+    from rftlab.pipeline import sweep
+
+    tasks = sweep._tasks(plan(load_spec("paper"), layers=MY_LAYERS), tmp_path, 1)
+    assert len({t.group for t in tasks}) == 1
+    assert sweep.estimate_seconds(tasks[0].config) == min(sweep.estimate_seconds(t.config) for t in tasks)
+    assert "long4x" not in tasks[0].name and "long4x" in tasks[1].name  # then the longest first
