@@ -313,6 +313,9 @@ def test_analysis_and_report_show_saturation_and_decomposition(controls_dir):
     assert test["base"]["format_rate"]["n"] == 5 * RESPONSES
     html = (controls_dir / "report.html").read_text()
     assert "Post-saturation generalization" in html and "format rate × accuracy among well-formed answers" in html
+    # a figure per layer, and the format x accuracy figure for controls (its claims are about the two factors)
+    assert html.count('src="data:image/png;base64,') == len(MY_LAYERS) + 1
+    assert [p.name for p in sorted((controls_dir / "figures").glob("*_format.png"))] == ["00_controls_format.png"]
 
 
 def test_old_runs_without_the_new_keys_still_summarise_and_report(tmp_path):

@@ -32,6 +32,7 @@ from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.spec import spec_from_dict
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
+from rftlab.report.decomposition_figures import plot_decomposition
 from rftlab.report.sweep_figures import plot_layer
 
 STYLE = """
@@ -177,6 +178,17 @@ def _decomposition_table(layer: dict) -> str:
         '<div class="scroll"><table><tr><th>variant</th><th>split</th><th>Pass@1</th><th>format rate</th>'
         "<th>moved</th><th>accuracy given format</th><th>moved</th></tr>" + "".join(rows) + "</table></div>"
     )
+
+
+DECOMPOSITION_METRICS = ("test_format_gain", "test_acc_given_format_gain")
+
+
+def _decomposition_figure(layer: dict, groups: dict, path: Path) -> str:
+    """The format x accuracy figure, for a layer with a claim about either factor (else nothing)."""
+    metrics = {n["metric"] for f in layer["findings"] for n in f["numbers"]}
+    if not metrics & set(DECOMPOSITION_METRICS) or not any(groups.values()):
+        return ""
+    return _png_tag(plot_decomposition(groups, path, title=layer["name"]), f"{layer['name']}: format x accuracy")
 
 
 def _saturation_table(layer: dict) -> str:
@@ -385,6 +397,9 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
             + _metrics_table(layer)
             + _paired_table(layer)
             + _decomposition_table(layer)
+            + _decomposition_figure(
+                layer, curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}_format.png"
+            )
             + _saturation_table(layer)
             + "<h3>Findings</h3>"
             + _findings_table(layer["findings"])
