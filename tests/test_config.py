@@ -64,7 +64,7 @@ def test_override_values_are_parsed_as_yaml():
         ),
         (
             "objective.reward_design=x",
-            "objective.reward_design='x' is not allowed; choose one of: binary, neg, pm1",
+            "objective.reward_design='x' is not allowed; choose one of: binary, format, neg, pm1, random",
         ),
         ("optim.optimizer=adam", "optim.optimizer='adam' is not allowed; choose one of: adamw, sgd"),
         ("objectiv.advantage=none", "unknown config key objectiv (did you mean objective?)"),

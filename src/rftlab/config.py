@@ -149,8 +149,16 @@ class ObjectiveConfig:
     )
     reward_design: str = spec(
         "binary",
-        "reward for (wrong, right), rftlab.objectives.REWARD_DESIGNS",
-        choices=sorted(objectives.REWARD_DESIGNS),
+        "reward for (wrong, right), rftlab.objectives.REWARD_DESIGNS; or a control that ignores correctness "
+        "(rftlab.objectives.CONTROL_REWARDS): format (1 for a well-formed final answer, any value), "
+        "random (Bernoulli(objective.random_reward_rate))",
+        choices=objectives.reward_design_names(),
+    )
+    random_reward_rate: float | None = spec(
+        None,
+        "q of reward_design=random, a probability per rollout; null = the training example's base Pass@1 "
+        "(its selection estimate, else its round-0 train Pass@1), so the reward rate matches the 0/1 reward's",
+        range=(0.0, 1.0),
     )
     aggregation: str = spec(
         "token_mean",

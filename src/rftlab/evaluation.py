@@ -4,6 +4,11 @@
   for n samples of which c are correct (a biased "at least one of the first k" is not used).
 - `wilson_interval`: the 95% Wilson score interval of a proportion (well behaved at 0 and 1,
   where a train-example Pass@1 estimated from 16 samples often sits).
+- `decomposition_row`: Pass@1 = format rate x accuracy among well-formed answers. A response is
+  well formed when the reward's extraction (`rewards.extract_answer` with the run's answer format)
+  finds a final answer in it, whatever its value; a correct response is always well formed (`score`
+  extracts first), so the product is exact. Each factor gets its Wilson interval (the format rate over
+  all responses, the accuracy over the well-formed ones), so a reader sees which one moved.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class EvalResult:
     correct: list[int]  # per problem
     mean_response_tokens: float
     format_rate: float  # share of responses with an extractable answer in the expected format
+    formatted: int = -1  # responses with an extractable answer (-1: not counted)
 
     @property
     def pass_at_1(self) -> float:
@@ -64,6 +70,16 @@ class EvalResult:
 
     def pass_at(self, k: int) -> float:
         return sum(pass_at_k(self.n, c, k) for c in self.correct) / len(self.correct)
+
+    @property
+    def responses(self) -> int:
+        """Responses scored: n per problem."""
+        return self.n * len(self.correct)
+
+    @property
+    def accuracy_given_format(self) -> float | None:
+        """Share correct among the well-formed responses; None when no response was well formed."""
+        return sum(self.correct) / self.formatted if self.formatted > 0 else None
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -91,8 +107,6 @@ def evaluate(
     sort_by_length: bool = False,
 ) -> EvalResult:
     """Generate `samples` responses (or one greedy response) per problem and score them."""
-    from rftlab.rewards import extract_answer
-
     prompts = [policy.prompt_text(p, prompt_style) for p in problems]
     n = 1 if greedy else samples
     batch = generate(
@@ -109,14 +123,63 @@ def evaluate(
         engine=engine,
         sort_by_length=sort_by_length,
     )
-    correct = [0] * len(problems)
+    return score_responses(
+        batch.texts,
+        batch.prompt_index,
+        [p.answer for p in problems],
+        answer_format,
+        n=n,
+        mean_response_tokens=float(batch.response_lengths.float().mean()),
+    )
+
+
+def score_responses(
+    texts: Sequence[str],
+    prompt_index: Sequence[int],
+    answers: Sequence[str],
+    answer_format: str,
+    *,
+    n: int,
+    mean_response_tokens: float = 0.0,
+) -> EvalResult:
+    """Score responses (`texts[j]` answers problem `prompt_index[j]`, reference `answers[i]`, n each).
+
+    Counts per problem the correct responses (the reward, `rewards.score`) and overall the well-formed
+    ones (the reward's extraction finds a final answer). Never raises on model output.
+    """
+    from rftlab.rewards import extract_answer
+
+    correct = [0] * len(answers)
     formatted = 0
-    for text, i in zip(batch.texts, batch.prompt_index, strict=True):
-        correct[i] += int(score(text, problems[i].answer, answer_format))
+    for text, i in zip(texts, prompt_index, strict=True):
+        correct[i] += int(score(text, answers[i], answer_format))
         formatted += extract_answer(text, answer_format) is not None
     return EvalResult(
         n=n,
         correct=correct,
-        mean_response_tokens=float(batch.response_lengths.float().mean()),
-        format_rate=formatted / len(batch),
+        mean_response_tokens=mean_response_tokens,
+        format_rate=formatted / len(texts),
+        formatted=formatted,
     )
+
+
+def decomposition_row(prefix: str, result: EvalResult) -> dict[str, float | int | None]:
+    """`{prefix}/format_rate_low|high`, `{prefix}/accuracy_given_format[_low|_high]` and `{prefix}/responses`.
+
+    Pass@1 = format_rate x accuracy_given_format (pooled over every response scored). The format
+    rate's 95% Wilson interval is over all responses, the accuracy's over the well-formed ones; an
+    evaluation with no well-formed response has accuracy None (undefined), never a division error.
+    """
+    if result.formatted < 0:
+        raise ValueError("decomposition_row needs an EvalResult with its `formatted` count")
+    fmt_low, fmt_high = wilson_interval(result.formatted, result.responses)
+    acc = result.accuracy_given_format
+    acc_low, acc_high = (None, None) if acc is None else wilson_interval(sum(result.correct), result.formatted)
+    return {
+        f"{prefix}/format_rate_low": fmt_low,
+        f"{prefix}/format_rate_high": fmt_high,
+        f"{prefix}/accuracy_given_format": acc,
+        f"{prefix}/accuracy_given_format_low": acc_low,
+        f"{prefix}/accuracy_given_format_high": acc_high,
+        f"{prefix}/responses": result.responses,
+    }

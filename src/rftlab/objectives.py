@@ -65,6 +65,72 @@ def shape_reward(correct: Tensor, design: str = "binary") -> Tensor:
     return wrong + correct.to(torch.float32) * (right - wrong)
 
 
+# Control reward designs: rewards that do NOT read correctness, to ask what the 0/1 reward teaches.
+# They share `objective.reward_design` with the designs above but read other inputs, so they live in
+# their own registry (the bandit lab, whose arms have no "format", imports REWARD_DESIGNS only).
+
+
+class ControlRewardFn(Protocol):
+    """One signature for every control reward.
+
+    formatted: (..., G) 1 where the response has a well-formed final answer in the task's answer
+               format (`rftlab.rewards.extract_answer` finds one), whatever its value, else 0.
+    uniforms:  (..., G) independent U[0, 1) draws, one per rollout, from the run's seeded stream.
+    rate:      (...,) or (..., 1) the random reward's success probability q per prompt.
+    Returns per-rollout rewards in {0, 1}, float32, shape (..., G).
+    """
+
+    def __call__(self, formatted: Tensor, *, uniforms: Tensor, rate: Tensor) -> Tensor: ...
+
+
+CONTROL_REWARDS: dict[str, ControlRewardFn] = {}
+
+
+def register_control_reward(name: str) -> Callable[[ControlRewardFn], ControlRewardFn]:
+    def decorate(fn: ControlRewardFn) -> ControlRewardFn:
+        CONTROL_REWARDS[name] = fn
+        return fn
+
+    return decorate
+
+
+@register_control_reward("format")
+def reward_format(formatted: Tensor, *, uniforms: Tensor, rate: Tensor) -> Tensor:
+    """Format-only reward: R_i = 1[o_i has a well-formed final answer] (its value is never checked).
+
+    The format control of "Spurious Rewards: Rethinking Training Signals in RLVR" (Shao et al. 2025),
+    who reward any response containing a `\\boxed{}`; here the task's own answer format decides
+    (`#### N` for GSM8K prompts, a non-empty `\\boxed{}` for MATH). If it reproduces the 0/1 reward's
+    test gain, the gain came from learning the format, not the answer.
+    """
+    assert formatted.shape == uniforms.shape, (formatted.shape, uniforms.shape)
+    return formatted.to(torch.float32)
+
+
+@register_control_reward("random")
+def reward_random(formatted: Tensor, *, uniforms: Tensor, rate: Tensor) -> Tensor:
+    """Random reward: R_i ~ Bernoulli(q), independent of the response: R_i = 1[u_i < q], u_i ~ U[0, 1).
+
+    The random-reward control of Shao et al. 2025 ("Spurious Rewards", their gamma = q). The caller
+    sets q to the training example's base Pass@1 by default, so the reward rate matches what the 0/1
+    reward gives at the start and only the reward's dependence on the response differs.
+    """
+    assert formatted.shape == uniforms.shape, (formatted.shape, uniforms.shape)
+    q = rate.to(torch.float32)
+    if q.dim() == uniforms.dim() - 1:
+        q = q.unsqueeze(-1)  # (...,) -> (..., 1), one q per prompt
+    return (uniforms < q).to(torch.float32)
+
+
+def reward_design_names() -> list[str]:
+    """Every value `objective.reward_design` takes: correctness-mapped designs and control rewards."""
+    return sorted({*REWARD_DESIGNS, *CONTROL_REWARDS})
+
+
+def get_control_reward(name: str) -> ControlRewardFn:
+    return _lookup(CONTROL_REWARDS, "control reward", name)
+
+
 # ----------------------------------------------------------------------------- advantages
 
 

@@ -18,6 +18,9 @@ Deviations and choices, stated:
   skips it. The metric `train/stepped` says which happened.
 - Every random draw comes from a seed derived from (run seed, round, purpose), so a resumed run
   draws exactly what an uninterrupted run draws.
+- Control reward designs (`objective.reward_design=format|random`, `objectives.CONTROL_REWARDS`)
+  replace the verified 0/1 reward by one that ignores correctness; `correct/mean` still logs the
+  verifier's verdicts, and the random reward's draws have their own derived seed.
 - Precision: the trained weights and AdamW's state are float32 (`model.master_dtype`) and every
   forward (rollout, evaluation, loss, reference) runs in `model.dtype` under autocast, so an update at
   lr 1e-6 is not rounded away as it would be in bfloat16 weights. The KL reference is a frozen copy in
@@ -41,11 +44,11 @@ import torch
 from rftlab import objectives, provenance, tracking
 from rftlab.config import Config
 from rftlab.errors import ConfigError, RftlabError
-from rftlab.evaluation import EvalResult, evaluate
+from rftlab.evaluation import EvalResult, decomposition_row, evaluate
 from rftlab.plotting import plot_run
 from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
 from rftlab.progress import BUCKETS, ProgressHook, RunProgress
-from rftlab.rewards import score, verifier_timeouts
+from rftlab.rewards import extract_answer, score, verifier_timeouts
 from rftlab.rollout import RolloutBatch, generate
 from rftlab.runs import RunDir
 from rftlab.selection import (
@@ -543,6 +546,8 @@ def evaluate_round(
     }
     for k in cfg.eval.pass_k:
         row[f"test/pass_at_{k}"] = on_test.pass_at(k)
+    # Pass@1 = format rate x accuracy among well-formed answers, with Wilson intervals (added keys only)
+    row |= decomposition_row("train", on_train) | decomposition_row("test", on_test)
     return row
 
 
@@ -704,7 +709,13 @@ def roll_out(cfg: Config, task: Task, train_examples: list[Problem], round_: int
 
 
 def reward_and_advantage(
-    cfg: Config, state: RunState, task: Task, examples: list[Problem], pick: list[int], batch: RolloutBatch
+    cfg: Config,
+    state: RunState,
+    task: Task,
+    examples: list[Problem],
+    pick: list[int],
+    batch: RolloutBatch,
+    round_: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Verify each response, apply the reward design, then the advantage (and fold the running baseline)."""
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
@@ -715,7 +726,10 @@ def reward_and_advantage(
         ],
         dtype=torch.float32,
     ).view(B, G)
-    rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
+    if cfg.objective.reward_design in objectives.CONTROL_REWARDS:
+        rewards = control_rewards(cfg, state, task, examples, batch, round_)  # (B, G)
+    else:
+        rewards = objectives.shape_reward(correct, cfg.objective.reward_design)  # (B, G)
     advantage_fn = objectives.get_advantage(cfg.objective.advantage)
     adv = advantage_fn(
         rewards,
@@ -729,6 +743,35 @@ def reward_and_advantage(
     )
     state.baseline[pick], state.baseline_count[pick] = new_baseline, new_count
     return correct, rewards, adv
+
+
+def random_reward_rates(cfg: Config, state: RunState, examples: list[Problem]) -> torch.Tensor:
+    """(B,) q of the random control reward per example: objective.random_reward_rate, else the example's
+    base Pass@1 as estimated at selection, else (no selection estimate: explicit ids, difficulty any)
+    the round-0 train Pass@1 over the training examples."""
+    if cfg.objective.random_reward_rate is not None:
+        return torch.full((len(examples),), cfg.objective.random_reward_rate)
+    round0 = (state.base or {}).get("train/pass_at_1", 0.0)
+    rates = [state.train_example_base_estimate.get(e.id) for e in examples]
+    return torch.tensor([round0 if q is None else q for q in rates], dtype=torch.float32)
+
+
+def control_rewards(
+    cfg: Config, state: RunState, task: Task, examples: list[Problem], batch: RolloutBatch, round_: int
+) -> torch.Tensor:
+    """(B, G) rewards of a control design (`objectives.CONTROL_REWARDS`), which ignores correctness.
+
+    The uniforms come from their own generator seeded by (run seed, round, "reward/random"): the
+    same on resume, and no draw from torch's global stream, so every other draw of the run is as
+    it would be under the binary reward.
+    """
+    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
+    formatted = torch.tensor(
+        [extract_answer(text, task.answer_format) is not None for text in batch.texts], dtype=torch.float32
+    ).view(B, G)
+    uniforms = torch.rand(B, G, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, round_, "reward/random")))
+    fn = objectives.get_control_reward(cfg.objective.reward_design)
+    return fn(formatted, uniforms=uniforms, rate=random_reward_rates(cfg, state, examples))
 
 
 def train_row(
@@ -814,7 +857,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
 
         # ---- reward and advantage
         timeouts_before = verifier_timeouts()
-        correct, rewards, adv = reward_and_advantage(cfg, state, task, examples, pick, batch)
+        correct, rewards, adv = reward_and_advantage(cfg, state, task, examples, pick, batch, round_)
 
         # ---- loss and optimizer step(s)
         t1 = time.perf_counter()

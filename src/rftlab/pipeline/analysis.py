@@ -48,6 +48,8 @@ class RunCurve:
     round_rollouts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (R,) cumulative, per round
     round_correct: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (R,) correct rollouts that round
     name: str = ""
+    # Pass@1 = format rate x accuracy among well-formed answers, per eval (nan where a run lacks them)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # DECOMPOSITION_KEYS name -> (E,)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def curve_from_rows(rows: list[dict], *, seed: int = 0, total_rounds: int | None
         round_rollouts=rollouts_total,
         round_correct=correct,
         name=name,
+        extra=decomposition_arrays(ordered),
     )
 
 
@@ -245,6 +248,12 @@ METRICS: dict[str, Callable] = {
     "test_seed_std": _group_metric(lambda cs, x: _group_std(cs, "test")),
     "rounds": _seed_metric(lambda c, x: float(c.total_rounds)),
     "rollouts_total": _seed_metric(lambda c, x: float(c.rollouts[-1])),
+    # post-saturation generalization and the format x accuracy decomposition (defined further down)
+    "sat_round": _seed_metric(lambda c, x: saturation_round(c)),
+    "post_sat_test_gain": _seed_metric(lambda c, x: post_saturation_test_gain(c)),
+    "sat_never_frac": _group_metric(lambda cs, x: float(np.mean([saturation_index(c) is None for c in cs]))),
+    "test_format_gain": _seed_metric(lambda c, x: _extra_gain(c, "test/format_rate")),
+    "test_acc_given_format_gain": _seed_metric(lambda c, x: _extra_gain(c, "test/accuracy_given_format")),
 }
 
 METRIC_HELP = {
@@ -271,6 +280,11 @@ METRIC_HELP = {
     "test_seed_std": "across-seed std of test Pass@1, averaged over eval rounds",
     "rounds": "training rounds",
     "rollouts_total": "rollouts consumed in all",
+    "sat_round": "eval round where train Pass@1 saturates: its Wilson lower bound >= 0.8 at 2 consecutive evals",
+    "post_sat_test_gain": "test Pass@1 at the last eval - at the saturation round (seeds that saturated)",
+    "sat_never_frac": "fraction of seeds whose train Pass@1 never saturated by that rule",
+    "test_format_gain": "test share of well-formed final answers, final - base",
+    "test_acc_given_format_gain": "test accuracy among well-formed answers, final - base",
 }
 
 
@@ -383,4 +397,198 @@ def layer_context(groups: dict[str, Sequence[RunCurve]], threshold: float = CONV
         round_horizon=float(min(c.rounds[-1] for c in runs)) or None,
         rollout_horizon=float(min(c.rollouts[-1] for c in runs)) or None,
         threshold=threshold,
+    )
+
+
+# ----------------------------------------------------------------------------- post-saturation generalization
+#
+# The rule: train Pass@1 has saturated at the first eval round r where the 95% Wilson lower bound of
+# train Pass@1 is >= SATURATION_LOW at r and at the next SATURATION_EVALS - 1 evals too (consecutive
+# evals, so one lucky eval does not count). The test change after it is test Pass@1 at the last eval
+# minus at r, per seed; across seeds it gets the usual bootstrap interval, paired by construction
+# (each seed is compared with itself). A seed that never saturates has no value (nan).
+#
+# Why 0.8 and not 0.9: with eval.train_samples = 16 (the paper pipeline) the Wilson lower bound is at
+# most 16/(16 + 1.96^2) = 0.806, so a 0.9 bound could never be met; >= 0.8 at n = 16 means 16 of 16
+# correct (15 of 16 gives 0.717). A bound of 0.9 needs n >= 35 samples.
+
+SATURATION_LOW = 0.8
+SATURATION_EVALS = 2
+
+
+def saturation_index(curve: RunCurve, low: float = SATURATION_LOW, k: int = SATURATION_EVALS) -> int | None:
+    """Index of the eval where train Pass@1 saturates by the rule above, or None (never, or too few evals)."""
+    bounds = curve.extra.get("train/pass_at_1_low")
+    if bounds is None or len(bounds) != len(curve.rounds):
+        return None
+    hit = np.isfinite(bounds) & (bounds >= low)
+    for i in range(len(hit) - k + 1):
+        if hit[i : i + k].all():
+            return i
+    return None
+
+
+def saturation_round(curve: RunCurve, low: float = SATURATION_LOW, k: int = SATURATION_EVALS) -> float | None:
+    i = saturation_index(curve, low, k)
+    return None if i is None else float(curve.rounds[i])
+
+
+def post_saturation_test_gain(curve: RunCurve, low: float = SATURATION_LOW, k: int = SATURATION_EVALS) -> float:
+    """Test Pass@1 at the last eval minus at the saturation round; nan if train never saturated."""
+    i = saturation_index(curve, low, k)
+    return float("nan") if i is None else float(curve.test[-1] - curve.test[i])
+
+
+SATURATION_RULE = (
+    f"train Pass@1 saturates at the first eval whose 95% Wilson lower bound is >= {SATURATION_LOW} at "
+    f"{SATURATION_EVALS} consecutive evals; post_sat_test_gain = test Pass@1 at the last eval - at that round, "
+    "per seed (seeds that never saturate are left out)"
+)
+
+
+def saturation_summary(curves: Sequence[RunCurve], *, n_boot: int = BOOTSTRAP, seed: int = CI_SEED) -> dict:
+    """A variant's saturation round, post-saturation test change (95% bootstrap over seeds) and counts."""
+    ctx = Context()
+    rounds = seed_values(curves, "sat_round", ctx)
+    return {
+        "rule": SATURATION_RULE,
+        "saturated": int(np.isfinite(rounds).sum()),
+        "seeds": len(curves),
+        "sat_round": bootstrap_ci(rounds, n_boot=n_boot, seed=seed).as_dict(),
+        "post_sat_test_gain": estimate(curves, "post_sat_test_gain", ctx, n_boot=n_boot, seed=seed).as_dict(),
+        "post_sat_rounds": bootstrap_ci(
+            np.array([c.total_rounds for c in curves], dtype=float) - rounds, n_boot=n_boot, seed=seed
+        ).as_dict(),
+    }
+
+
+# ----------------------------------------------------------------------------- format x accuracy
+#
+# Eval rows carry `{train,test}/format_rate` (share of responses with a well-formed final answer),
+# `{train,test}/accuracy_given_format` (share correct among those) and `{train,test}/responses`. Pass@1 =
+# format_rate x accuracy_given_format exactly, because a correct response is always well formed. A
+# run written before accuracy_given_format existed gets it from that identity (pass@1 / format rate);
+# one without `responses` has values but no pooled interval.
+
+DECOMPOSITION_KEYS = tuple(
+    f"{split}/{key}"
+    for split in ("train", "test")
+    for key in ("pass_at_1", "pass_at_1_low", "format_rate", "accuracy_given_format", "responses")
+)
+
+
+def decomposition_arrays(evals: list[dict]) -> dict[str, np.ndarray]:
+    """(E,) arrays of DECOMPOSITION_KEYS from ordered eval rows; nan where a row lacks the key."""
+    out = {k: np.array([_nan(r.get(k)) for r in evals], dtype=float) for k in DECOMPOSITION_KEYS}
+    for split in ("train", "test"):
+        acc, p1, fmt = (out[f"{split}/{k}"] for k in ("accuracy_given_format", "pass_at_1", "format_rate"))
+        derive = ~np.isfinite(acc) & np.isfinite(p1) & np.isfinite(fmt) & (fmt > 0)
+        acc[derive] = p1[derive] / fmt[derive]
+    return out
+
+
+def _extra_gain(curve: RunCurve, key: str) -> float:
+    values = curve.extra.get(key)
+    if values is None or len(values) == 0:
+        return float("nan")
+    return float(values[-1] - values[0])
+
+
+def pooled_rates(curves: Sequence[RunCurve], split: str, at: int) -> dict:
+    """Format rate and accuracy among well-formed answers at eval index `at` (0: base, -1: final),
+    pooled over the seeds' responses, each with its 95% Wilson interval (None without counts).
+
+    Pooling counts every response once, so the interval is the sampling error of the responses, not
+    the between-seed spread (the paired bootstraps elsewhere carry that).
+    """
+    from rftlab.evaluation import wilson_interval  # numbers only; no model is loaded
+
+    def column(key: str) -> np.ndarray:
+        return np.array([c.extra[key][at] if len(c.extra.get(key, ())) else np.nan for c in curves], dtype=float)
+
+    p1, fmt, n = column(f"{split}/pass_at_1"), column(f"{split}/format_rate"), column(f"{split}/responses")
+    acc = column(f"{split}/accuracy_given_format")
+    out: dict = {"format_rate": None, "accuracy_given_format": None, "pass_at_1": None, "responses": None}
+    if not curves or not np.isfinite(fmt).any():
+        return out
+    if np.isfinite(n).all() and np.isfinite(p1).all() and np.isfinite(fmt).all():
+        responses = float(n.sum())
+        formatted = float(np.round(fmt * n).sum())
+        correct = float(np.round(p1 * n).sum())
+        out["responses"] = int(responses)
+        out["pass_at_1"] = correct / responses if responses else None
+        out["format_rate"] = _rate(formatted, responses, wilson_interval)
+        out["accuracy_given_format"] = _rate(correct, formatted, wilson_interval)
+        return out
+    out["pass_at_1"] = _num(float(np.nanmean(p1)))
+    out["format_rate"] = {"value": _num(float(np.nanmean(fmt))), "low": None, "high": None, "n": None}
+    if np.isfinite(acc).any():
+        out["accuracy_given_format"] = {"value": _num(float(np.nanmean(acc))), "low": None, "high": None, "n": None}
+    return out
+
+
+def _rate(successes: float, n: float, wilson) -> dict | None:
+    if n <= 0:
+        return None
+    low, high = wilson(successes, int(n))
+    return {"value": _num(successes / n), "low": _num(low), "high": _num(high), "n": int(n)}
+
+
+def decomposition_summary(curves: Sequence[RunCurve]) -> dict:
+    """Base and final format rate and accuracy-given-format per split (pooled Wilson), and which moved.
+
+    `moved[split][factor]` is "up" / "down" when the final's Wilson interval lies wholly above / below
+    the base's, else "flat" (the intervals overlap), None when there is no interval.
+    """
+    out: dict = {}
+    for split in ("train", "test"):
+        base, final = pooled_rates(curves, split, 0), pooled_rates(curves, split, -1)
+        moved = {}
+        for factor in ("format_rate", "accuracy_given_format"):
+            b, f = base[factor], final[factor]
+            if not b or not f or b.get("low") is None or f.get("low") is None:
+                moved[factor] = None
+            else:
+                moved[factor] = "up" if f["low"] > b["high"] else "down" if f["high"] < b["low"] else "flat"
+        out[split] = {"base": base, "final": final, "moved": moved}
+    return out
+
+
+# ----------------------------------------------------------------------------- ratio of a metric between variants
+
+
+def paired_ratio(
+    variant: Sequence[RunCurve],
+    reference: Sequence[RunCurve],
+    metric: str,
+    ctx: Context = Context(),
+    *,
+    n_boot: int = BOOTSTRAP,
+    seed: int = CI_SEED,
+) -> Estimate:
+    """mean(variant) / mean(reference) of a per-run metric over the seeds both share, with a 95% bootstrap
+    interval that resamples those seeds in pairs ("how much of the reference's gain does the variant reproduce").
+
+    Only defined when the reference's mean is positive in at least 97.5% of the resamples (its own 95%
+    interval lies above 0: there is a gain to reproduce); otherwise the estimate is nan (inconclusive).
+    """
+    if metric_kind(metric) != "seed":
+        raise ValueError(f"paired_ratio needs a per-run metric, not the group metric {metric!r}")
+    a, b = pair_by_seed(variant, reference)
+    va, vb = seed_values(a, metric, ctx), seed_values(b, metric, ctx)
+    keep = np.isfinite(va) & np.isfinite(vb)
+    va, vb = va[keep], vb[keep]
+    n = len(va)
+    nan = Estimate(float("nan"), float("nan"), float("nan"), n)
+    if n == 0 or vb.mean() <= 0:
+        return nan
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))  # (n_boot, S): pairs stay together
+    num, den = va[idx].mean(axis=1), vb[idx].mean(axis=1)
+    positive = den > 0
+    if positive.mean() < 0.975:
+        return Estimate(float(va.mean() / vb.mean()), float("nan"), float("nan"), n)
+    ratios = num[positive] / den[positive]
+    return Estimate(
+        float(va.mean() / vb.mean()), float(np.quantile(ratios, 0.025)), float(np.quantile(ratios, 0.975)), n
     )

@@ -5,7 +5,9 @@ one metric (`rftlab.pipeline.analysis.METRICS`):
 
     - finding: GRPO's advantage gives no better test Pass@1
       metric: test_final
-      compare: paired        # paired: variant - reference, paired by seed; value: the variant's own
+      compare: paired        # paired: variant - reference, paired by seed; value: the variant's own;
+                             # ratio: mean(variant) / mean(reference) over shared seeds (a per-run
+                             # metric; "how much of the reference's gain does the variant reproduce")
       variants: [grpo]       # default: every variant but the reference (paired) / every variant (value)
       rule: at_most          # gt | lt | at_most | differs
       threshold: 0.02
@@ -48,7 +50,8 @@ __all__ = [
     "verdict",
 ]
 
-COMPARES = ("value", "paired")
+COMPARES = ("value", "paired", "ratio")
+WITH_REFERENCE = ("paired", "ratio")  # compares that read the reference variant
 COMBINES = ("each", "any", "all")
 CLAIM_KEYS = ("finding", "says", "metric", "compare", "variants", "rule", "threshold", "combine", "all_of")
 CONDITION_KEYS = ("metric", "compare", "rule", "threshold")
@@ -80,6 +83,8 @@ def _check_condition(where: str, cond: dict, keys: tuple[str, ...]) -> None:
         raise ConfigError(
             f"{where}.compare={cond.get('compare')!r} is not allowed; choose one of: {', '.join(COMPARES)}"
         )
+    if cond.get("compare") == "ratio" and analysis.metric_kind(metric) != "seed":
+        raise ConfigError(f"{where}: compare ratio needs a per-run metric; {metric!r} is a variant-level one")
     if cond.get("rule") not in RULES:
         raise ConfigError(f"{where}.rule={cond.get('rule')!r} is not allowed; choose one of: {', '.join(RULES)}")
     threshold = cond.get("threshold", 0.0)
@@ -108,7 +113,7 @@ def validate_claim(where: str, claim: dict, variants: list[str], reference: str)
     for name in claim.get("variants") or []:
         if name not in variants:
             raise ConfigError(f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})")
-    paired = any(c.get("compare", "paired") == "paired" for c in (conditions or [claim]))
+    paired = any(c.get("compare", "paired") in WITH_REFERENCE for c in (conditions or [claim]))
     if paired and reference in (claim.get("variants") or []):
         raise ConfigError(f"{where}.variants: the reference {reference!r} cannot be compared with itself")
     if claim.get("combine", "each") not in COMBINES:
@@ -124,11 +129,11 @@ def rule_text(claim: dict) -> str:
     conds = claim.get("all_of") or [claim]
     parts = []
     for c in conds:
-        subject = (
-            f"{c['metric']} (variant - reference, paired by seed)"
-            if c.get("compare", "paired") == "paired"
-            else f"{c['metric']} (the variant's own)"
-        )
+        subject = {
+            "paired": f"{c['metric']} (variant - reference, paired by seed)",
+            "ratio": f"{c['metric']} (mean variant / mean reference over shared seeds, pairs resampled together; "
+            "n/a unless the reference's own 95% interval lies above 0)",
+        }.get(c.get("compare", "paired"), f"{c['metric']} (the variant's own)")
         parts.append(f"{subject}: " + RULE_TEXT[c["rule"]].format(t=c.get("threshold", 0.0)))
     text = "; and ".join(parts)
     if len(conds) > 1:
@@ -145,7 +150,7 @@ def _describe(metric: str, compare: str, variant: str, reference: str, est: Esti
     def f(x):
         return "n/a" if x != x else f"{x:+.3f}" if compare == "paired" else f"{x:.3f}"
 
-    what = f"{variant} - {reference}" if compare == "paired" else variant
+    what = {"paired": f"{variant} - {reference}", "ratio": f"{variant} / {reference}"}.get(compare, variant)
     return f"{metric} [{what}] = {f(est.value)} [{f(est.low)}, {f(est.high)}] (n={est.n})"
 
 
@@ -162,7 +167,7 @@ def evaluate_claims(
     out = []
     for claim in claims:
         conds = claim.get("all_of") or [claim]
-        uses_paired = any(c.get("compare", "paired") == "paired" for c in conds)
+        uses_paired = any(c.get("compare", "paired") in WITH_REFERENCE for c in conds)
         names = claim.get("variants") or [v for v in groups if not (uses_paired and v == reference)]
         rows = []
         for name in names:
@@ -170,8 +175,10 @@ def evaluate_claims(
             numbers, verdicts = [], []
             for c in conds:
                 compare = c.get("compare", "paired")
-                if not curves or (compare == "paired" and not groups.get(reference)):
+                if not curves or (compare in WITH_REFERENCE and not groups.get(reference)):
                     est = Estimate(float("nan"), float("nan"), float("nan"), 0)
+                elif compare == "ratio":
+                    est = analysis.paired_ratio(curves, groups[reference], c["metric"], ctx, n_boot=n_boot)
                 elif compare == "paired":
                     est = analysis.paired_difference(curves, groups[reference], c["metric"], ctx, n_boot=n_boot)
                 else:
@@ -181,7 +188,7 @@ def evaluate_claims(
                 numbers.append(
                     {
                         "variant": name,
-                        "reference": reference if compare == "paired" else None,
+                        "reference": reference if compare in WITH_REFERENCE else None,
                         "metric": c["metric"],
                         "compare": compare,
                         "rule": c["rule"],

@@ -118,6 +118,9 @@ def summarize(
                 if v.name != layer.reference and ref:
                     for m in PAIRED_METRICS:
                         row["paired"][m] = analysis.paired_difference(curves, ref, m, ctx, n_boot=n_boot).as_dict()
+                # post-saturation generalization; Pass@1 as format rate x accuracy among well-formed answers
+                row["saturation"] = analysis.saturation_summary(curves, n_boot=n_boot)
+                row["decomposition"] = analysis.decomposition_summary(curves)
             variants.append(row)
         layer_findings = findings.evaluate_claims(layer.name, layer.claims, groups, layer.reference, ctx, n_boot=n_boot)
         result["layers"].append(

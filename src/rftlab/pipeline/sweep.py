@@ -129,7 +129,7 @@ def _tasks(runs: list[PlannedRun], out: Path, cpus_per_run: int) -> list[RunTask
     tasks.sort(key=lambda t: -estimate_seconds(t.config))  # longest first: no long tail at the end
     # each group's cheapest run goes first: it fills the shared cache, and its followers wait less
     leaders = {}
-    for t in reversed(tasks):
+    for t in tasks:  # longest first, so the last one kept per group is its cheapest
         if t.group:
             leaders[t.group] = t
     first = sorted(leaders.values(), key=lambda t: estimate_seconds(t.config))

@@ -32,6 +32,7 @@ from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.spec import spec_from_dict
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
+from rftlab.report.decomposition_figures import plot_decomposition
 from rftlab.report.sweep_figures import plot_layer
 from rftlab.verdicts import smoke_caveat
 
@@ -144,6 +145,76 @@ def _paired_table(layer: dict) -> str:
     return (
         "<p>Paired differences (variant − reference, same seeds), mean with 95% bootstrap interval:</p>"
         f'<div class="scroll"><table><tr><th>comparison</th>{head}</tr>{"".join(rows)}</table></div>'
+    )
+
+
+def _rate_text(rate: dict | None) -> str:
+    if not rate or rate.get("value") is None:
+        return "–"
+    ci = "" if rate.get("low") is None else f" <small>[{_fmt(rate['low'])}, {_fmt(rate['high'])}]</small>"
+    return f"{_fmt(rate['value'])}{ci}"
+
+
+def _decomposition_table(layer: dict) -> str:
+    """Pass@1 = format rate x accuracy among well-formed answers, base -> final, per variant and split."""
+    rows = []
+    for v in layer["variants"]:
+        dec = v.get("decomposition")
+        if not dec:
+            continue
+        for split in ("test", "train"):
+            d = dec[split]
+            cells = "".join(
+                f'<td class="num">{_rate_text(d["base"][f])} → {_rate_text(d["final"][f])}</td>'
+                f'<td class="num">{_e(d["moved"][f] or "–")}</td>'
+                for f in ("format_rate", "accuracy_given_format")
+            )
+            p1 = f"{_fmt(d['base']['pass_at_1'])} → {_fmt(d['final']['pass_at_1'])}"
+            rows.append(f'<tr><td><b>{_e(v["name"])}</b></td><td>{split}</td><td class="num">{p1}</td>{cells}</tr>')
+    if not rows:
+        return ""
+    return (
+        "<p>Pass@1 = format rate × accuracy among well-formed answers (a well-formed answer: the reward's "
+        "extraction finds a final answer in the task's format, whatever its value), base → final, pooled over "
+        "the seeds' responses with 95% Wilson intervals (sampling error, not between-seed spread); "
+        "<i>moved</i>: up/down when the final interval lies wholly above/below the base's, else flat:</p>"
+        '<div class="scroll"><table><tr><th>variant</th><th>split</th><th>Pass@1</th><th>format rate</th>'
+        "<th>moved</th><th>accuracy given format</th><th>moved</th></tr>" + "".join(rows) + "</table></div>"
+    )
+
+
+DECOMPOSITION_METRICS = ("test_format_gain", "test_acc_given_format_gain")
+
+
+def _decomposition_figure(layer: dict, groups: dict, path: Path) -> str:
+    """The format x accuracy figure, for a layer with a claim about either factor (else nothing)."""
+    metrics = {n["metric"] for f in layer["findings"] for n in f["numbers"]}
+    if not metrics & set(DECOMPOSITION_METRICS) or not any(groups.values()):
+        return ""
+    return _png_tag(plot_decomposition(groups, path, title=layer["name"]), f"{layer['name']}: format x accuracy")
+
+
+def _saturation_table(layer: dict) -> str:
+    """Per variant: when train Pass@1 saturated, and how test Pass@1 changed after it."""
+    rows, rule = [], ""
+    for v in layer["variants"]:
+        sat = v.get("saturation")
+        if not sat:
+            continue
+        rule = sat["rule"]
+        rows.append(
+            f'<tr><td><b>{_e(v["name"])}</b></td><td class="num">{sat["saturated"]}/{sat["seeds"]}</td>'
+            + _cell(sat["sat_round"])
+            + _cell(sat["post_sat_rounds"])
+            + _cell(sat["post_sat_test_gain"], signed=True)
+            + "</tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        f"<p>Post-saturation generalization ({_e(rule)}; 95% bootstrap intervals over the seeds that saturated):</p>"
+        '<div class="scroll"><table><tr><th>variant</th><th>seeds saturated</th><th>saturation round</th>'
+        "<th>rounds after it</th><th>test Pass@1 change after it</th></tr>" + "".join(rows) + "</table></div>"
     )
 
 
@@ -329,6 +400,11 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
             + _png_tag(png, layer["name"])
             + _metrics_table(layer)
             + _paired_table(layer)
+            + _decomposition_table(layer)
+            + _decomposition_figure(
+                layer, curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}_format.png"
+            )
+            + _saturation_table(layer)
             + "<h3>Findings</h3>"
             + _findings_table(layer["findings"])
         )
