@@ -34,16 +34,27 @@ def _shell_lines() -> list[str]:
     return lines
 
 
+def _words(line: str) -> list[str]:
+    """A shell line's words, with `&&`, `||`, `|` and `;` as words of their own (quotes respected)."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    return list(lexer)
+
+
 def _rftlab_commands() -> list[list[str]]:
-    """Every `rftlab …` (or `.venv/bin/rftlab …`) invocation, split on `&&` and `;`."""
+    """Every `rftlab …` (or `.venv/bin/rftlab …`) invocation, split on `&&`, `||`, `|` and `;`."""
     commands = []
     for line in _shell_lines():
-        for part in re.split(r"&&|;|\|", line):
-            words = shlex.split(part.strip())
-            while words and "=" in words[0] and not words[0].startswith("-"):
-                words = words[1:]  # an environment assignment such as OMP_NUM_THREADS=1
-            if words and words[0] in ("rftlab", ".venv/bin/rftlab"):
-                commands.append(words[1:])
+        command: list[str] = []
+        for word in [*_words(line), ";"]:
+            if word not in ("&&", "||", "|", ";"):
+                command.append(word)
+                continue
+            while command and "=" in command[0] and not command[0].startswith("-"):
+                command = command[1:]  # an environment assignment such as OMP_NUM_THREADS=1
+            if command and command[0] in ("rftlab", ".venv/bin/rftlab"):
+                commands.append(command[1:])
+            command = []
     return commands
 
 
@@ -71,7 +82,7 @@ def test_every_command_parses_and_its_config_resolves(words: list[str]) -> None:
 
 def test_every_script_and_repository_file_it_names_exists() -> None:
     for line in _shell_lines():
-        for word in shlex.split(line):
+        for word in _words(line):
             if word.startswith(("scripts/", "configs/", "benchmarks/")):
                 path = word.split("=", 1)[-1]
                 assert (ROOT / path).exists() or (ROOT / "src" / "rftlab" / path).exists(), word
