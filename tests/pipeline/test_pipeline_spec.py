@@ -37,7 +37,7 @@ def test_builtin_pipelines_load_and_validate(name):
 def test_paper_layers_cover_the_notes_table():
     spec = load_spec("paper")
     names = [layer.name for layer in spec.layers]
-    assert names == [
+    assert names[:8] == [  # the paper's layers first; layers beyond the paper follow (multi-task, ...)
         "L0-minimalist",
         "L1-advantage",
         "L2-rollouts",
