@@ -182,3 +182,11 @@ def test_evaluated_only_task_is_logged_but_not_pooled(tmp_path):
         assert "test/sub/pass_at_1" in r and "train/sub/pass_at_1" not in r
         assert r["test/pass_at_1"] == r["test/add/pass_at_1"]
     assert json.loads((out / "summary.json").read_text())["train_example_ids"][0].startswith("add-")
+
+
+def test_eval_command_refuses_a_mix_in_one_line(capsys):
+    from rftlab.cli import main
+
+    assert main(["eval", "tiny", "data.mix.tasks=[add, sub]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "data.mix.tasks is set" in err and "train.rounds=0" in err and "\n" not in err
