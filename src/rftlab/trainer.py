@@ -8,6 +8,8 @@ example, one rollout per round, the 0/1 reward used directly as the learning sig
 `none`), J = (1/|o|) sum_t min(r_t R, clip(r_t, 1-eps, 1+eps) R), one AdamW step per round. Every
 later layer is a config value: G = rollout.rollouts_per_round, the advantage estimator, the reward
 design, B = train.examples_per_round, KL to a frozen reference, clip eps, mu = updates per batch.
+Several tasks at once (data.mix, beyond the paper) change only where examples come from, how each
+response is scored and how evaluation splits by task (`rftlab.multitask`); the round is the same.
 
 Deviations and choices, stated:
 - theta_old is the rollout policy. Its log-probs are the detached log-probs of the first update's
