@@ -216,6 +216,10 @@ class RunDir:
             data = yaml.safe_load(self.config_path.read_text())
             if not isinstance(data, dict):
                 raise RftlabError("not a mapping")
+            # written with every group: one missing is a truncated file, which can still parse (cut at a line end)
+            missing = [group for group in Config().to_dict() if group not in data]
+            if missing:
+                raise RftlabError(f"incomplete: no {missing[0]!r}")
             return config_from_dict(data)
         except (yaml.YAMLError, RftlabError, UnicodeDecodeError, TypeError, ValueError) as err:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
