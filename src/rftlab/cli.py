@@ -163,6 +163,11 @@ def _eval(args: argparse.Namespace) -> int:
         if value < 1:
             raise RftlabError(f"{flag} must be >= 1 (got {value})")
     _, cfg = _load(args)
+    if cfg.data.mix.tasks:
+        raise RftlabError(
+            "rftlab eval evaluates one task and data.mix.tasks is set; for each task's base Pass@1 use "
+            "`rftlab run CONFIG train.rounds=0` (its round-0 row has test/<task>/pass_at_1)"
+        )
     started = time.perf_counter()
     task = set_up(cfg, train=False)  # the base model: no adapter, no checkpointing
     policy, train_split, test_set = task.policy, task.train_split, task.test_set

@@ -72,6 +72,38 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class MixConfig:
+    """Multi-task training (data.mix): several named tasks, each its own train pool and test set."""
+
+    tasks: list = spec(
+        [],
+        "named tasks trained on together (rftlab.tasks.mix.TASKS: add, sub, mul, long, gsm8k, math500); "
+        "[] = the single task data.dataset. Each task's test set (its first data.test_size) is evaluated "
+        "apart: test/<task>/pass_at_1; test/pass_at_1 pools the trained tasks",
+    )
+    examples: list = spec(
+        [], "distinct training examples of each task (a count per data.mix.tasks entry, each >= 1); [] = 1 each"
+    )
+    per_round: list = spec(
+        [],
+        "training examples drawn from each task per round, without replacement within a task (a count per "
+        "data.mix.tasks entry, 1..its examples); [] = 1 each",
+    )
+    eval_tasks: list = spec(
+        [],
+        "named tasks whose test sets are evaluated (test/<task>/pass_at_1) but never trained on: cross-task transfer",
+    )
+
+    @property
+    def example_counts(self) -> list[int]:
+        return list(self.examples) or [1] * len(self.tasks)
+
+    @property
+    def round_counts(self) -> list[int]:
+        return list(self.per_round) or [1] * len(self.tasks)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     dataset: str = spec(
         "synthetic",
@@ -121,6 +153,10 @@ class DataConfig:
     )
     question_field: str = spec("", "field holding the question in your rows; empty = the format's own name")
     answer_field: str = spec("", "field holding the answer in your rows; empty = the format's own name")
+    mix: MixConfig = field(
+        default_factory=MixConfig,
+        metadata={"help": "multi-task training: named tasks, examples of each per round, tasks evaluated only"},
+    )
 
 
 @dataclass(frozen=True)
@@ -334,9 +370,16 @@ class Config:
 
     # ------------------------------------------------------------------ derived values
     @property
+    def examples_per_round_total(self) -> int:
+        """B: training examples per round (with data.mix.tasks, the sum over the tasks)."""
+        if self.data.mix.tasks:
+            return sum(self.data.mix.round_counts)
+        return self.train.examples_per_round
+
+    @property
     def rollouts_per_round_total(self) -> int:
         """Responses generated per round: B x G."""
-        return self.train.examples_per_round * self.rollout.rollouts_per_round
+        return self.examples_per_round_total * self.rollout.rollouts_per_round
 
     def resolved_answer_format(self, prompt_style: str) -> str:
         """The `rftlab.rewards` extraction mode: the paper's strict `####` for GSM8K prompts, boxed for MATH."""
@@ -487,6 +530,56 @@ def _check_cross_fields(cfg: Config) -> None:
             raise ConfigError(f"run.tracking_tags contains {tag!r}; each tag is a string key=value")
     if cfg.objective.clip_eps_low >= 1.0:
         raise ConfigError(f"objective.clip_eps_low={cfg.objective.clip_eps_low} is out of range; allowed [0, 1)")
+    _check_mix(cfg)
+
+
+def _check_mix(cfg: Config) -> None:
+    """data.mix: known, distinct task names; one count per task; per-task counts replace the global ones."""
+    from rftlab.tasks.mix import task_spec
+
+    mix = cfg.data.mix
+    for key, names in (("data.mix.tasks", mix.tasks), ("data.mix.eval_tasks", mix.eval_tasks)):
+        for name in names:
+            if not isinstance(name, str):
+                raise ConfigError(f"{key} contains {name!r}; expected task names")
+            task_spec(name, key)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{key}={names!r} names a task twice")
+    if not mix.tasks:
+        for key, value in (("examples", mix.examples), ("per_round", mix.per_round), ("eval_tasks", mix.eval_tasks)):
+            if value:
+                raise ConfigError(f"data.mix.{key} is set but data.mix.tasks is empty; name the trained tasks")
+        return
+    both = [t for t in mix.eval_tasks if t in mix.tasks]
+    if both:
+        raise ConfigError(f"data.mix.eval_tasks: {both[0]!r} is also in data.mix.tasks (trained tasks are evaluated)")
+    for key, values in (("examples", mix.examples), ("per_round", mix.per_round)):
+        if values and len(values) != len(mix.tasks):
+            raise ConfigError(
+                f"data.mix.{key} has {len(values)} counts for {len(mix.tasks)} tasks; give one per data.mix.tasks entry"
+            )
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 100000:
+                raise ConfigError(f"data.mix.{key} contains {v!r}; each count must be an integer in [1, 100000]")
+    for task, n, k in zip(mix.tasks, mix.example_counts, mix.round_counts, strict=True):
+        if k > n:
+            raise ConfigError(
+                f"data.mix.per_round draws {k} examples of task {task!r} per round but data.mix.examples gives it "
+                f"{n}; allowed [1, {n}]"
+            )
+    for key, value in (
+        ("data.train_examples", cfg.data.train_examples),
+        ("train.examples_per_round", cfg.train.examples_per_round),
+    ):
+        if value != 1:
+            raise ConfigError(
+                f"{key}={value} with data.mix.tasks: counts are per task there (data.mix.examples, "
+                f"data.mix.per_round); leave {key} at 1"
+            )
+    if cfg.data.train_example_ids:
+        raise ConfigError(
+            "data.train_example_ids cannot be combined with data.mix.tasks (examples are chosen per task)"
+        )
 
 
 # ----------------------------------------------------------------------------- loading

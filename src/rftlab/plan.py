@@ -482,13 +482,23 @@ def longest_prompt_tokens(cfg, model_name: str) -> tuple[int, int, str]:
     from rftlab.selection import candidate_pool
     from rftlab.trainer import load_task
 
-    train_split, test_set = load_task(cfg)
-    pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+    if cfg.data.mix.tasks:  # data.mix: every trained task's candidate pool, every evaluated task's test set
+        from rftlab.multitask import load_mix
+
+        mix = load_mix(cfg)
+        pool = [
+            p
+            for t in mix.tasks
+            for p in candidate_pool(mix.train[t], cfg.data.difficulty_pool, cfg.data.selection_seed)
+        ]
+        train, test_set = pool, [p for t in mix.evaluated for p in mix.test[t]]
+    else:
+        train_split, test_set = load_task(cfg)
+        pool = candidate_pool(train_split, cfg.data.difficulty_pool, cfg.data.selection_seed)
+        train = pool
     if cfg.data.train_example_ids:
         wanted = set(cfg.data.train_example_ids)
         train = [p for p in train_split if p.id in wanted] or pool
-    else:
-        train = pool
     style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     try:
         from transformers import AutoTokenizer

@@ -8,6 +8,8 @@ example, one rollout per round, the 0/1 reward used directly as the learning sig
 `none`), J = (1/|o|) sum_t min(r_t R, clip(r_t, 1-eps, 1+eps) R), one AdamW step per round. Every
 later layer is a config value: G = rollout.rollouts_per_round, the advantage estimator, the reward
 design, B = train.examples_per_round, KL to a frozen reference, clip eps, mu = updates per batch.
+Several tasks at once (data.mix, beyond the paper) change only where examples come from, how each
+response is scored and how evaluation splits by task (`rftlab.multitask`); the round is the same.
 
 Deviations and choices, stated:
 - theta_old is the rollout policy. Its log-probs are the detached log-probs of the first update's
@@ -45,6 +47,7 @@ from rftlab import objectives, provenance, tracking
 from rftlab.config import Config
 from rftlab.errors import ConfigError, RftlabError
 from rftlab.evaluation import EvalResult, decomposition_row, evaluate
+from rftlab.multitask import MixData, choose_mix_examples, evaluate_mix, load_mix, sampler, with_answer_formats
 from rftlab.plotting import plot_run
 from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
 from rftlab.progress import BUCKETS, ProgressHook, RunProgress
@@ -187,17 +190,25 @@ def choose_training_examples(
 
 
 def difficulty_settings(
-    cfg: Config, policy: Policy | None, style: str | None, answer_format: str, *, samples: int
+    cfg: Config,
+    policy: Policy | None,
+    style: str | None,
+    answer_format: str,
+    *,
+    samples: int,
+    dataset: str | None = None,
+    split: str | None = None,
 ) -> DifficultySettings:
     """The key of a cached base-Pass@1 estimate: model, data, prompt and sampling of this config.
 
     `policy` None (a sweep grouping its runs before any model is loaded): no weight fingerprint.
+    `dataset`, `split`: another candidate source than data.dataset (a task of data.mix).
     """
     return DifficultySettings(
         model=cfg.model.name,
         model_fingerprint="" if policy is None else model_fingerprint(policy),
-        dataset=cfg.data.dataset,
-        split=cfg.data.train_split,
+        dataset=dataset or cfg.data.dataset,
+        split=split or cfg.data.train_split,
         prompt_style=style,
         answer_format=answer_format,
         samples=samples,
@@ -489,6 +500,18 @@ def check_finite(
 # ----------------------------------------------------------------------------- evaluation
 
 
+def evaluate_task(
+    cfg: Config, task: Task, train_examples: list[Problem], round_: int, progress: RunProgress | None = None
+) -> dict[str, float]:
+    """The eval row: `evaluate_round`, or per task for a multi-task run (`multitask.evaluate_mix`)."""
+    if task.mix is not None:
+        seed_for = lambda purpose: derive_seed(cfg.seed, round_, purpose)  # noqa: E731
+        return evaluate_mix(cfg, task.policy, task.mix, train_examples, task.style, seed_for, round_)
+    return evaluate_round(
+        cfg, task.policy, train_examples, task.test_set, task.style, task.answer_format, round_, progress
+    )
+
+
 def evaluate_round(
     cfg: Config,
     policy: Policy,
@@ -572,6 +595,36 @@ class Task:
     test_set: list[Problem]
     style: str | None  # None: each problem's own prompt style (data.prompt_style=auto)
     answer_format: str
+    mix: MixData | None = None  # data.mix: every task's data (train_split and test_set are their unions)
+
+    def answer_format_for(self, problem: Problem) -> str:
+        """The reward's answer extraction for this problem (per task in a multi-task run)."""
+        if self.mix is None:
+            return self.answer_format
+        return self.mix.answer_format[problem.metadata["task"]]
+
+
+def mix_task_settings(cfg: Config, policy: Policy, style: str | None):
+    """A multi-task run's difficulty-cache key per task: the task's name is its data source."""
+    return lambda spec, answer_format: difficulty_settings(
+        cfg,
+        policy,
+        style,
+        answer_format,
+        samples=cfg.data.difficulty_samples,
+        dataset=f"task:{spec.name}",
+        split=spec.train_split,
+    )
+
+
+def set_up_mix(cfg: Config, mix: MixData, policy: Policy, style: str | None) -> Task:
+    """set_up for data.mix: each task's prompts checked against the model's context, its answer format set."""
+    names = [("train", t) for t in mix.tasks] + [("test", t) for t in mix.evaluated]
+    checked = check_prompt_lengths(cfg, policy, *(getattr(mix, kind)[t] for kind, t in names))
+    for (kind, t), problems in zip(names, checked, strict=True):
+        getattr(mix, kind)[t] = problems
+    with_answer_formats(cfg, mix, style)
+    return Task(policy, mix.train_union, mix.test_union, style, mix.answer_format[mix.tasks[0]], mix)
 
 
 def set_up(cfg: Config, *, train: bool = True) -> Task:
@@ -581,6 +634,10 @@ def set_up(cfg: Config, *, train: bool = True) -> Task:
     """
     use_threads(cfg)
     torch.manual_seed(cfg.seed)
+    if cfg.data.mix.tasks:
+        style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
+        mix = load_mix(cfg)  # data first, as below
+        return set_up_mix(cfg, mix, load_policy_for(cfg.model, train=train), style)
     train_split, test_set = load_task(cfg, train=train)
     if train:
         check_train_example_ids(cfg, train_split)
@@ -657,9 +714,13 @@ def resume_or_start(
     if progress is not None:
         progress.switch("select", selection_text(cfg))
         hook = progress.rows("base Pass@1")
-    examples, base_estimates = choose_training_examples(
-        cfg, policy, task.train_split, task.style, task.answer_format, progress=hook
-    )
+    if task.mix is not None:
+        settings = mix_task_settings(cfg, policy, task.style)
+        examples, base_estimates = choose_mix_examples(cfg, policy, task.mix, settings)
+    else:
+        examples, base_estimates = choose_training_examples(
+            cfg, policy, task.train_split, task.style, task.answer_format, progress=hook
+        )
     state = RunState(
         [p.id for p in examples],
         {p.id: base_estimates.get(p.id) for p in examples},
@@ -668,7 +729,7 @@ def resume_or_start(
     )
     if progress is not None:
         progress.switch("base eval", f"{len(examples)} training example(s), {len(task.test_set)} test problems")
-    state.base = evaluate_round(cfg, policy, examples, task.test_set, task.style, task.answer_format, 0, progress)
+    state.base = evaluate_task(cfg, task, examples, 0, progress)
     run.append_metrics({"round": 0, "split": "eval", "rollouts_total": 0, **state.base})
     if progress is not None:
         progress.eval_done(0, state.base)
@@ -689,11 +750,17 @@ def save(run: RunDir, policy: Policy, optimizer: torch.optim.Optimizer, state: R
 
 
 def roll_out(cfg: Config, task: Task, train_examples: list[Problem], round_: int):
-    """This round's B training examples (without replacement) and G responses each: (B*G) rows."""
+    """This round's B training examples (without replacement) and G responses each: (B*G) rows.
+
+    A multi-task run draws data.mix.per_round[t] of each task t's examples (`MixSampler`).
+    """
     B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
-    pick = torch.randperm(
-        len(train_examples), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, round_, "examples"))
-    )[:B].tolist()
+    if task.mix is not None:
+        pick = sampler(cfg).draw(round_)
+    else:
+        pick = torch.randperm(
+            len(train_examples), generator=torch.Generator().manual_seed(derive_seed(cfg.seed, round_, "examples"))
+        )[:B].tolist()
     examples = [train_examples[i] for i in pick]
     batch = generate(
         task.policy,
@@ -718,10 +785,10 @@ def reward_and_advantage(
     round_: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Verify each response, apply the reward design, then the advantage (and fold the running baseline)."""
-    B, G = cfg.train.examples_per_round, cfg.rollout.rollouts_per_round
+    B, G = len(pick), cfg.rollout.rollouts_per_round
     correct = torch.tensor(
         [
-            score(text, examples[i].answer, task.answer_format)
+            score(text, examples[i].answer, task.answer_format_for(examples[i]))
             for text, i in zip(batch.texts, batch.prompt_index, strict=True)
         ],
         dtype=torch.float32,
@@ -866,7 +933,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         check_finite(round_, update, policy.model, checkpoint_round, loss_scaled=policy.grad_scaler is not None)
 
         # ---- log
-        state.rollouts_total += cfg.train.examples_per_round * cfg.rollout.rollouts_per_round
+        state.rollouts_total += len(examples) * cfg.rollout.rollouts_per_round
         state.tokens_total += int(batch.response_mask.sum())
         times = {
             "time/rollout_s": t_rollout,
@@ -902,9 +969,7 @@ def train(cfg: Config, out: str | Path, *, resume: bool = False) -> dict:
         last = round_ == cfg.train.rounds
         if last or (cfg.eval.every and round_ % cfg.eval.every == 0):
             progress.switch("eval", f"round {round_}")
-            last_eval = evaluate_round(
-                cfg, policy, train_examples, task.test_set, task.style, task.answer_format, round_, progress
-            )
+            last_eval = evaluate_task(cfg, task, train_examples, round_, progress)
             run.append_metrics({"round": round_, "split": "eval", "rollouts_total": state.rollouts_total, **last_eval})
             state.last_eval = last_eval
             progress.eval_done(round_, last_eval)
@@ -969,7 +1034,7 @@ def build_summary(
     train_rows = [r for r in run.read_metrics() if r.get("split") == "train_round"]
     return {
         "model": cfg.model.name,
-        "dataset": cfg.data.dataset,
+        "dataset": "+".join(cfg.data.mix.tasks) if cfg.data.mix.tasks else cfg.data.dataset,
         "seed": cfg.seed,
         "train_example_ids": state.train_example_ids,
         "train_example_base_estimate": state.train_example_base_estimate,

@@ -22,6 +22,7 @@ which removes the between-seed variation the two variants have in common.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class RunCurve:
     name: str = ""
     # Pass@1 = format rate x accuracy among well-formed answers, per eval (nan where a run lacks them)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # DECOMPOSITION_KEYS name -> (E,)
+    task_train: dict[str, np.ndarray] = field(default_factory=dict)  # multi-task run: (E,) per task trained on
+    task_test: dict[str, np.ndarray] = field(default_factory=dict)  # (E,) per task evaluated (test/<task>/...)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,20 @@ def curve_from_rows(rows: list[dict], *, seed: int = 0, total_rounds: int | None
         round_correct=correct,
         name=name,
         extra=decomposition_arrays(ordered),
+        task_train=task_curves(ordered, "train"),
+        task_test=task_curves(ordered, "test"),
     )
+
+
+def task_curves(evals: list[dict], split: str) -> dict[str, np.ndarray]:
+    """Per task, its `<split>/<task>/pass_at_1` at every eval row (nan where a row lacks it)."""
+    names = {
+        k.split("/")[1]
+        for r in evals
+        for k in r
+        if k.count("/") == 2 and k.startswith(f"{split}/") and k.endswith("/pass_at_1")
+    }
+    return {t: np.array([_nan(r.get(f"{split}/{t}/pass_at_1")) for r in evals], dtype=float) for t in sorted(names)}
 
 
 def _nan(x) -> float:
@@ -288,6 +304,48 @@ METRIC_HELP = {
 }
 
 
+def on_task(curve: RunCurve, task: str) -> RunCurve:
+    """The run seen through one task: its train / test curves are that task's (nan if it has none)."""
+    missing = np.full(len(curve.rounds), np.nan)
+    return dataclasses.replace(
+        curve, train=curve.task_train.get(task, missing), test=curve.task_test.get(task, missing)
+    )
+
+
+class TaskMetrics(dict):
+    """METRICS, and `<metric>:<task>` for any of them: the metric on task <task>'s own curves.
+
+    `test_final:add` is the final test Pass@1 on task add's test set (`test/add/pass_at_1`) of a
+    multi-task run (data.mix); a run that did not evaluate the task gives nan (inconclusive).
+    Task names are those of `rftlab.tasks.mix.TASKS`, so a typo fails when the spec is loaded.
+    """
+
+    def _split(self, key) -> tuple[str, str] | None:
+        if not isinstance(key, str) or ":" not in key:
+            return None
+        base, _, task = key.partition(":")
+        from rftlab.tasks.mix import TASKS
+
+        return (base, task) if dict.__contains__(self, base) and task in TASKS else None
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or self._split(key) is not None
+
+    def __missing__(self, key):
+        parts = self._split(key)
+        if parts is None:
+            raise KeyError(key)
+        fn, task = dict.__getitem__(self, parts[0]), parts[1]
+        if fn.kind == "seed":
+            wrapped = _seed_metric(lambda c, x: fn(on_task(c, task), x))
+        else:
+            wrapped = _group_metric(lambda cs, x: fn([on_task(c, task) for c in cs], x))
+        return wrapped
+
+
+METRICS = TaskMetrics(METRICS)
+
+
 def metric_kind(name: str) -> str:
     if name not in METRICS:
         raise KeyError(f"unknown metric {name!r}; metrics: {', '.join(METRICS)}")
@@ -386,6 +444,20 @@ def mean_curve(
     idx = rng.integers(0, len(curves), size=(n_boot, len(curves)))
     boots = np.nanmean(mat[idx], axis=1)  # (n_boot, E)
     return xs, mean, np.nanquantile(boots, 0.025, axis=0), np.nanquantile(boots, 0.975, axis=0)
+
+
+TASK_METRICS = ("train_final", "test_base", "test_final", "test_gain")
+
+
+def task_estimates(
+    curves: Sequence[RunCurve], ctx: Context = Context(), *, n_boot: int = BOOTSTRAP
+) -> dict[str, dict[str, dict]]:
+    """Per task a variant's runs evaluated (multi-task runs), TASK_METRICS on that task's curves; {} for none."""
+    tasks = sorted({t for c in curves for t in c.task_test})
+    return {
+        t: {m: estimate([on_task(c, t) for c in curves], m, ctx, n_boot=n_boot).as_dict() for m in TASK_METRICS}
+        for t in tasks
+    }
 
 
 def layer_context(groups: dict[str, Sequence[RunCurve]], threshold: float = CONVERGED) -> Context:

@@ -12,6 +12,7 @@ one metric (`rftlab.pipeline.analysis.METRICS`):
       rule: at_most          # gt | lt | at_most | differs
       threshold: 0.02
       combine: each          # each: a verdict per variant; any / all: one verdict over the variants
+      reference: add         # optional: compare with this variant instead of the layer's reference
     - finding: ...
       all_of: [{metric: ..., compare: ..., rule: ..., threshold: ...}, ...]   # every condition must hold
 
@@ -53,7 +54,18 @@ __all__ = [
 COMPARES = ("value", "paired", "ratio")
 WITH_REFERENCE = ("paired", "ratio")  # compares that read the reference variant
 COMBINES = ("each", "any", "all")
-CLAIM_KEYS = ("finding", "says", "metric", "compare", "variants", "rule", "threshold", "combine", "all_of")
+CLAIM_KEYS = (
+    "finding",
+    "says",
+    "metric",
+    "compare",
+    "variants",
+    "rule",
+    "threshold",
+    "combine",
+    "all_of",
+    "reference",
+)
 CONDITION_KEYS = ("metric", "compare", "rule", "threshold")
 
 RULE_TEXT = {
@@ -110,6 +122,12 @@ def validate_claim(where: str, claim: dict, variants: list[str], reference: str)
             raise ConfigError(f"{where}: give either all_of or metric/compare/rule/threshold, not both")
     else:
         _check_condition(where, claim, CLAIM_KEYS)
+    if "reference" in claim:
+        if claim["reference"] not in variants:
+            raise ConfigError(
+                f"{where}.reference={claim['reference']!r} is not a variant of this layer ({', '.join(variants)})"
+            )
+        reference = claim["reference"]
     for name in claim.get("variants") or []:
         if name not in variants:
             raise ConfigError(f"{where}.variants: {name!r} is not a variant of this layer ({', '.join(variants)})")
@@ -165,7 +183,9 @@ def evaluate_claims(
 ) -> list[dict]:
     """One findings.json entry per (claim, variant) -- or per claim with combine any/all."""
     out = []
+    layer_reference = reference
     for claim in claims:
+        reference = claim.get("reference", layer_reference)  # a claim may name its own
         conds = claim.get("all_of") or [claim]
         uses_paired = any(c.get("compare", "paired") in WITH_REFERENCE for c in conds)
         names = claim.get("variants") or [v for v in groups if not (uses_paired and v == reference)]

@@ -115,6 +115,8 @@ def summarize(
             if curves:
                 for m in TABLE_METRICS:
                     row["metrics"][m] = analysis.estimate(curves, m, ctx, n_boot=n_boot).as_dict()
+                if tasks := analysis.task_estimates(curves, ctx, n_boot=n_boot):  # multi-task runs (data.mix)
+                    row["tasks"] = tasks
                 if v.name != layer.reference and ref:
                     for m in PAIRED_METRICS:
                         row["paired"][m] = analysis.paired_difference(curves, ref, m, ctx, n_boot=n_boot).as_dict()

@@ -60,14 +60,20 @@ def estimate_seconds(config: dict) -> float:
     """A rough single-core cost of one run (for ordering and the printed estimate)."""
     t, r, e, d = config["train"], config["rollout"], config["eval"], config["data"]
     evals = 2 + (t["rounds"] // e["every"] if e["every"] else 0)
+    mix = d.get("mix") or {}
+    test_sets, examples, per_round = 1, d["train_examples"], t["examples_per_round"]
+    if mix.get("tasks"):  # data.mix: a test set per task evaluated, per-task example counts
+        test_sets = len(mix["tasks"]) + len(mix.get("eval_tasks") or [])
+        examples = sum(mix.get("examples") or [1] * len(mix["tasks"]))
+        per_round = sum(mix.get("per_round") or [1] * len(mix["tasks"]))
     per_eval = (
-        d["test_size"] * (e["test_samples"] if e["test_mode"] == "sample" else 1)
-        + d["train_examples"] * e["train_samples"]
+        test_sets * d["test_size"] * (e["test_samples"] if e["test_mode"] == "sample" else 1)
+        + examples * e["train_samples"]
     )
     tokens = r["max_new_tokens"] / 160
     seconds = (
         COST["startup"]
-        + t["rounds"] * (COST["round"] + COST["rollout"] * t["examples_per_round"] * r["rollouts_per_round"] * tokens)
+        + t["rounds"] * (COST["round"] + COST["rollout"] * per_round * r["rollouts_per_round"] * tokens)
         + evals * per_eval * COST["eval_seq"] * tokens
     )
     return seconds * COST["model"].get(config["model"]["name"], 1.0)
@@ -84,7 +90,8 @@ def difficulty_group(config: dict) -> str:
     if d.difficulty == "any" or d.train_example_ids:
         return ""
     settings = difficulty_settings(cfg, None, d.prompt_style, d.answer_format, samples=d.difficulty_samples)
-    return "difficulty:" + "|".join(map(str, asdict(settings).values()))
+    tasks = f"|tasks:{'+'.join(d.mix.tasks)}" if d.mix.tasks else ""  # data.mix: one estimate per task
+    return "difficulty:" + "|".join(map(str, asdict(settings).values())) + tasks
 
 
 def label_for_tracking(

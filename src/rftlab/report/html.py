@@ -33,6 +33,7 @@ from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.spec import spec_from_dict
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
 from rftlab.report.decomposition_figures import plot_decomposition
+from rftlab.report.multitask import multitask_block
 from rftlab.report.sweep_figures import plot_layer
 from rftlab.verdicts import smoke_caveat
 
@@ -407,6 +408,9 @@ def build_report(out: str | Path, *, n_boot: int = analysis.BOOTSTRAP, bandit: s
             + _saturation_table(layer)
             + "<h3>Findings</h3>"
             + _findings_table(layer["findings"])
+            + multitask_block(
+                layer, curves[layer["name"]], figures / f"{i:02d}_{_safe(layer['name'])}_tasks.png", _png_tag
+            )
         )
         counterpart = counterparts.get(layer["name"])
         if bandit_data and counterpart in _bandit_layers(bandit_data):
