@@ -167,8 +167,9 @@ def test_uncached_hub_model_offline_is_one_line_before_any_network_call(hub_cach
     constants.HF_HUB_OFFLINE = True  # restored by the hub_cache fixture's monkeypatch
     out = tmp_path / "run"
     assert main(["run", "tiny", "model.name=org/not-cached", "run.threads=1", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 2 and err[0].startswith("rftlab run:")  # the start line, then the error
+    # the start line, then the error (progress lines such as "rftlab [0:00] start-up" aside)
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("rftlab [")]
+    assert len(err) == 2 and err[0].startswith("rftlab run:")
     assert "model.name=org/not-cached: not in the Hugging Face cache" in err[1] and str(hub_cache) in err[1]
     assert "HF_HUB_OFFLINE is set" in err[1] and "hf download org/not-cached" in err[1]
     assert not out.exists()  # a refused run leaves no directory
