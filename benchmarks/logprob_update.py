@@ -11,7 +11,10 @@ a round computes it), in float32 on one thread. Variants:
 * keep+shared: `rftlab.policy.response_logp` as it is now: `logits_to_keep` and one log_softmax for
                log p and the entropy
 Each pair times `full` and a candidate back to back, alternating which goes first; the ratio is `full`
-seconds over the candidate's. Absolute seconds move with the machine's load (printed); ratios do not.
+seconds over the candidate's. Both wall-clock and CPU seconds of this (single) thread are taken: on a
+loaded machine the wall clock mostly measures waiting for a core, while the thread's CPU time counts
+only its own work (cache and memory-bandwidth contention still reach it), so the CPU ratio is the one
+to read when the load is high. The load is printed before and after.
 """
 
 from __future__ import annotations
@@ -56,12 +59,17 @@ VARIANTS = {
 }
 
 
-def time_update(policy, args, variant: str) -> float:
+def time_update(policy, args, variant: str) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds) of one forward + backward."""
     policy.model.zero_grad(set_to_none=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     logp, _ = VARIANTS[variant](policy, *args)
     (logp * args[3]).sum().backward()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):6.2f} [{min(values):.2f}, {max(values):.2f}]"
 
 
 def main() -> None:
@@ -89,21 +97,18 @@ def main() -> None:
     policy.model.train()
     for variant in VARIANTS:
         time_update(policy, rows, variant)  # warm-up
-    print(f"{'candidate':12s} {'full s':>20s} {'candidate s':>20s} {'speed-up':>20s}")
+    print(f"{'candidate':12s} {'clock':5s} {'full s':>20s} {'candidate s':>20s} {'speed-up':>20s}")
     for candidate in ("keep", "keep+shared"):
-        base, cand, ratios = [], [], []
+        timed = {"full": [], candidate: []}
         for pair in range(args.pairs):
-            order = ("full", candidate) if pair % 2 == 0 else (candidate, "full")
-            timed = {v: time_update(policy, rows, v) for v in order}
-            base.append(timed["full"])
-            cand.append(timed[candidate])
-            ratios.append(timed["full"] / timed[candidate])
-        print(
-            f"{candidate:12s} {statistics.median(base):8.2f} [{min(base):.2f}, {max(base):.2f}] "
-            f"{statistics.median(cand):8.2f} [{min(cand):.2f}, {max(cand):.2f}] "
-            f"{statistics.median(ratios):8.2f} [{min(ratios):.2f}, {max(ratios):.2f}]",
-            flush=True,
-        )
+            for variant in ("full", candidate) if pair % 2 == 0 else (candidate, "full"):
+                timed[variant].append(time_update(policy, rows, variant))
+        for clock, i in (("wall", 0), ("cpu", 1)):
+            base, cand = [t[i] for t in timed["full"]], [t[i] for t in timed[candidate]]
+            ratios = [b / c for b, c in zip(base, cand, strict=True)]
+            print(
+                f"{candidate:12s} {clock:5s} {spread(base):>20s} {spread(cand):>20s} {spread(ratios):>20s}", flush=True
+            )
     print("load after:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
 

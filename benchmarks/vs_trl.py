@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --pairs 3            # G = 8, KL off
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --kl --pairs 3       # G = 8, KL on
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model smollm2-135m --pairs 3    # G = 4, 128 tokens
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --engine lean        # rftlab's opt-in lean engine
     python benchmarks/vs_trl.py --model tiny --check    # the matched settings and the prompt check only
 
 TRL is not an rftlab dependency: `pip install -e ".[bench]"` brings the version this was written for.
@@ -20,7 +21,9 @@ is a fresh process (`--worker`): it loads the model, runs `--warmup` rounds unti
 is rftlab rounds/s over TRL rounds/s. Responses are sampled, so their lengths differ between the two
 sides and between pairs: the mean response length per side is printed beside the rates. G = 1 is
 measured for rftlab alone (TRL's GRPOTrainer refuses num_generations = 1). The machine is shared:
-`uptime` is printed before and after, and only the ratios of interleaved pairs are meaningful.
+`uptime` is printed before and after, and only the ratios of interleaved pairs are meaningful. The
+ratio of rounds per CPU second of each process (its own CPU time, all its threads) is printed too: on
+a heavily loaded machine the wall clock mostly measures waiting for a core.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Matched:
     max_new_tokens: int
     lr: float
     kl_coef: float
+    engine: str = "hf"  # rftlab's rollout.engine (TRL always uses transformers' generate)
     temperature: float = 1.0
     top_p: float = 1.0
     clip_eps: float = 0.2
@@ -78,7 +82,7 @@ MODELS = {
 }
 
 
-def matched(model: str, *, kl: bool, rollouts_per_round: int | None = None) -> Matched:
+def matched(model: str, *, kl: bool, rollouts_per_round: int | None = None, engine: str = "hf") -> Matched:
     spec = MODELS[model]
     return Matched(
         model=model,
@@ -86,6 +90,7 @@ def matched(model: str, *, kl: bool, rollouts_per_round: int | None = None) -> M
         max_new_tokens=spec["max_new_tokens"],
         lr=spec["lr"],
         kl_coef=KL_COEF if kl else 0.0,
+        engine=engine,
     )
 
 
@@ -105,7 +110,7 @@ def rftlab_overrides(m: Matched) -> list[str]:
         f"rollout.max_new_tokens={m.max_new_tokens}",
         f"rollout.temperature={m.temperature}",
         f"rollout.top_p={m.top_p}",
-        "rollout.engine=hf",
+        f"rollout.engine={m.engine}",
         "objective.advantage=grpo",
         "objective.reward_design=binary",
         "objective.aggregation=token_mean",
@@ -211,16 +216,21 @@ def time_rftlab(m: Matched, rounds: int, warmup: int) -> dict:
     optimizer = trainer.build_optimizer(cfg, policy.trainable_parameters())
     examples = [training_problem(cfg)]
     state = trainer.RunState([examples[0].id], {}, torch.zeros(1), torch.zeros(1))
-    lengths, stamps = [], [time.perf_counter()]
+    lengths, stamps, cpu = [], [time.perf_counter()], [time.process_time()]
     for round_ in range(1, warmup + rounds + 1):
         pick, chosen, batch = trainer.roll_out(cfg, task, examples, round_)
         _, _, adv = trainer.reward_and_advantage(cfg, state, task, chosen, pick, batch)
         update = trainer.policy_update(cfg, policy, reference, optimizer, batch, adv.reshape(-1))
         trainer.check_finite(round_, update, policy.model, None)
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
         if round_ > warmup:
             lengths.append(float(batch.response_lengths.float().mean()))
-    return {"rounds_per_s": rounds / (stamps[-1] - stamps[warmup]), "response_tokens": statistics.mean(lengths)}
+    return {
+        "rounds_per_s": rounds / (stamps[-1] - stamps[warmup]),
+        "rounds_per_cpu_s": rounds / (cpu[-1] - cpu[warmup]),
+        "response_tokens": statistics.mean(lengths),
+    }
 
 
 def time_trl(m: Matched, rounds: int, warmup: int) -> dict:
@@ -251,10 +261,11 @@ def time_trl(m: Matched, rounds: int, warmup: int) -> dict:
 
     class StepClock(TrainerCallback):
         def __init__(self):
-            self.stamps = [time.perf_counter()]
+            self.stamps, self.cpu = [time.perf_counter()], [time.process_time()]
 
         def on_step_end(self, args, state, control, **kwargs):
             self.stamps.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     data = Dataset.from_dict(
         {"prompt": [[{"role": "user", "content": problem.user_message(style)}]], "answer": [problem.answer]}
@@ -270,9 +281,10 @@ def time_trl(m: Matched, rounds: int, warmup: int) -> dict:
             callbacks=[clock],
         )
         trl.train()
-    stamps = clock.stamps
+    stamps, cpu = clock.stamps, clock.cpu
     return {
         "rounds_per_s": rounds / (stamps[warmup + rounds] - stamps[warmup]),
+        "rounds_per_cpu_s": rounds / (cpu[warmup + rounds] - cpu[warmup]),
         "response_tokens": statistics.mean(lengths[warmup:]) if lengths else float("nan"),
     }
 
@@ -283,7 +295,8 @@ def time_trl(m: Matched, rounds: int, warmup: int) -> dict:
 def measure(which: str, m: Matched, rounds: int, warmup: int) -> dict:
     """One measurement in a fresh process with one thread (and the offline environment)."""
     cmd = [sys.executable, __file__, "--worker", which, "--model", m.model, "--rounds", str(rounds)]
-    cmd += ["--warmup", str(warmup), "--g", str(m.rollouts_per_round)] + (["--kl"] if m.kl_coef else [])
+    cmd += ["--warmup", str(warmup), "--g", str(m.rollouts_per_round), "--engine", m.engine]
+    cmd += ["--kl"] if m.kl_coef else []
     env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -307,6 +320,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, default=3, help="interleaved rftlab/TRL pairs (>= 3)")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement (default per model)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default per model)")
+    parser.add_argument(
+        "--engine", default="hf", choices=("hf", "lean"), help="rftlab's rollout.engine (hf: generate, as TRL)"
+    )
     parser.add_argument("--no-g1", action="store_true", help="skip rftlab's G = 1 measurement")
     parser.add_argument("--check", action="store_true", help="print the matched settings and prompt check, no timing")
     parser.add_argument("--worker", choices=("rftlab", "trl"), help=argparse.SUPPRESS)
@@ -325,11 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
         os.environ.update(OFFLINE_ENV)
-        m = matched(args.model, kl=args.kl, rollouts_per_round=args.g)
+        m = matched(args.model, kl=args.kl, rollouts_per_round=args.g, engine=args.engine)
         timed = (time_rftlab if args.worker == "rftlab" else time_trl)(m, args.rounds, args.warmup)
         print(json.dumps(timed))
         return
-    m = matched(args.model, kl=args.kl)
+    m = matched(args.model, kl=args.kl, engine=args.engine)
     print("command:", f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", " ".join(sys.argv))
     print("matched:", json.dumps(dataclasses.asdict(m)))
     from rftlab.config import load_config
@@ -348,9 +364,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.pairs} pairs x ({args.warmup} warm-up + {args.rounds} timed rounds) per side; load before: {uptime()}"
     )
     print(
-        f"{'pair':>4s} {'first':>6s} {'rftlab r/s':>10s} {'TRL r/s':>8s} {'ratio':>6s} {'tok rftlab':>10s} {'tok TRL':>8s}"
+        f"{'pair':>4s} {'first':>6s} {'rftlab r/s':>10s} {'TRL r/s':>8s} {'ratio':>6s} {'cpu ratio':>9s} "
+        f"{'tok rftlab':>10s} {'tok TRL':>8s}"
     )
-    ours, theirs, ratios = [], [], []
+    ours, theirs, ratios, cpu_ratios = [], [], [], []
     for pair in range(args.pairs):
         order = ("rftlab", "trl") if pair % 2 == 0 else ("trl", "rftlab")
         timed = {which: measure(which, m, args.rounds, args.warmup) for which in order}
@@ -358,18 +375,21 @@ def main(argv: list[str] | None = None) -> None:
         ours.append(a["rounds_per_s"])
         theirs.append(b["rounds_per_s"])
         ratios.append(a["rounds_per_s"] / b["rounds_per_s"])
+        cpu_ratios.append(a["rounds_per_cpu_s"] / b["rounds_per_cpu_s"])
         print(
             f"{pair + 1:4d} {order[0]:>6s} {a['rounds_per_s']:10.3f} {b['rounds_per_s']:8.3f} {ratios[-1]:6.2f} "
-            f"{a['response_tokens']:10.1f} {b['response_tokens']:8.1f}",
+            f"{cpu_ratios[-1]:9.2f} {a['response_tokens']:10.1f} {b['response_tokens']:8.1f}",
             flush=True,
         )
     label = f"{m.model}, G = {m.rollouts_per_round}, {m.max_new_tokens} tokens, KL {'on' if m.kl_coef else 'off'}"
+    label += f", rftlab rollout.engine={m.engine}"
     print(f"\n{label}: median [range] over {args.pairs} pairs")
     print(f"  rftlab rounds/s {spread(ours, '{:.3f}')}")
     print(f"  TRL    rounds/s {spread(theirs, '{:.3f}')}")
     print(f"  ratio  rftlab/TRL {spread(ratios)}")
+    print(f"  ratio of rounds per CPU second (each process's own CPU time) {spread(cpu_ratios)}")
     if not args.no_g1:
-        g1 = matched(args.model, kl=args.kl, rollouts_per_round=1)
+        g1 = matched(args.model, kl=args.kl, rollouts_per_round=1, engine=args.engine)
         rates = [measure("rftlab", g1, args.rounds, args.warmup)["rounds_per_s"] for _ in range(args.pairs)]
         print(f"  rftlab at G = 1 (TRL refuses G = 1): rounds/s {spread(rates, '{:.3f}')}")
     print(f"load after: {uptime()}")

@@ -58,6 +58,14 @@ def test_bad_arguments_are_refused(bench, argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_the_engine_option_reaches_rftlab_only(bench):
+    args = bench.parse_args(["--engine", "lean"])
+    m = bench.matched(args.model, kl=args.kl, engine=args.engine)
+    assert load_config("tiny", bench.rftlab_overrides(m)).rollout.engine == "lean"
+    assert "engine" not in bench.trl_config_kwargs(m, "/tmp/unused", 3)
+    assert load_config("tiny", bench.rftlab_overrides(bench.matched("tiny", kl=False))).rollout.engine == "hf"
+
+
 def test_the_last_line_is_the_ratio(bench):
     assert bench.LAST_LINE.format(ratio=1.234) == "ratio rftlab/TRL rounds per second: 1.23"
 
@@ -85,6 +93,7 @@ def test_rftlab_config_and_trl_arguments_describe_the_same_round(bench, model, k
     assert cfg.model.dtype == cfg.model.master_dtype == "float32" and not trl["bf16"] and not trl["fp16"]
     assert not trl["gradient_checkpointing"] and not cfg.model.gradient_checkpointing
     assert cfg.run.threads == 1 and trl["report_to"] == "none" and trl["use_cpu"]
+    assert cfg.rollout.engine == "hf"  # transformers' generate, as TRL's
 
 
 def test_the_prompt_tokens_match_and_a_different_prompt_is_caught(bench):
