@@ -168,6 +168,30 @@ def test_chunked_logp_equals_whole_batch(family_dirs, name):
         assert float((ga[n] - gb[n]).abs().max()) <= 1e-5 * (float(ga[n].abs().max()) + 1e-12), n
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_logits_to_keep_and_shared_log_softmax_equal_the_earlier_logp(family_dirs, name):
+    """Response-only logits (logits_to_keep) vs every position's, float32: values, entropy and gradients to
+    1e-6 through the same log-softmax; to the earlier token - logsumexp form within its own rounding."""
+    from logp_reference import (
+        earlier_logp,
+        full_position_logp,
+        logp_entropy_grads,
+        worst_gradient_difference,
+    )
+
+    policy = load_policy(str(family_dirs[name]))
+    batch = generate(policy, [policy.prompt_text(PROBLEM)], samples_per_prompt=2, max_new_tokens=12, seed=0)
+    new = logp_entropy_grads(policy, batch, lambda p, *a: response_logp(p, *a, with_entropy=True))
+    full = logp_entropy_grads(policy, batch, full_position_logp)
+    old = logp_entropy_grads(policy, batch, earlier_logp)
+    torch.testing.assert_close(new[0], full[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(new[1], full[1], atol=1e-6, rtol=0)
+    assert worst_gradient_difference(full[2], new[2]) <= 1e-6
+    torch.testing.assert_close(new[0], old[0], atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(new[1], old[1], atol=1e-6, rtol=0)
+    assert worst_gradient_difference(old[2], new[2]) <= 1e-5
+
+
 TRAIN = [
     "train.rounds=2",
     "eval.every=0",

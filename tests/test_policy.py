@@ -218,3 +218,93 @@ def test_hub_probe_is_one_short_connection(monkeypatch):
     assert calls == [(("huggingface.co", 443), policy.HUB_PROBE_TIMEOUT_S)]
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")  # behind a proxy a direct probe proves nothing
     assert policy.hub_reachable("https://huggingface.co") is True and len(calls) == 1
+
+
+# ----------------------------------------------------------------------------- logits_to_keep, shared log-softmax
+
+
+def _response_logp(temperature):
+    def compute(policy, *args):
+        return response_logp(policy, *args, with_entropy=True, temperature=temperature)
+
+    return compute
+
+
+def _reference(fn, temperature):
+    def compute(policy, *args):
+        return fn(policy, *args, temperature=temperature)
+
+    return compute
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logits_to_keep_changes_nothing_but_the_head_rows(tiny, temperature):
+    """Response-only logits vs logits at every position, through the same log-softmax: 1e-6 (float32)."""
+    from logp_reference import full_position_logp, logp_entropy_grads, worst_gradient_difference
+
+    batch = two_prompt_batch(tiny)
+    kept = logp_entropy_grads(tiny, batch, _response_logp(temperature))
+    full = logp_entropy_grads(tiny, batch, _reference(full_position_logp, temperature))
+    torch.testing.assert_close(kept[0], full[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(kept[1], full[1], atol=1e-6, rtol=0)
+    assert worst_gradient_difference(full[2], kept[2]) <= 1e-6
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_response_logp_equals_the_earlier_computation(tiny, temperature):
+    """Against token - logsumexp over every position's logits with a separate entropy log_softmax.
+
+    The entropy is the same log_softmax (1e-6). The earlier logp rounded logsumexp to the ulp of the
+    logits' magnitude (1.9e-6 for logits in [16, 32)), so values agree to 2 such ulps, and gradients,
+    float32 sums over every token, to 1e-5 of their scale (measured 4e-6 on tiny; the float32 model is
+    6e-6 from a float64 one either way).
+    """
+    from logp_reference import earlier_logp, full_position_logits, logp_entropy_grads, worst_gradient_difference
+
+    batch = two_prompt_batch(tiny)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    with torch.no_grad():
+        ulp = torch.finfo(torch.float32).eps * float(full_position_logits(tiny, *args).abs().max()) / temperature
+    new = logp_entropy_grads(tiny, batch, _response_logp(temperature))
+    old = logp_entropy_grads(tiny, batch, _reference(earlier_logp, temperature))
+    torch.testing.assert_close(new[0], old[0], atol=2 * ulp, rtol=1e-6)
+    torch.testing.assert_close(new[1], old[1], atol=1e-6, rtol=0)
+    assert worst_gradient_difference(old[2], new[2]) <= 1e-5
+
+
+def test_the_output_head_sees_only_the_response_positions(tiny):
+    batch = two_prompt_batch(tiny)
+    rows = []
+    hook = tiny.model.get_output_embeddings().register_forward_hook(lambda m, inp, out: rows.append(inp[0].shape))
+    try:
+        response_logp(tiny, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    finally:
+        hook.remove()
+    n, t = batch.response_ids.shape
+    assert batch.prompt_ids.shape[1] > 1 and rows == [torch.Size([n, t + 1, tiny.model.config.hidden_size])]
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward does not take logits_to_keep (an older or custom model)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+
+def test_a_model_without_logits_to_keep_gets_every_position_and_the_same_values(tiny):
+    from rftlab.policy import takes_logits_to_keep
+
+    batch = two_prompt_batch(tiny)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    plain = load_policy("tiny")
+    plain.model = _NoLogitsToKeep(plain.model)
+    assert takes_logits_to_keep(tiny.model) and not takes_logits_to_keep(plain.model)
+    with torch.no_grad():
+        want, want_entropy = response_logp(tiny, *args, with_entropy=True)
+        got, got_entropy = response_logp(plain, *args, with_entropy=True)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got_entropy, want_entropy, atol=1e-6, rtol=0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import inspect
 import logging
 import math
 import os
@@ -425,10 +426,13 @@ def response_logp(
     """log pi(o_t | q, o_<t) for every response token, (N, T), and optionally the entropy per token.
 
     Position ids follow the attention mask (left-padded prompts start at position 0), as
-    `generate` does, so these log-probs are those the rollout was sampled from. `chunk_tokens > 0`:
+    `generate` does, so these log-probs are those the rollout was sampled from. The output head runs
+    on the response positions only (`logits_to_keep`, where the model takes it; the prompt's logits
+    were never used, but cost a head matmul forward and backward and a (N, P, V) tensor), and the
+    entropy shares the loss's log-sum-exp (`token_logp_and_entropy`). `chunk_tokens > 0`:
     full-vocabulary logits exist for at most that many response tokens at a time (same values).
     """
-    from rftlab.objectives import entropy_from_logits, token_logp
+    from rftlab.objectives import token_logp_and_entropy
 
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
@@ -444,14 +448,28 @@ def response_logp(
             with_entropy=with_entropy,
             chunk_tokens=chunk_tokens,
         )
-    logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
-    logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # (N, T, V): position t predicts response token t
-    logp = token_logp(logits, response_ids, temperature)
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            entropy = entropy_from_logits(logits, temperature)
-    return logp, entropy
+    t = response_ids.shape[1]
+    if takes_logits_to_keep(policy.model):  # logits for the last T + 1 positions: (N, T+1, V)
+        kwargs = {"logits_to_keep": t + 1}
+        logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids, **kwargs).logits
+    else:  # (N, P+T, V), the prompt's positions computed and dropped
+        logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
+    logits = logits[:, -t - 1 : -1]  # (N, T, V): position t predicts response token t
+    return token_logp_and_entropy(logits, response_ids, temperature, with_entropy=with_entropy)
+
+
+def takes_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Does this model's forward compute logits for the last k positions only (`logits_to_keep=k`)?
+
+    transformers' causal LMs take it since 4.50 (Llama, Qwen2, OLMo2, Gemma3, ...); a peft wrapper
+    passes it on to the model inside. Decided from the signature, so a model without it is run as before.
+    """
+    return _forward_takes(type(_causal_lm(model)), "logits_to_keep")
+
+
+@functools.cache
+def _forward_takes(cls: type, name: str) -> bool:
+    return name in inspect.signature(cls.forward).parameters
 
 
 # ----------------------------------------------------------------------------- chunked log-probs
@@ -482,14 +500,11 @@ def head_logits(lm: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 def _chunk_logp(lm, temperature: float, with_entropy: bool, hidden: torch.Tensor, tokens: torch.Tensor):
     """(logp, entropy) of one chunk of response positions: hidden (n, H), tokens (n,) -> (n,), (n,)."""
-    from rftlab.objectives import entropy_from_logits, token_logp
+    from rftlab.objectives import token_logp_and_entropy
 
     logits = head_logits(lm, hidden)  # (n, V): the only full-vocabulary tensor, n <= chunk_tokens
-    logp = token_logp(logits, tokens, temperature)
-    if not with_entropy:
-        return logp, logp.new_zeros(0)
-    with torch.no_grad():
-        return logp, entropy_from_logits(logits, temperature)
+    logp, entropy = token_logp_and_entropy(logits, tokens, temperature, with_entropy=with_entropy)
+    return logp, logp.new_zeros(0) if entropy is None else entropy
 
 
 def _chunked_response_logp(
