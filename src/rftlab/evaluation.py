@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from rftlab.config import Config
 from rftlab.policy import Policy
 from rftlab.rewards import score
 from rftlab.rollout import generate
@@ -183,3 +184,17 @@ def decomposition_row(prefix: str, result: EvalResult) -> dict[str, float | int 
         f"{prefix}/accuracy_given_format_high": acc_high,
         f"{prefix}/responses": result.responses,
     }
+
+
+def run_eval_settings(cfg: Config, prompt_style: str | None) -> dict:
+    """The `evaluate` keyword arguments a run's config sets (sampling, length, batching, engine), shared by
+    the single-task and the multi-task evaluation so the two cannot drift apart."""
+    return dict(
+        prompt_style=prompt_style,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+        engine=cfg.rollout.engine,
+        sort_by_length=cfg.eval.sort_by_length,
+    )

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from rftlab.config import Config
 from rftlab.errors import RftlabError
-from rftlab.evaluation import EvalResult, evaluate
+from rftlab.evaluation import EvalResult, evaluate, run_eval_settings
 from rftlab.policy import Policy
 from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, select_by_difficulty
 from rftlab.tasks.mix import MixSampler, TaskSpec, load_task_split, split_by_task, task_spec
@@ -162,15 +162,7 @@ def evaluate_mix(
 
     `seed_for(purpose)` is the run's derived seed of this round for `purpose` (eval/train/<task>, ...).
     """
-    common = dict(
-        prompt_style=style,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-        engine=cfg.rollout.engine,
-        sort_by_length=cfg.eval.sort_by_length,
-    )
+    common = run_eval_settings(cfg, style)
     show = cfg.run.progress
     by_task = split_by_task(train_examples, data.tasks)
     on_train: dict[str, EvalResult] = {}

@@ -46,7 +46,7 @@ import torch
 from rftlab import objectives, provenance, tracking
 from rftlab.config import Config
 from rftlab.errors import ConfigError, RftlabError
-from rftlab.evaluation import EvalResult, decomposition_row, evaluate
+from rftlab.evaluation import EvalResult, decomposition_row, evaluate, run_eval_settings
 from rftlab.multitask import MixData, choose_mix_examples, evaluate_mix, load_mix, sampler, with_answer_formats
 from rftlab.plotting import plot_run
 from rftlab.policy import Policy, load_policy, load_policy_for, lr_resolution_warning, response_logp  # noqa: F401
@@ -527,16 +527,7 @@ def evaluate_round(
     `progress`: the run's display, told how far each generation is (None: a bar per evaluation when
     `run.progress` is on, as `rftlab eval` shows).
     """
-    common = dict(
-        answer_format=answer_format,
-        prompt_style=style,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        max_new_tokens=cfg.rollout.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-        engine=cfg.rollout.engine,
-        sort_by_length=cfg.eval.sort_by_length,
-    )
+    common = dict(answer_format=answer_format, **run_eval_settings(cfg, style))
     on_train: EvalResult = evaluate(
         policy,
         train_examples,
