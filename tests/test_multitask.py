@@ -90,6 +90,12 @@ def test_pooled_evaluation_counts_every_problem_once():
     p = pooled([a, b])
     assert p.correct == [2, 0, 1, 1] and p.pass_at_1 == pytest.approx(4 / 8)
     assert p.mean_response_tokens == pytest.approx(15.0) and p.format_rate == pytest.approx(0.875)
+    assert p.formatted == -1  # not counted in a part: not counted in the whole
+    a = EvalResult(n=2, correct=[2, 0, 1], mean_response_tokens=10.0, format_rate=5 / 6, formatted=5)
+    b = EvalResult(n=2, correct=[1], mean_response_tokens=30.0, format_rate=0.5, formatted=1)
+    p = pooled([a, b])
+    assert p.formatted == 6 and p.accuracy_given_format == pytest.approx(4 / 6)
+    assert p.format_rate * p.accuracy_given_format == pytest.approx(p.pass_at_1)
 
 
 # ----------------------------------------------------------------------------- a real run on tiny
@@ -134,6 +140,13 @@ def test_multi_task_run_draws_per_task_and_logs_per_task_keys(mix_run):
             for split in ("train", "test"):
                 key = f"{split}/{task}/pass_at_1"
                 assert 0 <= r[f"{key}_low"] <= r[key] <= r[f"{key}_high"] <= 1
+            # Pass@1 = format rate x accuracy among well-formed answers, per task and pooled, as in one-task rows
+            for prefix in (f"{split}/{task}" for split in ("train", "test")):
+                if r[f"{prefix}/accuracy_given_format"] is not None:
+                    product = r[f"{prefix}/format_rate"] * r[f"{prefix}/accuracy_given_format"]
+                    assert product == pytest.approx(r[f"{prefix}/pass_at_1"])
+        for split in ("train", "test"):
+            assert r[f"{split}/responses"] > 0 and f"{split}/accuracy_given_format" in r
         # equal test sizes: the pooled test Pass@1 is the mean over the trained tasks
         assert r["test/pass_at_1"] == pytest.approx((r["test/add/pass_at_1"] + r["test/sub/pass_at_1"]) / 2)
         # train Pass@1 pools the 3 examples: 2 of add, 1 of sub

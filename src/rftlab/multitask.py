@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from rftlab.config import Config
 from rftlab.errors import RftlabError
-from rftlab.evaluation import EvalResult, evaluate, run_eval_settings
+from rftlab.evaluation import EvalResult, decomposition_row, evaluate, run_eval_settings
 from rftlab.policy import Policy
 from rftlab.selection import DifficultySettings, candidate_pool, estimate_difficulty, select_by_difficulty
 from rftlab.tasks.mix import MixSampler, TaskSpec, load_task_split, split_by_task, task_spec
@@ -135,17 +135,20 @@ def pooled(results: list[EvalResult]) -> EvalResult:
         correct=[c for r in results for c in r.correct],
         mean_response_tokens=sum(r.mean_response_tokens * k for r, k in zip(results, problems, strict=True)) / total,
         format_rate=sum(r.format_rate * k for r, k in zip(results, problems, strict=True)) / total,
+        formatted=-1 if any(r.formatted < 0 for r in results) else sum(r.formatted for r in results),
     )
 
 
 def result_keys(prefix: str, result: EvalResult) -> dict[str, float]:
-    """`<prefix>/pass_at_1` with its 95% interval, and the format rate."""
+    """`<prefix>/pass_at_1` with its 95% interval, the format rate, and Pass@1 split into format rate x
+    accuracy among well-formed answers (`evaluation.decomposition_row`), as a single-task row has them."""
     low, high = result.interval
     return {
         f"{prefix}/pass_at_1": result.pass_at_1,
         f"{prefix}/pass_at_1_low": low,
         f"{prefix}/pass_at_1_high": high,
         f"{prefix}/format_rate": result.format_rate,
+        **(decomposition_row(prefix, result) if result.formatted >= 0 else {}),
     }
 
 
