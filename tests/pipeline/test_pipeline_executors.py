@@ -340,3 +340,19 @@ def test_concurrent_sweeps_on_one_directory_both_end_with_every_run_done(tmp_pat
         assert (outcome["runs"], outcome["done"], outcome["failed"], outcome["held"]) == (2, 2, 0, 0)
     entries = json.loads((out / "pipeline.json").read_text())["entries"]
     assert len(entries) == 2 and all(e["status"] == "done" for e in entries)
+
+
+def test_off_a_terminal_the_runs_bar_is_plain_lines(capsys):
+    """A sweep logged to a file or CI gets one line per finished run, no carriage returns or escape codes."""
+    bar = executors.Progress(total=3, already=1, enabled=True)
+    bar.update(executors.RunResult("L0__minimalist__seed0", "done"))
+    bar.update(executors.RunResult("L0__minimalist__seed1", "failed"))
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("runs [0:00] 2/3 done: L0__minimalist__seed0")
+    assert lines[1].endswith("(failed 1, held 0)")
+    silent = executors.Progress(total=1, already=0, enabled=False)
+    silent.update(executors.RunResult("x", "done"))
+    assert capsys.readouterr().err == ""

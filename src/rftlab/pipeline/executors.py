@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -173,12 +174,21 @@ def _worker_run(task: RunTask, train_fn, keep_checkpoint: bool) -> RunResult:
 
 
 class Progress:
-    """A tqdm bar over runs (done / total, rate, ETA) with failure counts in the postfix."""
+    """A tqdm bar over runs (done / total, rate, ETA) with failure counts in the postfix; off a terminal
+    (a log file, a pipe, CI) one plain line per finished run instead, without carriage returns."""
 
     def __init__(self, total: int, already: int, enabled: bool = True, desc: str = "runs"):
+        self.plain = enabled and not sys.stderr.isatty()
         self.bar = tqdm(
-            total=total, initial=already, desc=desc, unit="run", disable=not enabled, dynamic_ncols=True, smoothing=0.0
+            total=total,
+            initial=already,
+            desc=desc,
+            unit="run",
+            disable=not enabled or self.plain,
+            dynamic_ncols=True,
+            smoothing=0.0,
         )
+        self.total, self.done, self.desc, self.started = total, already, desc, time.monotonic()
         self.failed = 0
         self.held = 0
 
@@ -187,8 +197,17 @@ class Progress:
             self.failed += 1
         if result.status == "busy":  # another sweep is running it: not a failure
             self.held += 1
+        self.done += 1
         self.bar.update(1)
         self.bar.set_postfix(last=result.name[-40:], failed=self.failed, held=self.held)
+        if self.plain:
+            minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
+            print(
+                f"{self.desc} [{minutes}:{seconds:02d}] {self.done}/{self.total} {result.status}: {result.name}"
+                f" (failed {self.failed}, held {self.held})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         self.bar.close()
