@@ -63,3 +63,26 @@ def test_export_errors_are_one_line(tmp_path):
     (tmp_path / "out" / "x").write_text("")
     with pytest.raises(RftlabError, match="not empty"):
         export_run(tmp_path, tmp_path / "out")
+
+
+def test_prompt_format_reads_a_users_file_with_the_runs_field_names(tmp_path, monkeypatch, caplog):
+    """A run on a custom-field file: export and sample read it as the run did (no 'could not read' fallback)."""
+    import json
+
+    from rftlab.config import load_config
+    from rftlab.export import run_prompt_format
+
+    monkeypatch.chdir(tmp_path)
+    row = {"prompt": "Tom has 3 apples and buys 9 more. How many now?", "target": "3 + 9 = 12\n#### 12"}
+    (tmp_path / "mine.jsonl").write_text(json.dumps(row) + "\n")
+    (tmp_path / "mine_test.jsonl").write_text(json.dumps(row) + "\n")
+    overrides = ["data.dataset=mine.jsonl", "data.question_field=prompt", "data.answer_field=target"]
+    cfg = load_config("tiny", [*overrides, "data.format=gsm8k", "data.test_path=mine_test.jsonl"])
+    with caplog.at_level("WARNING"):
+        assert run_prompt_format(cfg) == ("gsm8k", cfg.resolved_answer_format("gsm8k"))
+    assert "could not read" not in caplog.text
+    # without the run's field names the same file cannot be read: the fallback is taken and said
+    plain = load_config("tiny", ["data.dataset=mine.jsonl"])
+    with caplog.at_level("WARNING"):
+        run_prompt_format(plain)
+    assert "could not read" in caplog.text

@@ -243,8 +243,11 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from transformers.utils import logging as hf_logging
+
     from rftlab.export import export_run
 
+    hf_logging.disable_progress_bar()  # loading and shard-writing bars: the output is the one line below
     out = export_run(args.run_dir, args.out_dir, dtype=args.dtype, checkpoint=args.checkpoint)
     print(
         f"exported {args.run_dir} -> {out} (load with AutoModelForCausalLM.from_pretrained; "

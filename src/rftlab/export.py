@@ -85,12 +85,13 @@ def run_prompt_format(cfg: Config) -> tuple[str, str]:
     With `data.prompt_style=auto` the style is the dataset's own: read from the first test problem
     (the same rule `set_up` follows). If the data cannot be read any more, the answer format decides.
     """
-    from rftlab.tasks import load_problems
+    from rftlab.tasks import load_options, load_problems
 
     style = cfg.data.prompt_style
     if style == "auto":
         try:
-            style = load_problems(cfg.data.dataset, cfg.data.test_split, limit=1)[0].prompt_style
+            path = cfg.data.test_path or cfg.data.dataset  # a user's own file: read with the run's options
+            style = load_problems(path, cfg.data.test_split, limit=1, **load_options(cfg.data))[0].prompt_style
         except (RftlabError, OSError, IndexError) as err:
             style = "math" if cfg.data.answer_format == "boxed" else "gsm8k"
             log.warning(

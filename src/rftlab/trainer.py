@@ -62,7 +62,7 @@ from rftlab.selection import (
     model_fingerprint,
     select_by_difficulty,
 )
-from rftlab.tasks import load_problems
+from rftlab.tasks import load_options, load_problems
 from rftlab.tasks.limits import check_prompt_lengths
 from rftlab.tasks.loading import is_local_file, question_overlap
 from rftlab.tasks.problem import Problem
@@ -95,11 +95,7 @@ def load_task(cfg: Config, *, train: bool = True) -> tuple[list[Problem], list[P
     `train=False` (`rftlab eval`: the base model, nothing trained): a single file is not split.
     """
     d = cfg.data
-    options = dict(
-        on_bad_row=d.on_bad_row,
-        format=None if d.format == "auto" else d.format,
-        fields={"question": d.question_field, "answer": d.answer_field},
-    )
+    options = load_options(d)
     one_file = is_local_file(d.dataset)
     train_split = load_problems(d.dataset, d.train_split, **options)
     if d.test_path:

@@ -4,7 +4,15 @@
 knows. The synthetic generator is imported only when asked for, so this package imports cheaply.
 """
 
-from rftlab.tasks.loading import LoadResult, SkippedRow, load_problems, load_problems_result
+from rftlab.tasks.loading import LoadResult, SkippedRow, load_options, load_problems, load_problems_result
 from rftlab.tasks.problem import PROMPT_SUFFIXES, Problem
 
-__all__ = ["PROMPT_SUFFIXES", "LoadResult", "Problem", "SkippedRow", "load_problems", "load_problems_result"]
+__all__ = [
+    "PROMPT_SUFFIXES",
+    "LoadResult",
+    "Problem",
+    "SkippedRow",
+    "load_options",
+    "load_problems",
+    "load_problems_result",
+]

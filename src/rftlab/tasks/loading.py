@@ -75,6 +75,16 @@ class LoadResult:
     skipped: list[SkippedRow] = field(default_factory=list)
 
 
+def load_options(data: Any) -> dict[str, Any]:
+    """`load_problems` keyword arguments from a run's `data.*` config (bad-row policy, row format, field
+    names): one place, so training, export and sampling read a user's file the same way."""
+    return dict(
+        on_bad_row=data.on_bad_row,
+        format=None if data.format == "auto" else data.format,
+        fields={"question": data.question_field, "answer": data.answer_field},
+    )
+
+
 def load_problems(
     dataset: str,
     split: str = "test",
