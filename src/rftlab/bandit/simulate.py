@@ -13,6 +13,7 @@ per round (the correlated env draws which).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -204,7 +205,9 @@ def simulate(
         history[k][0] = v
     row = 0
     step = 0
-    for t in tqdm(range(1, cfg.rounds + 1), disable=not progress, desc="bandit", unit="round", leave=False):
+    # a transient bar on a terminal only: in a log file or CI its carriage returns are noise
+    show = progress and sys.stderr.isatty()
+    for t in tqdm(range(1, cfg.rounds + 1), disable=not show, desc="bandit", unit="round", leave=False):
         # ---- roll out and verify
         if hasattr(policy, "start_round"):
             policy.start_round(gen)
