@@ -20,9 +20,7 @@ pipeline's own report.html with the same blocks.
 from __future__ import annotations
 
 import base64
-import html
 import json
-import math
 import os
 from pathlib import Path
 
@@ -32,6 +30,9 @@ from rftlab.pipeline import analysis
 from rftlab.pipeline.analysis import METRIC_HELP
 from rftlab.pipeline.spec import spec_from_dict
 from rftlab.pipeline.summarize import PAIRED_METRICS, TABLE_METRICS, read_pipeline, summarize
+from rftlab.report.cells import escape as _e
+from rftlab.report.cells import estimate_cell as _cell
+from rftlab.report.cells import fmt as _fmt
 from rftlab.report.decomposition_figures import plot_decomposition
 from rftlab.report.multitask import multitask_block
 from rftlab.report.sweep_figures import plot_layer
@@ -66,29 +67,6 @@ BANDIT_TITLES = {
     "adaptive": "adaptive reward and advantage designs",
 }
 BANDIT_NUMBERS_HEAD = "what the bandit says (paired seeds; triples are mean [99% interval] of a difference)"
-
-
-def _e(text) -> str:
-    return html.escape(str(text))
-
-
-def _fmt(x, signed: bool = False) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    if abs(x) >= 100:
-        return f"{x:+.0f}" if signed else f"{x:.0f}"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
-def _cell(est: dict | None, signed: bool = False) -> str:
-    if not est or est.get("value") is None:
-        return '<td class="num">–</td>'
-    ci = (
-        ""
-        if est.get("low") is None
-        else f"<br><small>[{_fmt(est['low'], signed)}, {_fmt(est['high'], signed)}]</small>"
-    )
-    return f'<td class="num">{_fmt(est["value"], signed)}{ci}<br><small>n={est["n"]}</small></td>'
 
 
 def _png_tag(path: Path, alt: str) -> str:

@@ -10,7 +10,6 @@ for a `gt` / `lt` claim, the verdict itself. The words come from the intervals, 
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,16 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rftlab.pipeline.analysis import RunCurve, mean_curve, on_task  # noqa: E402
 from rftlab.plotting import COLORS, save_figure, style_axes  # noqa: E402
-
-
-def _e(text) -> str:
-    return html.escape(str(text))
-
-
-def _fmt(x, signed: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{x:+.3f}" if signed else f"{x:.3f}"
+from rftlab.report.cells import escape as _e  # noqa: E402
+from rftlab.report.cells import estimate_cell  # noqa: E402
 
 
 def layer_tasks(groups: dict[str, Sequence[RunCurve]]) -> list[str]:
@@ -61,17 +52,6 @@ def plot_tasks(groups: dict[str, Sequence[RunCurve]], path: str | Path, *, title
     return save_figure(fig, path)
 
 
-def _cell(est: dict | None, signed: bool = False) -> str:
-    if not est or est.get("value") is None:
-        return '<td class="num">–</td>'
-    ci = (
-        ""
-        if est.get("low") is None
-        else f"<br><small>[{_fmt(est['low'], signed)}, {_fmt(est['high'], signed)}]</small>"
-    )
-    return f'<td class="num">{_fmt(est["value"], signed)}{ci}</td>'
-
-
 def tasks_table(layer: dict, tasks: list[str]) -> str:
     """Per variant and task: test Pass@1 base, final and gain (95% bootstrap intervals over seeds)."""
     head = "".join(f'<th colspan="3">task {_e(t)}</th>' for t in tasks)
@@ -80,9 +60,9 @@ def tasks_table(layer: dict, tasks: list[str]) -> str:
     for v in layer["variants"]:
         per = v.get("tasks") or {}
         cells = "".join(
-            _cell(per.get(t, {}).get("test_base"))
-            + _cell(per.get(t, {}).get("test_final"))
-            + _cell(per.get(t, {}).get("test_gain"), signed=True)
+            estimate_cell(per.get(t, {}).get("test_base"), show_n=False)
+            + estimate_cell(per.get(t, {}).get("test_final"), show_n=False)
+            + estimate_cell(per.get(t, {}).get("test_gain"), signed=True, show_n=False)
             for t in tasks
         )
         rows.append(f"<tr><td><b>{_e(v['name'])}</b></td>{cells}</tr>")
