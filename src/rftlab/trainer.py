@@ -621,8 +621,8 @@ def set_up(cfg: Config, *, train: bool = True) -> Task:
     """
     use_threads(cfg)
     torch.manual_seed(cfg.seed)
+    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style  # None: each problem's own
     if cfg.data.mix.tasks:
-        style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
         mix = load_mix(cfg)  # data first, as below
         return set_up_mix(cfg, mix, load_policy_for(cfg.model, train=train), style)
     train_split, test_set = load_task(cfg, train=train)
@@ -632,7 +632,6 @@ def set_up(cfg: Config, *, train: bool = True) -> Task:
             check_pool_size(cfg.data, len(train_split), train_split[0].id)
     policy = load_policy_for(cfg.model, train=train)
     train_split, test_set = check_prompt_lengths(cfg, policy, train_split, test_set)
-    style = None if cfg.data.prompt_style == "auto" else cfg.data.prompt_style
     answer_format = cfg.resolved_answer_format(style or test_set[0].prompt_style)
     return Task(policy, train_split, test_set, style, answer_format)
 
