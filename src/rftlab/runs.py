@@ -324,8 +324,8 @@ class RunDir:
             manifest = {"file": "trainer.pt", "sha256": digest, "bytes": size, "round": round_, "config": self.config}
             if self.provenance is not None:
                 manifest["provenance"] = self.provenance
-            _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-            fsync_dir(tmp)
+            # the manifest last, fsynced with the folder: the folder is complete before it is swapped in
+            write_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n", durable=True)
         except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
             shutil.rmtree(tmp, ignore_errors=True)
             raise RftlabError(
@@ -445,13 +445,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_durably(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # metrics.jsonl keys that had no namespace before issue 10 (old name -> new name). Readers map them, so an
