@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --pairs 3            # G = 8, KL off
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --kl --pairs 3       # G = 8, KL on
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model smollm2-135m --pairs 3    # G = 4, 128 tokens
-    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --engine lean        # rftlab's opt-in lean engine
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --model tiny --engine hf --no-shared-prompt  # generate, per-row update
     python benchmarks/vs_trl.py --model tiny --check    # the matched settings and the prompt check only
 
 TRL is not an rftlab dependency: `pip install -e ".[bench]"` brings the version this was written for.
@@ -63,7 +63,8 @@ class Matched:
     max_new_tokens: int
     lr: float
     kl_coef: float
-    engine: str = "hf"  # rftlab's rollout.engine (TRL always uses transformers' generate)
+    engine: str = "lean"  # rftlab's rollout.engine, its default (TRL always uses transformers' generate)
+    shared_prompt: bool = True  # rftlab's train.shared_prompt, its default (TRL runs the prompt once per sample)
     temperature: float = 1.0
     top_p: float = 1.0
     clip_eps: float = 0.2
@@ -82,7 +83,9 @@ MODELS = {
 }
 
 
-def matched(model: str, *, kl: bool, rollouts_per_round: int | None = None, engine: str = "hf") -> Matched:
+def matched(
+    model: str, *, kl: bool, rollouts_per_round: int | None = None, engine: str = "lean", shared_prompt: bool = True
+) -> Matched:
     spec = MODELS[model]
     return Matched(
         model=model,
@@ -91,6 +94,7 @@ def matched(model: str, *, kl: bool, rollouts_per_round: int | None = None, engi
         lr=spec["lr"],
         kl_coef=KL_COEF if kl else 0.0,
         engine=engine,
+        shared_prompt=shared_prompt,
     )
 
 
@@ -111,6 +115,7 @@ def rftlab_overrides(m: Matched) -> list[str]:
         f"rollout.temperature={m.temperature}",
         f"rollout.top_p={m.top_p}",
         f"rollout.engine={m.engine}",
+        f"train.shared_prompt={str(m.shared_prompt).lower()}",
         "objective.advantage=grpo",
         "objective.reward_design=binary",
         "objective.aggregation=token_mean",
@@ -297,6 +302,7 @@ def measure(which: str, m: Matched, rounds: int, warmup: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", which, "--model", m.model, "--rounds", str(rounds)]
     cmd += ["--warmup", str(warmup), "--g", str(m.rollouts_per_round), "--engine", m.engine]
     cmd += ["--kl"] if m.kl_coef else []
+    cmd += ["--shared-prompt" if m.shared_prompt else "--no-shared-prompt"]
     env = {**os.environ, **OFFLINE_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -321,7 +327,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement (default per model)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default per model)")
     parser.add_argument(
-        "--engine", default="hf", choices=("hf", "lean"), help="rftlab's rollout.engine (hf: generate, as TRL)"
+        "--engine",
+        default="lean",
+        choices=("hf", "lean"),
+        help="rftlab's rollout.engine (default lean, rftlab's default; hf: generate, as TRL)",
+    )
+    parser.add_argument(
+        "--shared-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rftlab's train.shared_prompt (default on, rftlab's default): each distinct prompt through the "
+        "model once per update; --no-shared-prompt runs every row's prompt, as TRL does",
     )
     parser.add_argument("--no-g1", action="store_true", help="skip rftlab's G = 1 measurement")
     parser.add_argument("--check", action="store_true", help="print the matched settings and prompt check, no timing")
@@ -341,11 +357,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.worker:
         os.environ.update(OFFLINE_ENV)
-        m = matched(args.model, kl=args.kl, rollouts_per_round=args.g, engine=args.engine)
+        m = matched(
+            args.model, kl=args.kl, rollouts_per_round=args.g, engine=args.engine, shared_prompt=args.shared_prompt
+        )
         timed = (time_rftlab if args.worker == "rftlab" else time_trl)(m, args.rounds, args.warmup)
         print(json.dumps(timed))
         return
-    m = matched(args.model, kl=args.kl, engine=args.engine)
+    m = matched(args.model, kl=args.kl, engine=args.engine, shared_prompt=args.shared_prompt)
     print("command:", f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", " ".join(sys.argv))
     print("matched:", json.dumps(dataclasses.asdict(m)))
     from rftlab.config import load_config
@@ -382,14 +400,14 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
     label = f"{m.model}, G = {m.rollouts_per_round}, {m.max_new_tokens} tokens, KL {'on' if m.kl_coef else 'off'}"
-    label += f", rftlab rollout.engine={m.engine}"
+    label += f", rftlab rollout.engine={m.engine}, train.shared_prompt={str(m.shared_prompt).lower()}"
     print(f"\n{label}: median [range] over {args.pairs} pairs")
     print(f"  rftlab rounds/s {spread(ours, '{:.3f}')}")
     print(f"  TRL    rounds/s {spread(theirs, '{:.3f}')}")
     print(f"  ratio  rftlab/TRL {spread(ratios)}")
     print(f"  ratio of rounds per CPU second (each process's own CPU time) {spread(cpu_ratios)}")
     if not args.no_g1:
-        g1 = matched(args.model, kl=args.kl, rollouts_per_round=1, engine=args.engine)
+        g1 = matched(args.model, kl=args.kl, rollouts_per_round=1, engine=args.engine, shared_prompt=args.shared_prompt)
         rates = [measure("rftlab", g1, args.rounds, args.warmup)["rounds_per_s"] for _ in range(args.pairs)]
         print(f"  rftlab at G = 1 (TRL refuses G = 1): rounds/s {spread(rates, '{:.3f}')}")
     print(f"load after: {uptime()}")

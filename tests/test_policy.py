@@ -308,3 +308,133 @@ def test_a_model_without_logits_to_keep_gets_every_position_and_the_same_values(
         got, got_entropy = response_logp(plain, *args, with_entropy=True)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     torch.testing.assert_close(got_entropy, want_entropy, atol=1e-6, rtol=0)
+
+
+# ----------------------------------------------------------------------------- shared prompt forward
+
+
+def three_group_batch(policy, samples=3, max_new_tokens=24):
+    """Prompts of different lengths (left padding), `samples` rows each, responses of different lengths."""
+    prompts = [
+        "<|user|>What is 12 + 30?\n<|assistant|>",
+        "<|user|>Tom has 3 apples and buys 4 more. How many now?\n<|assistant|>",
+        "<|user|>7 * 6 = ?\n<|assistant|>",
+    ]
+    return generate(policy, prompts, samples_per_prompt=samples, max_new_tokens=max_new_tokens, seed=5)
+
+
+def embedding_calls(policy):
+    """Record the (rows, positions) of every input the model's token embedding sees."""
+    seen = []
+    hook = policy.model.get_input_embeddings().register_forward_hook(
+        lambda m, inp, out: seen.append(tuple(inp[0].shape))
+    )
+    return seen, hook
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_shared_prompt_equals_the_plain_forward(tiny, temperature):
+    """Values and gradients equal the per-row forward's to float32 rounding (other matmul shapes)."""
+    batch = three_group_batch(tiny)
+    lengths = batch.response_mask.sum(1)
+    assert batch.prompt_mask.sum(1).unique().numel() == 3 and lengths.unique().numel() > 1
+    tiny.model.train()
+    try:
+        plain = logp_and_grads(tiny, batch, shared_prompt=False)
+        shared = logp_and_grads(tiny, batch, shared_prompt=True)
+    finally:
+        tiny.model.eval()
+    mask = batch.response_mask.bool()  # positions past a row's end are not used by the loss
+    masked = [(lp.masked_fill(~mask, 0), ent.masked_fill(~mask, 0), g) for lp, ent, g in (plain, shared)]
+    assert_same(*masked)
+
+
+def test_shared_prompt_is_as_close_to_float64_as_the_plain_forward(tiny):
+    batch = three_group_batch(tiny)
+    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    mask = batch.response_mask.bool()
+    with torch.no_grad():
+        plain, _ = response_logp(tiny, *args, shared_prompt=False)
+        shared, _ = response_logp(tiny, *args, shared_prompt=True)
+        wide = load_policy("tiny")
+        wide.model.double()
+        exact, _ = response_logp(wide, *args, shared_prompt=False)
+    err_plain = float((plain.double() - exact)[mask].abs().max())
+    err_shared = float((shared.double() - exact)[mask].abs().max())
+    ulp = torch.finfo(torch.float32).eps * float(exact[mask].abs().max())
+    assert err_shared <= max(2 * err_plain, 4 * ulp), (err_shared, err_plain, ulp)
+
+
+def test_shared_prompt_runs_each_distinct_prompt_once(tiny):
+    batch = three_group_batch(tiny, samples=4)
+    (n, p), t = batch.prompt_ids.shape, batch.response_ids.shape[1]
+    seen, hook = embedding_calls(tiny)
+    try:
+        with torch.no_grad():
+            response_logp(
+                tiny, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask, shared_prompt=True
+            )
+            shared = list(seen)
+            seen.clear()
+            response_logp(tiny, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+    finally:
+        hook.remove()
+    assert shared == [(3, p), (n, t - 1)]  # 3 prompts once, then every row's response on their cache
+    assert seen == [(n, p + t)]  # the plain forward: every row, prompt and response
+
+
+def test_shared_prompt_falls_back_where_it_cannot_share(tiny):
+    """Distinct prompts only (G = 1), chunked log-probs, or gradient checkpointing: the plain forward."""
+    from rftlab.policy import shares_prompts
+
+    one_each = generate(
+        tiny, ["<|user|>1 + 1?\n<|assistant|>", "<|user|>2 + 3?\n<|assistant|>"], max_new_tokens=8, seed=1
+    )
+    assert not shares_prompts(tiny.model, one_each.prompt_ids, one_each.prompt_mask)
+    batch = three_group_batch(tiny)
+    assert shares_prompts(tiny.model, batch.prompt_ids, batch.prompt_mask)
+    seen, hook = embedding_calls(tiny)
+    try:
+        with torch.no_grad():
+            response_logp(tiny, *_args(one_each), shared_prompt=True)
+            response_logp(tiny, *_args(batch), shared_prompt=True, chunk_tokens=16)
+    finally:
+        hook.remove()
+    assert seen[0] == (2, one_each.prompt_ids.shape[1] + one_each.response_ids.shape[1])
+    # the chunked path (after its one-off head check on a short row): the backbone on every whole row
+    assert seen[-1] == (len(batch), batch.prompt_ids.shape[1] + batch.response_ids.shape[1])
+    checkpointed = load_policy_for(load_config("tiny", ["model.gradient_checkpointing=true"]).model)
+    checkpointed.model.train()
+    assert not shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)
+    checkpointed.model.eval()
+    assert shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)  # no grad: a cache is fine
+
+
+def test_shared_prompt_with_a_one_token_response(tiny):
+    batch = three_group_batch(tiny, max_new_tokens=1)
+    assert batch.response_ids.shape[1] == 1
+    with torch.no_grad():
+        plain, _ = response_logp(tiny, *_args(batch))
+        shared, _ = response_logp(tiny, *_args(batch), shared_prompt=True)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prompt_under_bfloat16_autocast_and_lora():
+    """The GPU recipes' setting (bfloat16 compute, float32 master) and a LoRA adapter: the adapter's
+    gradients through the shared prompt's cache equal the plain forward's to bfloat16 rounding."""
+    cfg = load_config("tiny", ["model.dtype=bfloat16", "model.lora_rank=4"])
+    policy = load_policy_for(cfg.model)
+    batch = three_group_batch(policy)
+    policy.model.train()
+    plain = logp_and_grads(policy, batch, shared_prompt=False)
+    shared = logp_and_grads(policy, batch, shared_prompt=True)
+    mask = batch.response_mask.bool()
+    assert plain[2] and all("lora" in name for name in plain[2])
+    torch.testing.assert_close(shared[0][mask], plain[0][mask], atol=0.1, rtol=0.02)
+    for name, grad in plain[2].items():
+        rel = float((shared[2][name] - grad).norm() / (grad.norm() + 1e-12))
+        assert rel < 0.05, (name, rel)
+
+
+def _args(batch):
+    return batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask

@@ -58,12 +58,17 @@ def test_bad_arguments_are_refused(bench, argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_the_engine_option_reaches_rftlab_only(bench):
-    args = bench.parse_args(["--engine", "lean"])
-    m = bench.matched(args.model, kl=args.kl, engine=args.engine)
-    assert load_config("tiny", bench.rftlab_overrides(m)).rollout.engine == "lean"
-    assert "engine" not in bench.trl_config_kwargs(m, "/tmp/unused", 3)
-    assert load_config("tiny", bench.rftlab_overrides(bench.matched("tiny", kl=False))).rollout.engine == "hf"
+def test_the_engine_and_shared_prompt_options_reach_rftlab_only(bench):
+    args = bench.parse_args(["--engine", "hf", "--no-shared-prompt"])
+    m = bench.matched(args.model, kl=args.kl, engine=args.engine, shared_prompt=args.shared_prompt)
+    cfg = load_config("tiny", bench.rftlab_overrides(m))
+    assert cfg.rollout.engine == "hf" and not cfg.train.shared_prompt
+    trl = bench.trl_config_kwargs(m, "/tmp/unused", 3)
+    assert not any("engine" in k or "shared" in k for k in trl)
+    default = bench.parse_args([])  # rftlab as a user runs it: its own defaults
+    cfg = load_config("tiny", bench.rftlab_overrides(bench.matched("tiny", kl=False)))
+    assert (default.engine, default.shared_prompt) == ("lean", True)
+    assert (cfg.rollout.engine, cfg.train.shared_prompt) == (load_config("tiny").rollout.engine, True)
 
 
 def test_the_last_line_is_the_ratio(bench):
@@ -93,7 +98,7 @@ def test_rftlab_config_and_trl_arguments_describe_the_same_round(bench, model, k
     assert cfg.model.dtype == cfg.model.master_dtype == "float32" and not trl["bf16"] and not trl["fp16"]
     assert not trl["gradient_checkpointing"] and not cfg.model.gradient_checkpointing
     assert cfg.run.threads == 1 and trl["report_to"] == "none" and trl["use_cpu"]
-    assert cfg.rollout.engine == "hf"  # transformers' generate, as TRL's
+    assert cfg.rollout.engine == "lean" and cfg.train.shared_prompt  # rftlab's defaults (TRL: generate, per row)
 
 
 def test_the_prompt_tokens_match_and_a_different_prompt_is_caught(bench):

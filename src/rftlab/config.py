@@ -168,10 +168,10 @@ class RolloutConfig:
     top_p: float = spec(1.0, "nucleus sampling threshold", range=(0.0, 1.0), open_low=True)
     max_new_tokens: int = spec(160, "response budget in tokens (the paper: 1024)", range=(1, 65536))
     engine: str = spec(
-        "hf",
-        "generation engine for rollouts and evaluation: hf (transformers generate, the reference) or "
-        "lean (own decoding loop, finished rows leave the batch: same distribution, not promised "
-        "bit-identical; BENCHMARKS.md)",
+        "lean",
+        "generation engine for rollouts and evaluation: lean (own decoding loop on the model's forward, "
+        "finished rows leave the batch; BENCHMARKS.md) or hf (transformers generate, the reference: "
+        "the same distribution and random stream, not promised the same bits)",
         choices=["hf", "lean"],
     )
 
@@ -289,6 +289,11 @@ class TrainConfig:
         "response tokens whose full-vocabulary logits exist at once when computing log-probs and entropy; "
         "0 = a whole micro-batch",
         range=(0, 10**9),
+    )
+    shared_prompt: bool = spec(
+        True,
+        "run each distinct prompt through the model once per forward and share its KV cache among its "
+        "G rollouts (less compute per update; same log-probs up to float rounding, so not bit-identical)",
     )
 
 

@@ -422,6 +422,7 @@ def response_logp(
     temperature: float = 1.0,
     with_entropy: bool = False,
     chunk_tokens: int = 0,
+    shared_prompt: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log pi(o_t | q, o_<t) for every response token, (N, T), and optionally the entropy per token.
 
@@ -431,12 +432,17 @@ def response_logp(
     were never used, but cost a head matmul forward and backward and a (N, P, V) tensor), and the
     entropy shares the loss's log-sum-exp (`token_logp_and_entropy`). `chunk_tokens > 0`:
     full-vocabulary logits exist for at most that many response tokens at a time (same values).
+    `shared_prompt`: rows with the same prompt (a round's G samples) share one forward of it
+    (`shared_prompt_logits`; same values up to float rounding, with gradients).
     """
     from rftlab.objectives import token_logp_and_entropy
 
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
+    if shared_prompt and chunk_tokens == 0 and shares_prompts(policy.model, prompt_ids, prompt_mask):
+        logits = shared_prompt_logits(policy.model, prompt_ids, prompt_mask, response_ids, attention, position_ids)
+        return token_logp_and_entropy(logits, response_ids, temperature, with_entropy=with_entropy)
     if chunk_tokens > 0:
         return _chunked_response_logp(
             policy,
@@ -456,6 +462,80 @@ def response_logp(
         logits = policy.model(input_ids=input_ids, attention_mask=attention, position_ids=position_ids).logits
     logits = logits[:, -t - 1 : -1]  # (N, T, V): position t predicts response token t
     return token_logp_and_entropy(logits, response_ids, temperature, with_entropy=with_entropy)
+
+
+def shares_prompts(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool:
+    """Can `shared_prompt_logits` run here, and does it save anything (fewer distinct prompts than rows)?
+
+    Not with gradient checkpointing in training (transformers then refuses a KV cache) nor for a model
+    whose forward has no `logits_to_keep` (its prefill would compute the whole prompt's logits).
+    """
+    if prompt_ids.shape[0] < 2 or not takes_logits_to_keep(model):
+        return False
+    if model.training and is_checkpointing(_causal_lm(model)):
+        return False
+    rows = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
+    return bool((rows[1:] == rows[:-1]).all(dim=1).any())  # rows of one prompt are adjacent (b*G .. b*G+G-1)
+
+
+def is_checkpointing(model: torch.nn.Module) -> bool:
+    """Is activation (gradient) checkpointing on? (transformers 5 renamed the flag; either is read)"""
+    flag = (
+        "is_activation_checkpointing"
+        if hasattr(type(model), "is_activation_checkpointing")
+        else "is_gradient_checkpointing"
+    )
+    return bool(getattr(model, flag, False))
+
+
+def shared_prompt_logits(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    attention: torch.Tensor,
+    position_ids: torch.Tensor,
+) -> torch.Tensor:
+    """(N, T, V) logits predicting each response token, each distinct prompt run through the model once.
+
+    Why: the G rollouts of a prompt share it, and the plain forward computes (and backpropagates
+    through) that prompt G times; with a prompt of P tokens and responses of T this does
+    D*P + N*(T-1) token positions instead of N*(P+T) (D distinct prompts; "shared-prefix" forward,
+    as in Prefix Grouper, Liu et al. 2025, arXiv 2506.05433). The distinct prompts are prefilled into
+    a KV cache with gradients kept, the cache is indexed out to every row (indexing is differentiable:
+    backward sums the rows' gradients into the shared prefix, as the plain forward's per-row copies
+    sum them), and the responses run on it. The logits are those of the plain forward up to float
+    rounding (other matmul shapes): same attention mask, same position ids (`attention`'s cumsum, the
+    rule `generate` and the plain path use).
+    """
+    from transformers import DynamicCache
+
+    n, p = prompt_ids.shape
+    distinct, copies = torch.unique(
+        torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True
+    )
+    rows = torch.arange(n, device=prompt_ids.device)
+    first = torch.full((distinct.shape[0],), n, device=prompt_ids.device).scatter_reduce(0, copies, rows, "amin")
+    cache = DynamicCache(config=_causal_lm(model).config)
+    head = model(
+        input_ids=prompt_ids[first],
+        attention_mask=attention[first, :p],
+        position_ids=position_ids[first, :p],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits  # (D, 1, V): the last prompt position predicts response token 0
+    if response_ids.shape[1] == 1:
+        return head[copies]
+    cache.batch_select_indices(copies)  # (N, heads, P, d) per layer
+    rest = model(
+        input_ids=response_ids[:, :-1],  # the last response token predicts nothing the loss uses
+        attention_mask=attention[:, :-1],
+        position_ids=position_ids[:, p:-1],
+        cache=cache,
+        use_cache=True,
+    ).logits  # (N, T-1, V)
+    return torch.cat([head[copies], rest], dim=1)
 
 
 def takes_logits_to_keep(model: torch.nn.Module) -> bool:

@@ -302,6 +302,7 @@ def reference_logp(
                     mask[c],
                     temperature=cfg.rollout.temperature,
                     chunk_tokens=cfg.train.logprob_chunk_tokens,
+                    shared_prompt=cfg.train.shared_prompt,
                 )[0]
                 for c in chunks
             ]
@@ -336,6 +337,7 @@ def micro_batch_backward(
             temperature=cfg.rollout.temperature,
             with_entropy=first,
             chunk_tokens=cfg.train.logprob_chunk_tokens,
+            shared_prompt=cfg.train.shared_prompt,
         )
     if first:
         old_logp.copy_(logp.detach())
