@@ -167,6 +167,24 @@ def test_paper_gpu_base_is_the_qwen_gsm8k_recipe():
     assert minimalist == recipe
 
 
+def test_paper_gpu_multi_task_layer_trains_gsm8k_and_math():
+    """The real-model multi-task layer (issue 12): GSM8K, MATH-500, and both, each single task also
+    evaluated on the other; its claims read each task's own test Pass@1."""
+    spec = load_spec("paper-gpu")
+    layer = spec.layer("multi-task")
+    runs = {r.variant: r.config for r in plan(spec) if r.layer == "multi-task" and r.seed == 0}
+    mixes = {v: (c["data"]["mix"]["tasks"], c["data"]["mix"]["eval_tasks"]) for v, c in runs.items()}
+    assert mixes == {
+        "gsm8k": (["gsm8k"], ["math500"]),
+        "math500": (["math500"], ["gsm8k"]),
+        "gsm8k+math500": (["gsm8k", "math500"], []),
+    }
+    for config in runs.values():  # everything else is the paper's Qwen GSM8K recipe
+        assert config["model"]["name"] == "Qwen/Qwen2.5-1.5B-Instruct" and config["optim"]["lr"] == 1e-6
+    tasks = {claim["metric"].split(":")[1] for claim in layer.claims}
+    assert tasks == {"gsm8k", "math500"}
+
+
 # ----------------------------------------------------------------------------- registries
 
 
