@@ -69,7 +69,9 @@ def test_on_a_real_models_logits():
     from rftlab.rollout import generate
 
     policy = load_policy("tiny")
-    batch = generate(policy, ["<|user|>What is 12 + 30?\n<|assistant|>"], samples_per_prompt=4, max_new_tokens=24, seed=2)
+    batch = generate(
+        policy, ["<|user|>What is 12 + 30?\n<|assistant|>"], samples_per_prompt=4, max_new_tokens=24, seed=2
+    )
     args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     with torch.no_grad():
         ours, _ = response_logp(policy, *args, temperature=0.7, shared_prompt=False)

@@ -365,7 +365,7 @@ def test_shared_prompt_is_as_close_to_float64_as_the_plain_forward(tiny):
     assert err_shared <= max(2 * err_plain, 4 * ulp), (err_shared, err_plain, ulp)
 
 
-def test_shared_prompt_runs_each_distinct_prompt_once(tiny):
+def test_shared_prompt_runs_each_distinct_prompt_once_and_packs_the_responses(tiny):
     batch = three_group_batch(tiny, samples=4)
     (n, p), t = batch.prompt_ids.shape, batch.response_ids.shape[1]
     seen, hook = embedding_calls(tiny)
@@ -379,7 +379,11 @@ def test_shared_prompt_runs_each_distinct_prompt_once(tiny):
             response_logp(tiny, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     finally:
         hook.remove()
-    assert shared == [(3, p), (n, t - 1)]  # 3 prompts once, then every row's response on their cache
+    # 3 prompts once, then one packed row per prompt: its 4 responses back to back, without padding
+    # (each row's tokens up to the one before its last: the last one predicts nothing)
+    inputs = (batch.response_mask.sum(1) - 1).clamp(min=0).view(3, 4).sum(1)
+    assert shared == [(3, p), (3, int(inputs.max()))]
+    assert int(inputs.max()) < 4 * (t - 1)
     assert seen == [(n, p + t)]  # the plain forward: every row, prompt and response
 
 
@@ -408,6 +412,42 @@ def test_shared_prompt_falls_back_where_it_cannot_share(tiny):
     assert not shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)
     checkpointed.model.eval()
     assert shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)  # no grad: a cache is fine
+
+
+def test_shared_prompt_with_rows_of_one_prompt_apart_and_after_their_end(tiny):
+    """Rows of one prompt need not be adjacent (a micro-batch may hold any rows); positions after a
+    row's end hold log p = 0 and entropy 0 (the loss masks them)."""
+    batch = three_group_batch(tiny)
+    perm = torch.tensor([4, 0, 8, 1, 5, 2, 7, 3, 6])
+    args = [a[perm] for a in _args(batch)]
+    with torch.no_grad():
+        plain, plain_entropy = response_logp(tiny, *args, with_entropy=True)
+        shared, shared_entropy = response_logp(tiny, *args, with_entropy=True, shared_prompt=True)
+    mask = args[3].bool()
+    assert (~mask).any()
+    torch.testing.assert_close(shared[mask], plain[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared_entropy[mask], plain_entropy[mask], atol=1e-5, rtol=1e-5)
+    assert (shared[~mask] == 0).all() and (shared_entropy[~mask] == 0).all()
+
+
+def test_shared_prompt_needs_sdpa_and_full_attention(tiny):
+    """Its 4-D boolean mask is read as such by SDPA only; a sliding window would be replaced by it."""
+    from rftlab.policy import shares_prompts
+
+    batch = three_group_batch(tiny)
+    config = tiny.model.config
+    assert shares_prompts(tiny.model, batch.prompt_ids, batch.prompt_mask)
+    saved = config._attn_implementation
+    try:
+        config._attn_implementation = "eager"
+        assert not shares_prompts(tiny.model, batch.prompt_ids, batch.prompt_mask)
+    finally:
+        config._attn_implementation = saved
+    config.sliding_window = 16
+    try:
+        assert not shares_prompts(tiny.model, batch.prompt_ids, batch.prompt_mask)
+    finally:
+        del config.sliding_window
 
 
 def test_shared_prompt_with_a_one_token_response(tiny):

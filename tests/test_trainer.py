@@ -237,6 +237,46 @@ def test_micro_batches_give_the_whole_batch_update(aggregation):
             torch.testing.assert_close(v, w_whole[k], rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("kl", [False, True])
+def test_shared_prompt_gives_the_per_row_update(kl):
+    """train.shared_prompt (one forward per distinct prompt, responses packed) against the per-row
+    forward on the same batch: two prompts interleaved, unequal lengths, two updates (the second one's
+    ratios move), KL to a reference copy: metrics and weights equal to float32 rounding."""
+    update = FAST + [
+        "objective.updates_per_batch=2",
+        "objective.clip_eps_low=0.05",
+        "objective.clip_eps_high=0.05",
+        f"objective.kl_coef={0.1 if kl else 0}",
+        # plain SGD: Adam's m / sqrt(v) turns float rounding of near-zero gradients into lr-sized steps
+        "optim.optimizer=sgd",
+        "optim.beta1=0",
+        "optim.weight_decay=0",
+        "optim.grad_clip=0",
+        "optim.lr=0.5",
+    ]
+    base = trainer.load_policy("tiny")
+    cfg = load_config("tiny", update)
+    prompts = [base.prompt_text(p) for p in trainer.load_task(cfg)[1][:2]]
+    batch = trainer.generate(base, prompts * 3, max_new_tokens=24, seed=4)  # rows p0 p1 p0 p1 p0 p1
+    assert len(set(batch.response_mask.sum(-1).tolist())) > 1
+    adv = torch.tensor([1.0, -0.5, 0.75, -1.0, 0.25, 0.5])
+    results = []
+    for shared in (False, True):
+        c = load_config("tiny", update + [f"train.shared_prompt={str(shared).lower()}"])
+        policy = trainer.load_policy("tiny")
+        reference = trainer.build_reference(c, policy)
+        optimizer = trainer.build_optimizer(c, policy.model.parameters())
+        metrics = trainer.policy_update(c, policy, reference, optimizer, batch, adv)
+        results.append((metrics, {k: v.clone() for k, v in policy.model.state_dict().items()}))
+    (plain, w_plain), (shared, w_shared) = results
+    assert plain["ratio/max"] > 1.001 or plain["ratio/min"] < 0.999  # the second update's ratios moved
+    keys = ["loss/policy", "policy/entropy", "optim/grad_norm", "ratio/max", "ratio/min"] + (["loss/kl"] if kl else [])
+    for key in keys:
+        assert shared[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+    for k, v in w_shared.items():
+        torch.testing.assert_close(v, w_plain[k], rtol=1e-4, atol=1e-6)
+
+
 def test_run_state_reads_the_checkpoint_state_dict_of_earlier_versions():
     """A checkpoint's state is a plain dict (as before RunState); extra keys (RNG, loss scale) are not state."""
     old = {

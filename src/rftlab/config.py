@@ -292,8 +292,9 @@ class TrainConfig:
     )
     shared_prompt: bool = spec(
         True,
-        "run each distinct prompt through the model once per forward and share its KV cache among its "
-        "G rollouts (less compute per update; same log-probs up to float rounding, so not bit-identical)",
+        "run each distinct prompt through the model once per update forward, its G responses packed "
+        "on its KV cache without padding (less compute; same log-probs and gradients up to float "
+        "rounding; SDPA attention only, else the per-row forward)",
     )
 
 

@@ -432,8 +432,9 @@ def response_logp(
     were never used, but cost a head matmul forward and backward and a (N, P, V) tensor), and the
     entropy shares the loss's log-sum-exp (`token_logp_and_entropy`). `chunk_tokens > 0`:
     full-vocabulary logits exist for at most that many response tokens at a time (same values).
-    `shared_prompt`: rows with the same prompt (a round's G samples) share one forward of it
-    (`shared_prompt_logits`; same values up to float rounding, with gradients).
+    `shared_prompt`: rows with the same prompt (a round's G samples) share one forward of it and
+    their responses run packed, without padding (`shared_prompt_logp`; same values up to float
+    rounding, with gradients; log p = 0 after a row's end).
     """
     from rftlab.objectives import token_logp_and_entropy
 
@@ -441,8 +442,15 @@ def response_logp(
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     if shared_prompt and chunk_tokens == 0 and shares_prompts(policy.model, prompt_ids, prompt_mask):
-        logits = shared_prompt_logits(policy.model, prompt_ids, prompt_mask, response_ids, attention, position_ids)
-        return token_logp_and_entropy(logits, response_ids, temperature, with_entropy=with_entropy)
+        return shared_prompt_logp(
+            policy.model,
+            prompt_ids,
+            prompt_mask,
+            response_ids,
+            response_mask,
+            temperature=temperature,
+            with_entropy=with_entropy,
+        )
     if chunk_tokens > 0:
         return _chunked_response_logp(
             policy,
@@ -465,17 +473,27 @@ def response_logp(
 
 
 def shares_prompts(model: torch.nn.Module, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> bool:
-    """Can `shared_prompt_logits` run here, and does it save anything (fewer distinct prompts than rows)?
+    """Can `shared_prompt_logp` run here, and does it save anything (fewer distinct prompts than rows)?
 
-    Not with gradient checkpointing in training (transformers then refuses a KV cache) nor for a model
-    whose forward has no `logits_to_keep` (its prefill would compute the whole prompt's logits).
+    It needs transformers' SDPA attention (it passes its own 4-D boolean mask, which the eager and
+    flash-attention paths read differently), no sliding-window layers (a custom mask replaces the
+    window), a forward that takes `logits_to_keep` (else the prefill computes the whole prompt's
+    logits), and no gradient checkpointing in training (transformers then refuses a KV cache).
     """
     if prompt_ids.shape[0] < 2 or not takes_logits_to_keep(model):
         return False
-    if model.training and is_checkpointing(_causal_lm(model)):
+    lm = _causal_lm(model)
+    config = lm.config.get_text_config(decoder=True)
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "sliding_window", None) or any(
+        t != "full_attention" for t in getattr(config, "layer_types", None) or []
+    ):
+        return False
+    if model.training and is_checkpointing(lm):
         return False
     rows = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
-    return bool((rows[1:] == rows[:-1]).all(dim=1).any())  # rows of one prompt are adjacent (b*G .. b*G+G-1)
+    return torch.unique(rows, dim=0).shape[0] < rows.shape[0]
 
 
 def is_checkpointing(model: torch.nn.Module) -> bool:
@@ -488,54 +506,102 @@ def is_checkpointing(model: torch.nn.Module) -> bool:
     return bool(getattr(model, flag, False))
 
 
-def shared_prompt_logits(
+def shared_prompt_logp(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
-    attention: torch.Tensor,
-    position_ids: torch.Tensor,
-) -> torch.Tensor:
-    """(N, T, V) logits predicting each response token, each distinct prompt run through the model once.
+    response_mask: torch.Tensor,
+    *,
+    temperature: float,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`response_logp` with each distinct prompt run once and the responses packed without padding.
 
     Why: the G rollouts of a prompt share it, and the plain forward computes (and backpropagates
-    through) that prompt G times; with a prompt of P tokens and responses of T this does
-    D*P + N*(T-1) token positions instead of N*(P+T) (D distinct prompts; "shared-prefix" forward,
-    as in Prefix Grouper, Liu et al. 2025, arXiv 2506.05433). The distinct prompts are prefilled into
-    a KV cache with gradients kept, the cache is indexed out to every row (indexing is differentiable:
-    backward sums the rows' gradients into the shared prefix, as the plain forward's per-row copies
-    sum them), and the responses run on it. The logits are those of the plain forward up to float
-    rounding (other matmul shapes): same attention mask, same position ids (`attention`'s cumsum, the
-    rule `generate` and the plain path use).
+    through) that prompt G times, and every response padded to the longest. Here the D distinct
+    prompts are prefilled once into a KV cache, gradients kept ("shared-prefix" forward, as in
+    Prefix Grouper, Liu et al. 2025, arXiv 2506.05433); then each prompt's responses run as one packed
+    row on its cache, their real tokens back to back, under a block mask: a response token sees the
+    real prompt tokens and the earlier tokens of its own response, as in the plain forward (padding
+    removed, as verl's `use_remove_padding` does with flash-attention's varlen kernels). Token
+    positions are D*P + sum(L_i - 1) instead of N*(P+T) (L_i: row i's length up to its eos).
+
+    Same values as the plain forward up to float rounding (other matmul shapes): the same keys are
+    visible to each query, the same position ids (the real prompt length + the offset in the
+    response, `generate`'s rule), and backward sums each row's gradient into the shared prompt as the
+    plain forward's per-row copies sum them. Positions after a row's end (mask 0, which the loss and
+    every metric mask out) get log p = 0 and entropy 0.
     """
     from transformers import DynamicCache
 
-    n, p = prompt_ids.shape
-    distinct, copies = torch.unique(
+    from rftlab.objectives import token_logp_and_entropy
+
+    device = prompt_ids.device
+    (n, p), t = prompt_ids.shape, response_ids.shape[1]
+    distinct, group = torch.unique(
         torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True
     )
-    rows = torch.arange(n, device=prompt_ids.device)
-    first = torch.full((distinct.shape[0],), n, device=prompt_ids.device).scatter_reduce(0, copies, rows, "amin")
+    d = distinct.shape[0]
+    rows = torch.arange(n, device=device)
+    first = torch.full((d,), n, device=device).scatter_reduce(0, group, rows, "amin")  # a row of each prompt
+    prompt_positions = (prompt_mask[first].cumsum(1) - 1).clamp(min=0)
     cache = DynamicCache(config=_causal_lm(model).config)
     head = model(
         input_ids=prompt_ids[first],
-        attention_mask=attention[first, :p],
-        position_ids=position_ids[first, :p],
+        attention_mask=prompt_mask[first],
+        position_ids=prompt_positions,
         cache=cache,
         use_cache=True,
         logits_to_keep=1,
-    ).logits  # (D, 1, V): the last prompt position predicts response token 0
-    if response_ids.shape[1] == 1:
-        return head[copies]
-    cache.batch_select_indices(copies)  # (N, heads, P, d) per layer
-    rest = model(
-        input_ids=response_ids[:, :-1],  # the last response token predicts nothing the loss uses
-        attention_mask=attention[:, :-1],
-        position_ids=position_ids[:, p:-1],
-        cache=cache,
-        use_cache=True,
-    ).logits  # (N, T-1, V)
-    return torch.cat([head[copies], rest], dim=1)
+    ).logits[:, -1]  # (D, V): each prompt's last position predicts its rows' response token 0
+    logp0, entropy0 = token_logp_and_entropy(head[group], response_ids[:, 0], temperature, with_entropy=with_entropy)
+    logp = torch.zeros((n, t), dtype=logp0.dtype, device=device).index_put((rows, rows.new_zeros(n)), logp0)
+    entropy = None
+    if with_entropy:
+        entropy = torch.zeros((n, t), dtype=logp0.dtype, device=device).index_put((rows, rows.new_zeros(n)), entropy0)
+
+    # the packed rows: row i's response tokens 0 .. L_i - 2 (the last one predicts nothing the loss uses)
+    inputs = (response_mask.sum(1) - 1).clamp(min=0)  # (N,)
+    if int(inputs.sum()) == 0:
+        return logp, entropy
+    order = torch.sort(group, stable=True).indices  # rows by prompt, in row order within one
+    placed = torch.zeros_like(inputs)
+    placed[order] = inputs[order].cumsum(0) - inputs[order]  # start of each row's slots in the whole packing
+    group_start = torch.zeros(d, dtype=inputs.dtype, device=device).scatter_reduce(
+        0, group, placed, "amin", include_self=False
+    )
+    start = placed - group_start[group]  # (N,) start of row i's slots in its prompt's packed row
+    slot_row = torch.repeat_interleave(rows, inputs)  # (S_total,) which row each real slot holds, in row order
+    row_start = inputs.cumsum(0) - inputs
+    slot_offset = torch.arange(slot_row.numel(), device=device) - torch.repeat_interleave(row_start, inputs)
+    slot_group, slot_col = group[slot_row], start[slot_row] + slot_offset
+    width = int((start + inputs).max())  # S: the longest packed row
+    packed_ids = response_ids.new_zeros((d, width))  # padding slots: any token (they see only themselves)
+    packed_ids[slot_group, slot_col] = response_ids[slot_row, slot_offset]
+    packed_positions = torch.zeros((d, width), dtype=prompt_positions.dtype, device=device)
+    real_prompt = prompt_mask.sum(1)
+    packed_positions[slot_group, slot_col] = real_prompt[slot_row] + slot_offset
+    segment = torch.full((d, width), -1, dtype=torch.long, device=device)  # the row a slot holds, -1: padding
+    segment[slot_group, slot_col] = slot_row
+    # (D, 1, S, P + S) boolean, True = may attend: real prompt keys, and the own response's earlier slots
+    same_row = segment[:, :, None] == segment[:, None, :]
+    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+    real = segment >= 0
+    own = (same_row & causal & real[:, :, None]) | torch.eye(width, dtype=torch.bool, device=device)  # pads: self
+    sees_prompt = real[:, :, None] & prompt_mask[first].bool()[:, None, :]
+    mask = torch.cat([sees_prompt, own], dim=2)[:, None]
+    logits = model(
+        input_ids=packed_ids, attention_mask=mask, position_ids=packed_positions, cache=cache, use_cache=True
+    ).logits  # (D, S, V)
+    targets = response_ids[slot_row, slot_offset + 1]
+    rest, rest_entropy = token_logp_and_entropy(
+        logits[slot_group, slot_col], targets, temperature, with_entropy=with_entropy
+    )  # (S_total,): only the real slots reach the head's log-softmax
+    logp = logp.index_put((slot_row, slot_offset + 1), rest)
+    if with_entropy:
+        entropy = entropy.index_put((slot_row, slot_offset + 1), rest_entropy)
+    return logp, entropy
 
 
 def takes_logits_to_keep(model: torch.nn.Module) -> bool:
