@@ -57,7 +57,7 @@ def test_logp_equals_trl_selective_log_softmax_to_an_ulp_of_the_logits(temperatu
 
 
 def test_entropy_equals_trl_entropy_from_logits():
-    for scale, logits, tokens in _cases():
+    for _scale, logits, tokens in _cases():
         _, ours = token_logp_and_entropy(logits, tokens, 1.0, with_entropy=True)
         theirs = trl_utils.entropy_from_logits(logits)
         torch.testing.assert_close(ours, theirs, atol=4 * _ulp(logits, 1.0), rtol=1e-5)

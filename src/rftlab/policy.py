@@ -538,7 +538,7 @@ def shared_prompt_logp(
     from rftlab.objectives import token_logp_and_entropy
 
     device = prompt_ids.device
-    (n, p), t = prompt_ids.shape, response_ids.shape[1]
+    n, t = prompt_ids.shape[0], response_ids.shape[1]
     distinct, group = torch.unique(
         torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True
     )
