@@ -1,6 +1,9 @@
-"""The loss's log-prob forward + backward: every position's logits vs `logits_to_keep`, and the shared log-softmax.
+"""The loss's log-prob forward + backward: every position's logits vs `logits_to_keep`, the shared log-softmax,
+and the prompt run once per distinct prompt with the responses packed (`train.shared_prompt`).
 
     OMP_NUM_THREADS=1 python benchmarks/logprob_update.py --model smollm2-135m --pairs 5
+    OMP_NUM_THREADS=1 python benchmarks/logprob_update.py --model tiny --g 8 --max-new-tokens 160 \
+        --baseline keep+shared --candidates prompt-once
 
 One real rollout batch (G samples of a training prompt, up to --max-new-tokens tokens) is made once; each
 timing is the update's forward and backward of sum(logp * mask) with the entropy (as the first update of
@@ -8,10 +11,12 @@ a round computes it), in float32 on one thread. Variants:
 * full:        the computation before this change: logits at every prompt and response position, the
                response ones kept, log p = z_token - logsumexp(z), the entropy from a second log_softmax
 * keep:        the head on the response positions only (`logits_to_keep`), the same math as `full`
-* keep+shared: `rftlab.policy.response_logp` as it is now: `logits_to_keep` and one log_softmax for
-               log p and the entropy
-Each pair times `full` and a candidate back to back, alternating which goes first; the ratio is `full`
-seconds over the candidate's. Both wall-clock and CPU seconds of this (single) thread are taken: on a
+* keep+shared: `rftlab.policy.response_logp` per row (`shared_prompt=False`): `logits_to_keep` and one
+               log_softmax for log p and the entropy
+* prompt-once: `rftlab.policy.response_logp(shared_prompt=True)` (the default since): each distinct prompt
+               once, its rows' responses packed on its KV cache without padding
+Each pair times the baseline (`--baseline`, default `full`) and a candidate back to back, alternating which
+goes first; the ratio is the baseline's seconds over the candidate's. Both wall-clock and CPU seconds of this (single) thread are taken: on a
 loaded machine the wall clock mostly measures waiting for a core, while the thread's CPU time counts
 only its own work (cache and memory-bandwidth contention still reach it), so the CPU ratio is the one
 to read when the load is high. The load is printed before and after.
@@ -55,7 +60,8 @@ def full_positions(policy, prompt_ids, prompt_mask, response_ids, response_mask,
 VARIANTS = {
     "full": lambda policy, *a: full_positions(policy, *a, keep=False),
     "keep": lambda policy, *a: full_positions(policy, *a, keep=True),
-    "keep+shared": lambda policy, *a: response_logp(policy, *a, with_entropy=True),
+    "keep+shared": lambda policy, *a: response_logp(policy, *a, with_entropy=True, shared_prompt=False),
+    "prompt-once": lambda policy, *a: response_logp(policy, *a, with_entropy=True, shared_prompt=True),
 }
 
 
@@ -78,7 +84,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="A/B pairs per candidate (>= 3)")
     parser.add_argument("--g", type=int, default=4, help="samples of the prompt (rows of the update)")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="response budget")
+    parser.add_argument("--baseline", default="full", choices=sorted(VARIANTS), help="the A of each pair")
+    parser.add_argument(
+        "--candidates", default="keep,keep+shared", help=f"comma-separated B's of the pairs, of {', '.join(VARIANTS)}"
+    )
     args = parser.parse_args()
+    candidates = [c for c in args.candidates.split(",") if c]
+    if unknown := [c for c in candidates if c not in VARIANTS or c == args.baseline]:
+        parser.error(f"--candidates: {unknown[0]!r} is not a variant other than the baseline ({', '.join(VARIANTS)})")
     torch.set_num_threads(1)
     print("command:", f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')}", " ".join(sys.argv))
     print("load before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
@@ -97,14 +110,15 @@ def main() -> None:
     policy.model.train()
     for variant in VARIANTS:
         time_update(policy, rows, variant)  # warm-up
-    print(f"{'candidate':12s} {'clock':5s} {'full s':>20s} {'candidate s':>20s} {'speed-up':>20s}")
-    for candidate in ("keep", "keep+shared"):
-        timed = {"full": [], candidate: []}
+    base_name = args.baseline
+    print(f"{'candidate':12s} {'clock':5s} {base_name + ' s':>20s} {'candidate s':>20s} {'speed-up':>20s}")
+    for candidate in candidates:
+        timed = {base_name: [], candidate: []}
         for pair in range(args.pairs):
-            for variant in ("full", candidate) if pair % 2 == 0 else (candidate, "full"):
+            for variant in (base_name, candidate) if pair % 2 == 0 else (candidate, base_name):
                 timed[variant].append(time_update(policy, rows, variant))
         for clock, i in (("wall", 0), ("cpu", 1)):
-            base, cand = [t[i] for t in timed["full"]], [t[i] for t in timed[candidate]]
+            base, cand = [t[i] for t in timed[base_name]], [t[i] for t in timed[candidate]]
             ratios = [b / c for b, c in zip(base, cand, strict=True)]
             print(
                 f"{candidate:12s} {clock:5s} {spread(base):>20s} {spread(cand):>20s} {spread(ratios):>20s}", flush=True

@@ -388,7 +388,7 @@ def test_shared_prompt_runs_each_distinct_prompt_once_and_packs_the_responses(ti
 
 
 def test_shared_prompt_falls_back_where_it_cannot_share(tiny):
-    """Distinct prompts only (G = 1), chunked log-probs, or gradient checkpointing: the plain forward."""
+    """Distinct prompts only (G = 1) or gradient checkpointing in training: the plain forward."""
     from rftlab.policy import shares_prompts
 
     one_each = generate(
@@ -401,17 +401,35 @@ def test_shared_prompt_falls_back_where_it_cannot_share(tiny):
     try:
         with torch.no_grad():
             response_logp(tiny, *_args(one_each), shared_prompt=True)
-            response_logp(tiny, *_args(batch), shared_prompt=True, chunk_tokens=16)
     finally:
         hook.remove()
-    assert seen[0] == (2, one_each.prompt_ids.shape[1] + one_each.response_ids.shape[1])
-    # the chunked path (after its one-off head check on a short row): the backbone on every whole row
-    assert seen[-1] == (len(batch), batch.prompt_ids.shape[1] + batch.response_ids.shape[1])
+    assert seen == [(2, one_each.prompt_ids.shape[1] + one_each.response_ids.shape[1])]
     checkpointed = load_policy_for(load_config("tiny", ["model.gradient_checkpointing=true"]).model)
     checkpointed.model.train()
     assert not shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)
     checkpointed.model.eval()
     assert shares_prompts(checkpointed.model, batch.prompt_ids, batch.prompt_mask)  # no grad: a cache is fine
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 7, 10_000])
+def test_shared_prompt_with_chunked_logp_equals_the_plain_forward(tiny, chunk_tokens):
+    """With train.logprob_chunk_tokens (the GPU recipes' setting) the shared, packed forward runs the
+    head in chunks over the real positions only: the plain forward's values and gradients."""
+    batch = three_group_batch(tiny)
+    mask = batch.response_mask.bool()
+    tiny.model.train()
+    try:
+        plain = logp_and_grads(tiny, batch, shared_prompt=False)
+        seen, hook = embedding_calls(tiny)
+        try:
+            shared = logp_and_grads(tiny, batch, shared_prompt=True, chunk_tokens=chunk_tokens)
+        finally:
+            hook.remove()
+    finally:
+        tiny.model.eval()
+    assert [rows for rows, _ in seen[-2:]] == [3, 3]  # the 3 prompts, then their 3 packed rows (after a head check)
+    masked = [(lp.masked_fill(~mask, 0), ent.masked_fill(~mask, 0), g) for lp, ent, g in (plain, shared)]
+    assert_same(*masked)
 
 
 def test_shared_prompt_with_rows_of_one_prompt_apart_and_after_their_end(tiny):

@@ -27,6 +27,7 @@ each chunk recomputed in backward (torch.utils.checkpoint).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import inspect
@@ -441,15 +442,16 @@ def response_logp(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
     attention = torch.cat([prompt_mask, response_mask], dim=1)
     position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
-    if shared_prompt and chunk_tokens == 0 and shares_prompts(policy.model, prompt_ids, prompt_mask):
+    if shared_prompt and shares_prompts(policy.model, prompt_ids, prompt_mask):
         return shared_prompt_logp(
-            policy.model,
+            policy,
             prompt_ids,
             prompt_mask,
             response_ids,
             response_mask,
             temperature=temperature,
             with_entropy=with_entropy,
+            chunk_tokens=chunk_tokens,
         )
     if chunk_tokens > 0:
         return _chunked_response_logp(
@@ -507,7 +509,7 @@ def is_checkpointing(model: torch.nn.Module) -> bool:
 
 
 def shared_prompt_logp(
-    model: torch.nn.Module,
+    policy: Policy,
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     response_ids: torch.Tensor,
@@ -515,6 +517,7 @@ def shared_prompt_logp(
     *,
     temperature: float,
     with_entropy: bool,
+    chunk_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """`response_logp` with each distinct prompt run once and the responses packed without padding.
 
@@ -525,7 +528,9 @@ def shared_prompt_logp(
     row on its cache, their real tokens back to back, under a block mask: a response token sees the
     real prompt tokens and the earlier tokens of its own response, as in the plain forward (padding
     removed, as verl's `use_remove_padding` does with flash-attention's varlen kernels). Token
-    positions are D*P + sum(L_i - 1) instead of N*(P+T) (L_i: row i's length up to its eos).
+    positions are D*P + sum(L_i - 1) instead of N*(P+T) (L_i: row i's length up to its eos), and the
+    output head and log-softmax see the sum(L_i) real positions only. `chunk_tokens > 0`: the head
+    runs on at most that many of them at a time, recomputed in backward, as `_chunked_response_logp`.
 
     Same values as the plain forward up to float rounding (other matmul shapes): the same keys are
     visible to each query, the same position ids (the real prompt length + the offset in the
@@ -537,71 +542,105 @@ def shared_prompt_logp(
 
     from rftlab.objectives import token_logp_and_entropy
 
-    device = prompt_ids.device
-    n, t = prompt_ids.shape[0], response_ids.shape[1]
+    lm = _causal_lm(policy.model)
+    n, t = response_ids.shape
+    plan = _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask)
+    cache = DynamicCache(config=lm.config)
+    prompt_inputs = dict(
+        input_ids=prompt_ids[plan.first], attention_mask=prompt_mask[plan.first], position_ids=plan.prompt_positions
+    )
+    packed_inputs = dict(input_ids=plan.packed_ids, attention_mask=plan.mask, position_ids=plan.packed_positions)
+    # every (row, position) whose log p the loss reads: position 0 from its prompt's last position,
+    # position j + 1 from packed slot j of the row
+    rows = torch.cat([torch.arange(n, device=response_ids.device), plan.slot_row])
+    cols = torch.cat([torch.zeros_like(rows[:n]), plan.slot_offset + 1])
+    if chunk_tokens == 0:
+        first = policy.model(**prompt_inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (D, V)
+        logits = first[plan.group]  # (N, V)
+        if plan.slot_row.numel():
+            packed = policy.model(**packed_inputs, cache=cache, use_cache=True).logits  # (D, S, V)
+            logits = torch.cat([logits, packed[plan.slot_group, plan.slot_col]])  # the real slots only
+        logp_flat, entropy_flat = token_logp_and_entropy(
+            logits, response_ids[rows, cols], temperature, with_entropy=with_entropy
+        )
+    else:
+        if not policy.head_checked:
+            _check_head(policy, lm, prompt_ids[0][prompt_mask[0].bool()][:16])
+        decoder = lm.get_decoder()
+        hidden = decoder(**prompt_inputs, cache=cache, use_cache=True).last_hidden_state[:, -1][plan.group]  # (N, H)
+        if plan.slot_row.numel():
+            packed = decoder(**packed_inputs, cache=cache, use_cache=True).last_hidden_state  # (D, S, H)
+            hidden = torch.cat([hidden, packed[plan.slot_group, plan.slot_col]])
+        logp_flat, entropy_flat = _chunked_head_logp(
+            lm,
+            hidden,
+            response_ids[rows, cols],
+            temperature=temperature,
+            with_entropy=with_entropy,
+            chunk_tokens=chunk_tokens,
+        )
+    logp = logp_flat.new_zeros((n, t)).index_put((rows, cols), logp_flat)
+    entropy = logp_flat.new_zeros((n, t)).index_put((rows, cols), entropy_flat) if with_entropy else None
+    return logp, entropy
+
+
+@dataclasses.dataclass(frozen=True)
+class _Packing:
+    """Where each response token goes when a batch's responses are packed per distinct prompt."""
+
+    group: torch.Tensor  # (N,) each row's distinct prompt
+    first: torch.Tensor  # (D,) a row holding each distinct prompt
+    prompt_positions: torch.Tensor  # (D, P) position ids of the distinct prompts
+    slot_row: torch.Tensor  # (S_total,) the row each real slot holds (row order)
+    slot_offset: torch.Tensor  # (S_total,) its response position (it predicts position + 1)
+    slot_group: torch.Tensor  # (S_total,) its packed row
+    slot_col: torch.Tensor  # (S_total,) its column in the packed row
+    packed_ids: torch.Tensor  # (D, S) response tokens back to back per prompt; padding slots hold 0
+    packed_positions: torch.Tensor  # (D, S)
+    mask: torch.Tensor  # (D, 1, S, P + S) boolean, True = may attend
+
+
+def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Packing:
+    """Row i's response tokens 0 .. L_i - 2 (the last predicts nothing the loss reads) packed into its
+    prompt's row, rows of one prompt in row order; the block mask lets a slot see the real prompt tokens
+    and its own response's earlier slots, and a padding slot itself only (so no attention row is empty)."""
+    device, n = prompt_ids.device, prompt_ids.shape[0]
     distinct, group = torch.unique(
         torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True
     )
     d = distinct.shape[0]
     rows = torch.arange(n, device=device)
-    first = torch.full((d,), n, device=device).scatter_reduce(0, group, rows, "amin")  # a row of each prompt
+    first = torch.full((d,), n, device=device).scatter_reduce(0, group, rows, "amin")
     prompt_positions = (prompt_mask[first].cumsum(1) - 1).clamp(min=0)
-    cache = DynamicCache(config=_causal_lm(model).config)
-    head = model(
-        input_ids=prompt_ids[first],
-        attention_mask=prompt_mask[first],
-        position_ids=prompt_positions,
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
-    ).logits[:, -1]  # (D, V): each prompt's last position predicts its rows' response token 0
-    logp0, entropy0 = token_logp_and_entropy(head[group], response_ids[:, 0], temperature, with_entropy=with_entropy)
-    logp = torch.zeros((n, t), dtype=logp0.dtype, device=device).index_put((rows, rows.new_zeros(n)), logp0)
-    entropy = None
-    if with_entropy:
-        entropy = torch.zeros((n, t), dtype=logp0.dtype, device=device).index_put((rows, rows.new_zeros(n)), entropy0)
-
-    # the packed rows: row i's response tokens 0 .. L_i - 2 (the last one predicts nothing the loss uses)
-    inputs = (response_mask.sum(1) - 1).clamp(min=0)  # (N,)
-    if int(inputs.sum()) == 0:
-        return logp, entropy
+    inputs = (response_mask.sum(1) - 1).clamp(min=0)  # (N,) slots of each row
     order = torch.sort(group, stable=True).indices  # rows by prompt, in row order within one
     placed = torch.zeros_like(inputs)
-    placed[order] = inputs[order].cumsum(0) - inputs[order]  # start of each row's slots in the whole packing
+    placed[order] = inputs[order].cumsum(0) - inputs[order]  # start of each row's slots in a prompt-ordered packing
     group_start = torch.zeros(d, dtype=inputs.dtype, device=device).scatter_reduce(
         0, group, placed, "amin", include_self=False
     )
     start = placed - group_start[group]  # (N,) start of row i's slots in its prompt's packed row
-    slot_row = torch.repeat_interleave(rows, inputs)  # (S_total,) which row each real slot holds, in row order
-    row_start = inputs.cumsum(0) - inputs
-    slot_offset = torch.arange(slot_row.numel(), device=device) - torch.repeat_interleave(row_start, inputs)
+    slot_row = torch.repeat_interleave(rows, inputs)
+    slot_offset = torch.arange(slot_row.numel(), device=device) - torch.repeat_interleave(
+        inputs.cumsum(0) - inputs, inputs
+    )
     slot_group, slot_col = group[slot_row], start[slot_row] + slot_offset
-    width = int((start + inputs).max())  # S: the longest packed row
-    packed_ids = response_ids.new_zeros((d, width))  # padding slots: any token (they see only themselves)
+    width = max(int((start + inputs).max()), 1)  # S: the longest packed row
+    packed_ids = response_ids.new_zeros((d, width))
     packed_ids[slot_group, slot_col] = response_ids[slot_row, slot_offset]
-    packed_positions = torch.zeros((d, width), dtype=prompt_positions.dtype, device=device)
-    real_prompt = prompt_mask.sum(1)
-    packed_positions[slot_group, slot_col] = real_prompt[slot_row] + slot_offset
+    packed_positions = prompt_positions.new_zeros((d, width))
+    packed_positions[slot_group, slot_col] = prompt_mask.sum(1)[slot_row] + slot_offset
     segment = torch.full((d, width), -1, dtype=torch.long, device=device)  # the row a slot holds, -1: padding
     segment[slot_group, slot_col] = slot_row
-    # (D, 1, S, P + S) boolean, True = may attend: real prompt keys, and the own response's earlier slots
-    same_row = segment[:, :, None] == segment[:, None, :]
-    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
     real = segment >= 0
-    own = (same_row & causal & real[:, :, None]) | torch.eye(width, dtype=torch.bool, device=device)  # pads: self
+    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+    own = (segment[:, :, None] == segment[:, None, :]) & causal & real[:, :, None]
+    own |= torch.eye(width, dtype=torch.bool, device=device)
     sees_prompt = real[:, :, None] & prompt_mask[first].bool()[:, None, :]
     mask = torch.cat([sees_prompt, own], dim=2)[:, None]
-    logits = model(
-        input_ids=packed_ids, attention_mask=mask, position_ids=packed_positions, cache=cache, use_cache=True
-    ).logits  # (D, S, V)
-    targets = response_ids[slot_row, slot_offset + 1]
-    rest, rest_entropy = token_logp_and_entropy(
-        logits[slot_group, slot_col], targets, temperature, with_entropy=with_entropy
-    )  # (S_total,): only the real slots reach the head's log-softmax
-    logp = logp.index_put((slot_row, slot_offset + 1), rest)
-    if with_entropy:
-        entropy = entropy.index_put((slot_row, slot_offset + 1), rest_entropy)
-    return logp, entropy
+    return _Packing(
+        group, first, prompt_positions, slot_row, slot_offset, slot_group, slot_col, packed_ids, packed_positions, mask
+    )
 
 
 def takes_logits_to_keep(model: torch.nn.Module) -> bool:
@@ -676,15 +715,27 @@ def _chunked_response_logp(
     ).last_hidden_state
     n, t = response_ids.shape
     hidden = hidden[:, -t - 1 : -1].reshape(n * t, -1)  # (N*T, H): position t predicts response token t
-    tokens = response_ids.reshape(n * t)
+    logp, entropy = _chunked_head_logp(
+        lm,
+        hidden,
+        response_ids.reshape(n * t),
+        temperature=temperature,
+        with_entropy=with_entropy,
+        chunk_tokens=chunk_tokens,
+    )
+    return logp.view(n, t), entropy.view(n, t) if with_entropy else None
+
+
+def _chunked_head_logp(lm, hidden, tokens, *, temperature: float, with_entropy: bool, chunk_tokens: int):
+    """Head + float32 log-softmax over (M, H) hidden states predicting tokens (M,), `chunk_tokens` at a time,
+    each chunk under torch.utils.checkpoint (backward recomputes its logits instead of keeping them)."""
     step = functools.partial(_chunk_logp, lm, temperature, with_entropy)
     parts = []
-    for start in range(0, n * t, chunk_tokens):
+    for start in range(0, tokens.shape[0], chunk_tokens):
         h, tok = hidden[start : start + chunk_tokens], tokens[start : start + chunk_tokens]
         parts.append(checkpoint(step, h, tok, use_reentrant=False) if torch.is_grad_enabled() else step(h, tok))
-    logp = torch.cat([p[0] for p in parts]).view(n, t)
-    entropy = torch.cat([p[1] for p in parts]).view(n, t) if with_entropy else None
-    return logp, entropy
+    logp = torch.cat([p[0] for p in parts])
+    return logp, torch.cat([p[1] for p in parts]) if with_entropy else None
 
 
 @torch.no_grad()
