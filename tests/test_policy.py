@@ -468,6 +468,31 @@ def test_shared_prompt_needs_sdpa_and_full_attention(tiny):
         del config.sliding_window
 
 
+def test_long_packings_split_into_rows_of_bounded_length(tiny, monkeypatch):
+    """A prompt's responses fill packed rows of at most PACKED_ROW_TOKENS slots (or the longest response):
+    more packed rows, each on its own copy of the prompt's cache, the same values and gradients."""
+    import rftlab.policy
+
+    batch = three_group_batch(tiny, samples=4)
+    longest = int((batch.response_mask.sum(1) - 1).max())
+    monkeypatch.setattr(rftlab.policy, "PACKED_ROW_TOKENS", 1)  # below every response: one per row at most
+    tiny.model.train()
+    try:
+        plain = logp_and_grads(tiny, batch, shared_prompt=False)
+        seen, hook = embedding_calls(tiny)
+        try:
+            shared = logp_and_grads(tiny, batch, shared_prompt=True)
+        finally:
+            hook.remove()
+    finally:
+        tiny.model.eval()
+    (_, p), (rows, width) = seen
+    assert p == batch.prompt_ids.shape[1] and 3 < rows <= 12 and width == longest
+    mask = batch.response_mask.bool()
+    masked = [(lp.masked_fill(~mask, 0), ent.masked_fill(~mask, 0), g) for lp, ent, g in (plain, shared)]
+    assert_same(*masked)
+
+
 def test_shared_prompt_with_a_one_token_response(tiny):
     batch = three_group_batch(tiny, max_new_tokens=1)
     assert batch.response_ids.shape[1] == 1

@@ -524,8 +524,9 @@ def shared_prompt_logp(
     Why: the G rollouts of a prompt share it, and the plain forward computes (and backpropagates
     through) that prompt G times, and every response padded to the longest. Here the D distinct
     prompts are prefilled once into a KV cache, gradients kept ("shared-prefix" forward, as in
-    Prefix Grouper, Liu et al. 2025, arXiv 2506.05433); then each prompt's responses run as one packed
-    row on its cache, their real tokens back to back, under a block mask: a response token sees the
+    Prefix Grouper, Liu et al. 2025, arXiv 2506.05433); then each prompt's responses run packed on its
+    cache (rows of up to `PACKED_ROW_TOKENS` tokens, `_pack_responses`), their real tokens back to
+    back, under a block mask: a response token sees the
     real prompt tokens and the earlier tokens of its own response, as in the plain forward (padding
     removed, as verl's `use_remove_padding` does with flash-attention's varlen kernels). Token
     positions are D*P + sum(L_i - 1) instead of N*(P+T) (L_i: row i's length up to its eos), and the
@@ -558,7 +559,8 @@ def shared_prompt_logp(
         first = policy.model(**prompt_inputs, cache=cache, use_cache=True, logits_to_keep=1).logits[:, -1]  # (D, V)
         logits = first[plan.group]  # (N, V)
         if plan.slot_row.numel():
-            packed = policy.model(**packed_inputs, cache=cache, use_cache=True).logits  # (D, S, V)
+            _cache_per_packed_row(cache, plan)
+            packed = policy.model(**packed_inputs, cache=cache, use_cache=True).logits  # (R, S, V)
             logits = torch.cat([logits, packed[plan.slot_group, plan.slot_col]])  # the real slots only
         logp_flat, entropy_flat = token_logp_and_entropy(
             logits, response_ids[rows, cols], temperature, with_entropy=with_entropy
@@ -569,7 +571,8 @@ def shared_prompt_logp(
         decoder = lm.get_decoder()
         hidden = decoder(**prompt_inputs, cache=cache, use_cache=True).last_hidden_state[:, -1][plan.group]  # (N, H)
         if plan.slot_row.numel():
-            packed = decoder(**packed_inputs, cache=cache, use_cache=True).last_hidden_state  # (D, S, H)
+            _cache_per_packed_row(cache, plan)
+            packed = decoder(**packed_inputs, cache=cache, use_cache=True).last_hidden_state  # (R, S, H)
             hidden = torch.cat([hidden, packed[plan.slot_group, plan.slot_col]])
         logp_flat, entropy_flat = _chunked_head_logp(
             lm,
@@ -584,26 +587,40 @@ def shared_prompt_logp(
     return logp, entropy
 
 
+def _cache_per_packed_row(cache, plan: _Packing) -> None:
+    """The distinct prompts' KV cache (D rows) indexed out to the packed rows (R >= D; indexing is
+    differentiable, so backward sums the packed rows' gradients into each prompt)."""
+    if plan.bin_prompt.shape[0] != plan.first.shape[0]:
+        cache.batch_select_indices(plan.bin_prompt)
+
+
+PACKED_ROW_TOKENS = 2048  # a packed row holds at most this many response tokens (or the longest response)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Packing:
-    """Where each response token goes when a batch's responses are packed per distinct prompt."""
+    """Where each response token goes when a batch's responses are packed into rows, per distinct prompt."""
 
     group: torch.Tensor  # (N,) each row's distinct prompt
     first: torch.Tensor  # (D,) a row holding each distinct prompt
     prompt_positions: torch.Tensor  # (D, P) position ids of the distinct prompts
-    slot_row: torch.Tensor  # (S_total,) the row each real slot holds (row order)
+    bin_prompt: torch.Tensor  # (R,) the distinct prompt of each packed row
+    slot_row: torch.Tensor  # (S_total,) the batch row each real slot holds (row order)
     slot_offset: torch.Tensor  # (S_total,) its response position (it predicts position + 1)
     slot_group: torch.Tensor  # (S_total,) its packed row
     slot_col: torch.Tensor  # (S_total,) its column in the packed row
-    packed_ids: torch.Tensor  # (D, S) response tokens back to back per prompt; padding slots hold 0
-    packed_positions: torch.Tensor  # (D, S)
-    mask: torch.Tensor  # (D, 1, S, P + S) boolean, True = may attend
+    packed_ids: torch.Tensor  # (R, S) response tokens back to back; padding slots hold 0
+    packed_positions: torch.Tensor  # (R, S)
+    mask: torch.Tensor  # (R, 1, S, P + S) boolean, True = may attend
 
 
 def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Packing:
-    """Row i's response tokens 0 .. L_i - 2 (the last predicts nothing the loss reads) packed into its
-    prompt's row, rows of one prompt in row order; the block mask lets a slot see the real prompt tokens
-    and its own response's earlier slots, and a padding slot itself only (so no attention row is empty)."""
+    """Row i's response tokens 0 .. L_i - 2 (the last predicts nothing the loss reads) packed into rows of
+    its prompt, in row order, a new packed row when the next response would pass `PACKED_ROW_TOKENS`
+    (or the longest response, if longer): a query's keys stay within ~that many tokens past the prompt,
+    so attention work and the mask stay near the per-row forward's for long responses. The block mask
+    lets a slot see the real prompt tokens and its own response's earlier slots, and a padding slot
+    itself only (so no attention row is empty)."""
     device, n = prompt_ids.device, prompt_ids.shape[0]
     distinct, group = torch.unique(
         torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1), dim=0, return_inverse=True
@@ -613,33 +630,48 @@ def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Pa
     first = torch.full((d,), n, device=device).scatter_reduce(0, group, rows, "amin")
     prompt_positions = (prompt_mask[first].cumsum(1) - 1).clamp(min=0)
     inputs = (response_mask.sum(1) - 1).clamp(min=0)  # (N,) slots of each row
-    order = torch.sort(group, stable=True).indices  # rows by prompt, in row order within one
-    placed = torch.zeros_like(inputs)
-    placed[order] = inputs[order].cumsum(0) - inputs[order]  # start of each row's slots in a prompt-ordered packing
-    group_start = torch.zeros(d, dtype=inputs.dtype, device=device).scatter_reduce(
-        0, group, placed, "amin", include_self=False
-    )
-    start = placed - group_start[group]  # (N,) start of row i's slots in its prompt's packed row
+    # first fit in row order within each prompt (N is a round's rollouts: a short Python loop)
+    counts, groups = inputs.tolist(), group.tolist()
+    cap = max(PACKED_ROW_TOKENS, max(counts))
+    bin_of, start_of, bin_prompt, fill = [0] * n, [0] * n, [], 0
+    for i in sorted(range(n), key=lambda i: (groups[i], i)):
+        if not bin_prompt or bin_prompt[-1] != groups[i] or fill + counts[i] > cap:
+            bin_prompt.append(groups[i])
+            fill = 0
+        bin_of[i], start_of[i] = len(bin_prompt) - 1, fill
+        fill += counts[i]
+    bins, start = torch.tensor(bin_of, device=device), torch.tensor(start_of, device=device)
+    bin_prompt = torch.tensor(bin_prompt, device=device)
     slot_row = torch.repeat_interleave(rows, inputs)
     slot_offset = torch.arange(slot_row.numel(), device=device) - torch.repeat_interleave(
         inputs.cumsum(0) - inputs, inputs
     )
-    slot_group, slot_col = group[slot_row], start[slot_row] + slot_offset
-    width = max(int((start + inputs).max()), 1)  # S: the longest packed row
-    packed_ids = response_ids.new_zeros((d, width))
+    slot_group, slot_col = bins[slot_row], start[slot_row] + slot_offset
+    r, width = bin_prompt.shape[0], max(int((start + inputs).max()), 1)  # R packed rows of S slots
+    packed_ids = response_ids.new_zeros((r, width))
     packed_ids[slot_group, slot_col] = response_ids[slot_row, slot_offset]
-    packed_positions = prompt_positions.new_zeros((d, width))
+    packed_positions = prompt_positions.new_zeros((r, width))
     packed_positions[slot_group, slot_col] = prompt_mask.sum(1)[slot_row] + slot_offset
-    segment = torch.full((d, width), -1, dtype=torch.long, device=device)  # the row a slot holds, -1: padding
+    segment = torch.full((r, width), -1, dtype=torch.long, device=device)  # the row a slot holds, -1: padding
     segment[slot_group, slot_col] = slot_row
     real = segment >= 0
     causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
     own = (segment[:, :, None] == segment[:, None, :]) & causal & real[:, :, None]
     own |= torch.eye(width, dtype=torch.bool, device=device)
-    sees_prompt = real[:, :, None] & prompt_mask[first].bool()[:, None, :]
+    sees_prompt = real[:, :, None] & prompt_mask[first][bin_prompt].bool()[:, None, :]
     mask = torch.cat([sees_prompt, own], dim=2)[:, None]
     return _Packing(
-        group, first, prompt_positions, slot_row, slot_offset, slot_group, slot_col, packed_ids, packed_positions, mask
+        group,
+        first,
+        prompt_positions,
+        bin_prompt,
+        slot_row,
+        slot_offset,
+        slot_group,
+        slot_col,
+        packed_ids,
+        packed_positions,
+        mask,
     )
 
 
