@@ -18,10 +18,27 @@ the matmul blocking). That is why the engine is opt-in: it keeps the distributio
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
 
+def _in_inference_mode(fn):
+    """Run `fn` under `torch.inference_mode` (no version counters or autograd bookkeeping on its tensors:
+    5-10% of a decode step on a small model, measured) and clone its tensors outside it, so the caller
+    gets ordinary tensors that the update's autograd may take as inputs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+    return wrapper
+
+
+@_in_inference_mode
 def lean_generate(
     model: torch.nn.Module,
     input_ids: Tensor,
@@ -39,40 +56,7 @@ def lean_generate(
 
     `with_logp`: also return log pi(token) (N, T) under the distribution each token was drawn from
     (the warped logits' log-softmax; 0 after a row's end), for tests that check it against the loss.
-
-    The loop runs under `torch.inference_mode` (no version counters or autograd bookkeeping on its
-    tensors: 5-10% of a decode step on a small model, measured); its outputs are cloned outside it, so
-    the caller gets ordinary tensors that the update's autograd may use as inputs.
     """
-    with torch.inference_mode():
-        out = _decode(
-            model,
-            input_ids,
-            attention_mask,
-            greedy=greedy,
-            temperature=temperature,
-            top_p=top_p,
-            max_new_tokens=max_new_tokens,
-            eos_token_ids=eos_token_ids,
-            pad_token_id=pad_token_id,
-            with_logp=with_logp,
-        )
-    return tuple(t.clone() for t in out) if with_logp else out.clone()
-
-
-def _decode(
-    model: torch.nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    *,
-    greedy: bool,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    eos_token_ids: list[int],
-    pad_token_id: int,
-    with_logp: bool,
-) -> Tensor | tuple[Tensor, Tensor]:
     from transformers import DynamicCache
     from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
