@@ -379,11 +379,11 @@ def test_shared_prompt_runs_each_distinct_prompt_once_and_packs_the_responses(ti
             response_logp(tiny, batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
     finally:
         hook.remove()
-    # 3 prompts once, then one packed row per prompt: its 4 responses back to back, without padding
-    # (each row's tokens up to the one before its last: the last one predicts nothing)
-    inputs = (batch.response_mask.sum(1) - 1).clamp(min=0).view(3, 4).sum(1)
-    assert shared == [(3, p), (3, int(inputs.max()))]
-    assert int(inputs.max()) < 4 * (t - 1)
+    # 3 prompts once, then the responses packed on their prompts' caches: fewer token positions than the
+    # padded rows (each row's tokens up to the one before its last: the last one predicts nothing)
+    (prompts, prompt_len), (rows, width) = shared
+    assert (prompts, prompt_len) == (3, p)
+    assert 3 <= rows <= n and rows * width < n * (t - 1)
     assert seen == [(n, p + t)]  # the plain forward: every row, prompt and response
 
 
@@ -427,7 +427,7 @@ def test_shared_prompt_with_chunked_logp_equals_the_plain_forward(tiny, chunk_to
             hook.remove()
     finally:
         tiny.model.eval()
-    assert [rows for rows, _ in seen[-2:]] == [3, 3]  # the 3 prompts, then their 3 packed rows (after a head check)
+    assert seen[-2][0] == 3 and seen[-1][0] <= len(batch)  # the 3 prompts once, then their packed rows
     masked = [(lp.masked_fill(~mask, 0), ent.masked_fill(~mask, 0), g) for lp, ent, g in (plain, shared)]
     assert_same(*masked)
 
@@ -491,6 +491,23 @@ def test_long_packings_split_into_rows_of_bounded_length(tiny, monkeypatch):
     mask = batch.response_mask.bool()
     masked = [(lp.masked_fill(~mask, 0), ent.masked_fill(~mask, 0), g) for lp, ent, g in (plain, shared)]
     assert_same(*masked)
+
+
+def test_the_packing_layout_is_the_cheaper_one():
+    """Unequal lengths: long rows remove padding; near-equal lengths: rows as long as the longest."""
+    from rftlab.policy import _pack_responses
+
+    prompt = torch.tensor([[1, 5, 6, 7]] * 4)
+    prompt_mask = torch.ones_like(prompt)
+    response = torch.full((4, 40), 9)
+
+    def packed_shape(lengths, key_cost):
+        mask = (torch.arange(40)[None] < torch.tensor(lengths)[:, None]).long()
+        return tuple(_pack_responses(prompt, prompt_mask, response, mask, key_cost).packed_ids.shape)
+
+    assert packed_shape([40, 5, 6, 7], key_cost=1e-3) == (1, 39 + 4 + 5 + 6)  # one row: no padding
+    assert packed_shape([40, 40, 39, 40], key_cost=1e-3) == (4, 39)  # as the per-row forward
+    assert packed_shape([40, 40, 39, 40], key_cost=0.0) == (1, 39 + 39 + 38 + 39)  # attention free: one row
 
 
 def test_shared_prompt_with_a_one_token_response(tiny):

@@ -545,7 +545,7 @@ def shared_prompt_logp(
 
     lm = _causal_lm(policy.model)
     n, t = response_ids.shape
-    plan = _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask)
+    plan = _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask, key_cost(policy.model))
     cache = DynamicCache(config=lm.config)
     prompt_inputs = dict(
         input_ids=prompt_ids[plan.first], attention_mask=prompt_mask[plan.first], position_ids=plan.prompt_positions
@@ -614,11 +614,35 @@ class _Packing:
     mask: torch.Tensor  # (R, 1, S, P + S) boolean, True = may attend
 
 
-def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Packing:
+def _first_fit(counts: list[int], groups: list[int], cap: int) -> tuple[list[int], list[int], list[int], int]:
+    """Rows into packed rows of at most `cap` slots, first fit in row order within each prompt (N is a
+    round's rollouts: a short Python loop); (packed row of each row, its start there, the prompt of each
+    packed row, the longest packed row)."""
+    n = len(counts)
+    bin_of, start_of, bin_prompt, fill, width = [0] * n, [0] * n, [], 0, 0
+    for i in sorted(range(n), key=lambda i: (groups[i], i)):
+        if not bin_prompt or bin_prompt[-1] != groups[i] or fill + counts[i] > cap:
+            bin_prompt.append(groups[i])
+            fill = 0
+        bin_of[i], start_of[i] = len(bin_prompt) - 1, fill
+        fill += counts[i]
+        width = max(width, fill)
+    return bin_of, start_of, bin_prompt, width
+
+
+def key_cost(model: torch.nn.Module) -> float:
+    """Attention work per (query, key) pair relative to a token's matmul work: 4 d L / (2 params)."""
+    config = _causal_lm(model).config.get_text_config(decoder=True)
+    params = sum(p.numel() for p in model.parameters())
+    return 4 * config.hidden_size * config.num_hidden_layers / max(2 * params, 1)
+
+
+def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask, key_cost: float = 0.0) -> _Packing:
     """Row i's response tokens 0 .. L_i - 2 (the last predicts nothing the loss reads) packed into rows of
-    its prompt, in row order, a new packed row when the next response would pass `PACKED_ROW_TOKENS`
-    (or the longest response, if longer): a query's keys stay within ~that many tokens past the prompt,
-    so attention work and the mask stay near the per-row forward's for long responses. The block mask
+    its prompt, in row order, a new packed row when the next response would pass the row's cap: the
+    longest response (rows as long as the per-row forward's, short responses sharing one) or
+    `PACKED_ROW_TOKENS`, whichever costs less (`key_cost`: a long row saves padding but gives each
+    query more keys; with near-equal lengths there is little padding to save). The block mask
     lets a slot see the real prompt tokens and its own response's earlier slots, and a padding slot
     itself only (so no attention row is empty)."""
     device, n = prompt_ids.device, prompt_ids.shape[0]
@@ -630,16 +654,14 @@ def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Pa
     first = torch.full((d,), n, device=device).scatter_reduce(0, group, rows, "amin")
     prompt_positions = (prompt_mask[first].cumsum(1) - 1).clamp(min=0)
     inputs = (response_mask.sum(1) - 1).clamp(min=0)  # (N,) slots of each row
-    # first fit in row order within each prompt (N is a round's rollouts: a short Python loop)
     counts, groups = inputs.tolist(), group.tolist()
-    cap = max(PACKED_ROW_TOKENS, max(counts))
-    bin_of, start_of, bin_prompt, fill = [0] * n, [0] * n, [], 0
-    for i in sorted(range(n), key=lambda i: (groups[i], i)):
-        if not bin_prompt or bin_prompt[-1] != groups[i] or fill + counts[i] > cap:
-            bin_prompt.append(groups[i])
-            fill = 0
-        bin_of[i], start_of[i] = len(bin_prompt) - 1, fill
-        fill += counts[i]
+    longest, prompt_keys = max(counts), int(prompt_mask.sum(1).max())
+    # rows as long as the longest response (short ones share a row), or long rows; the cheaper by
+    # (token positions) x (1 + key_cost x mean keys per query): near-equal lengths keep short rows
+    layouts = [_first_fit(counts, groups, cap) for cap in sorted({longest, max(PACKED_ROW_TOKENS, longest)})]
+    bin_of, start_of, bin_prompt, width = min(
+        layouts, key=lambda lay: len(lay[2]) * lay[3] * (1 + key_cost * (prompt_keys + lay[3] / 2))
+    )
     bins, start = torch.tensor(bin_of, device=device), torch.tensor(start_of, device=device)
     bin_prompt = torch.tensor(bin_prompt, device=device)
     slot_row = torch.repeat_interleave(rows, inputs)
@@ -647,7 +669,7 @@ def _pack_responses(prompt_ids, prompt_mask, response_ids, response_mask) -> _Pa
         inputs.cumsum(0) - inputs, inputs
     )
     slot_group, slot_col = bins[slot_row], start[slot_row] + slot_offset
-    r, width = bin_prompt.shape[0], max(int((start + inputs).max()), 1)  # R packed rows of S slots
+    r, width = bin_prompt.shape[0], max(width, 1)  # R packed rows of S slots
     packed_ids = response_ids.new_zeros((r, width))
     packed_ids[slot_group, slot_col] = response_ids[slot_row, slot_offset]
     packed_positions = prompt_positions.new_zeros((r, width))

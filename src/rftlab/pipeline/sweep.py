@@ -41,9 +41,10 @@ from rftlab.trainer import difficulty_settings
 
 # Rough seconds per unit on one CPU core, used to order runs (longest first) and to print an
 # estimate before a sweep; measured on tiny (see the pipeline spec's comments). Not a promise.
-# Checked against the full `paper` sweep (2026-11-26, 2 workers): 83.6 core-minutes estimated,
-# 83.9 measured; smollm2-135m's factor is from its L5 runs there (45 s measured per 4-round run).
-COST = {"startup": 3.0, "round": 0.09, "rollout": 0.022, "eval_seq": 0.016, "model": {"smollm2-135m": 13.0}}
+# Fitted (least squares on each run's time/training_s and time/evaluation_s) to the full `paper`
+# sweep of 2026-11-30 (142 runs, 2 workers, the lean engine and the shared-prompt update, idle
+# machine); smollm2-135m's factor is from its L5 runs there (measured 9-10x tiny's estimate).
+COST = {"startup": 3.0, "round": 0.044, "rollout": 0.0136, "eval_seq": 0.0073, "model": {"smollm2-135m": 9.5}}
 
 
 def model_status(name: str, *, device: str = "auto", check_cuda: bool = True) -> str | None:
