@@ -4,11 +4,12 @@
 batch_size, engine, sort_by_length)` is the only thing the trainer and the evaluation call. Engines
 (`rollout.engine`):
 
-- `hf` (default, the reference): `transformers`' `model.generate`, top-k and every other logits
-  processor off.
-- `lean` (`rollout.lean`): an own decoding loop on the model's forward in which finished rows leave
-  the batch and the KV cache. Same distribution and the same random stream as `hf`; not promised to be
-  bit-identical (other batch shapes round differently), hence opt-in. Measured in BENCHMARKS.md.
+- `lean` (`rollout.lean`, the config's default): an own decoding loop on the model's forward in
+  which finished rows leave the batch and the KV cache. Same distribution and the same random stream
+  as `hf`; not promised to be bit-identical (other batch shapes round differently), though on the
+  main job every rollout and evaluation came out the same. Measured in BENCHMARKS.md.
+- `hf` (the reference, and this function's default): `transformers`' `model.generate`, top-k and
+  every other logits processor off.
 
 How a vLLM or SGLang engine would plug in (not written: neither runs on this CPU-only machine, and
 code that cannot run here cannot be tested here):
