@@ -525,10 +525,10 @@ def shared_prompt_logp(
     through) that prompt G times, and every response padded to the longest. Here the D distinct
     prompts are prefilled once into a KV cache, gradients kept ("shared-prefix" forward, as in
     Prefix Grouper, Liu et al. 2025, arXiv 2506.05433); then each prompt's responses run packed on its
-    cache (rows of up to `PACKED_ROW_TOKENS` tokens, `_pack_responses`), their real tokens back to
-    back, under a block mask: a response token sees the
-    real prompt tokens and the earlier tokens of its own response, as in the plain forward (padding
-    removed, as verl's `use_remove_padding` does with flash-attention's varlen kernels). Token
+    cache (`_pack_responses` picks the layout), their real tokens back to back, under a block mask: a
+    response token sees the real prompt tokens and the earlier tokens of its own response, as in the
+    plain forward (padding removed, as verl's `use_remove_padding` does with flash-attention's varlen
+    kernels). Token
     positions are D*P + sum(L_i - 1) instead of N*(P+T) (L_i: row i's length up to its eos), and the
     output head and log-softmax see the sum(L_i) real positions only. `chunk_tokens > 0`: the head
     runs on at most that many of them at a time, recomputed in backward, as `_chunked_response_logp`.
