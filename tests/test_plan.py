@@ -377,3 +377,35 @@ def test_update_keeps_the_autocast_copies_the_plan_counts(lora):
     _, planned = autocast_bytes(facts, PlanInputs(compute_dtype="bfloat16", lora_rank=2 if lora else 0), adapters)
     not_saved = (256 + 128 + 128 + 3 * 2 * 16) * 2 if lora else 0
     assert sum(saved.values()) == planned - not_saved
+
+
+@pytest.mark.parametrize(
+    ("overrides", "micro", "prompts"),
+    [
+        (["rollout.rollouts_per_round=8"], 8, 1),
+        (["rollout.rollouts_per_round=8"], 3, 2),  # a slice of a group may straddle two prompts
+        (["rollout.rollouts_per_round=4", "train.examples_per_round=2", "data.train_examples=2"], 8, 2),
+        (["rollout.rollouts_per_round=4", "train.examples_per_round=2", "data.train_examples=2"], 6, 3),
+        (["rollout.rollouts_per_round=1"], 1, 0),
+        (["rollout.rollouts_per_round=8", "train.shared_prompt=false"], 8, 0),
+        (["rollout.rollouts_per_round=8", "model.gradient_checkpointing=true"], 8, 0),
+    ],
+)
+def test_shared_prompt_plans_each_prompt_once_per_micro_batch(overrides, micro, prompts):
+    from rftlab.plan import shared_prompts_per_micro_batch
+
+    assert shared_prompts_per_micro_batch(load_config("tiny", overrides), micro) == prompts
+
+
+def test_shared_prompt_shrinks_the_planned_update_by_the_repeated_prompts():
+    from rftlab.plan import inputs_from_config
+
+    def planned(shared: bool):
+        cfg = load_config("tiny", ["rollout.rollouts_per_round=8", f"train.shared_prompt={str(shared).lower()}"])
+        inputs = inputs_from_config(cfg, device="cpu", prompt_tokens=100)
+        return inputs, memory_plan(SMALL, inputs).components
+
+    (per_row, rows), (shared, once) = planned(False), planned(True)
+    assert (per_row.micro_batch_prompts, shared.micro_batch_prompts) == (0, 1)
+    per_token = rows["activations"] / (8 * (100 + per_row.max_new_tokens))
+    assert rows["activations"] - once["activations"] == pytest.approx(7 * 100 * per_token)

@@ -278,6 +278,7 @@ class PlanInputs:
     max_new_tokens: int = 160
     rollout_seqs: int = 1  # B x G
     micro_batch_seqs: int = 1  # train.micro_batch_size or B x G
+    micro_batch_prompts: int = 0  # distinct prompts run per micro-batch (train.shared_prompt); 0 = one per row
     logprob_chunk_tokens: int = 0
     eval_seqs: int = 64
     updates_per_batch: int = 1
@@ -389,7 +390,10 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
     key_bytes = m if autocast and facts.autocast_float32_keys else c  # rotary may promote keys (docstring)
     seq = inputs.prompt_tokens + inputs.max_new_tokens
     n_states = 2 if inputs.optimizer == "adamw" else (1 if inputs.momentum > 0 else 0)
-    micro_tokens = inputs.micro_batch_seqs * seq
+    # the update's forward: each row's prompt, or each distinct prompt once (train.shared_prompt: its
+    # responses packed on its cache, at most one response budget per row)
+    micro_tokens = (inputs.micro_batch_prompts or inputs.micro_batch_seqs) * inputs.prompt_tokens
+    micro_tokens += inputs.micro_batch_seqs * inputs.max_new_tokens
     response_tokens = inputs.micro_batch_seqs * inputs.max_new_tokens
     if inputs.logprob_chunk_tokens:  # chunks of response positions, from the hidden states
         chunk = min(inputs.logprob_chunk_tokens, response_tokens)
@@ -439,6 +443,18 @@ def memory_plan(facts: ModelFacts, inputs: PlanInputs) -> MemoryPlan:
 # ----------------------------------------------------------------------------- from a config
 
 
+def shared_prompts_per_micro_batch(cfg, micro: int) -> int:
+    """Distinct prompts a micro-batch of `micro` rows runs with train.shared_prompt (0: it runs one per row).
+
+    Rows come in groups of G per prompt; a micro-batch not aligned to them can hold one more prompt.
+    Off (0) without sharing: shared_prompt off, G = 1, or gradient checkpointing (no KV cache in training).
+    """
+    g = cfg.rollout.rollouts_per_round
+    if not cfg.train.shared_prompt or g < 2 or cfg.model.gradient_checkpointing:
+        return 0
+    return min(micro, -(-micro // g) + (1 if micro % g else 0))
+
+
 def inputs_from_config(cfg, *, device: str, prompt_tokens: int, eval_prompt_tokens: int | None = None) -> PlanInputs:
     """PlanInputs of a validated Config on `device` (cpu or cuda)."""
     n_seq = cfg.rollouts_per_round_total
@@ -462,6 +478,7 @@ def inputs_from_config(cfg, *, device: str, prompt_tokens: int, eval_prompt_toke
         max_new_tokens=cfg.rollout.max_new_tokens,
         rollout_seqs=n_seq,
         micro_batch_seqs=min(cfg.train.micro_batch_size or n_seq, n_seq),
+        micro_batch_prompts=shared_prompts_per_micro_batch(cfg, min(cfg.train.micro_batch_size or n_seq, n_seq)),
         logprob_chunk_tokens=cfg.train.logprob_chunk_tokens,
         eval_seqs=min(e.batch_size, eval_rows),
         updates_per_batch=cfg.objective.updates_per_batch,
@@ -583,7 +600,12 @@ def format_plan(
         "reference": "KL reference in the compute dtype"
         if i.kl and not i.lora_rank
         else ("adapter disabled, no copy" if i.kl else "no KL"),
-        "activations": f"{i.micro_batch_seqs} x {i.prompt_tokens + i.max_new_tokens} tokens kept for backward",
+        "activations": (
+            f"{i.micro_batch_prompts} prompt(s) x {i.prompt_tokens} + {i.micro_batch_seqs} x {i.max_new_tokens} "
+            "tokens kept for backward (prompts shared)"
+            if i.micro_batch_prompts
+            else f"{i.micro_batch_seqs} x {i.prompt_tokens + i.max_new_tokens} tokens kept for backward"
+        ),
         "logits": f"{i.logprob_chunk_tokens} tokens x vocab x (compute + float32), with gradients"
         if i.logprob_chunk_tokens
         else "all positions x vocab x compute + response x vocab x float32, with gradients",
