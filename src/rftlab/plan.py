@@ -28,7 +28,9 @@ against the implementation in policy.py / trainer.py, and on CPU against peak RS
 - KL reference (objective.kl_coef > 0): a copy of every parameter in the compute dtype for full
   fine-tuning (`trainer.build_reference`), nothing with LoRA (the adapter is disabled for the
   reference forward);
-- activations kept for backward, per token of the micro-batch (Llama-style decoder layer, SDPA
+- activations kept for backward, per token of the micro-batch (its tokens: each row's prompt and
+  response budget, or with `train.shared_prompt` each distinct prompt once plus the rows' response
+  budgets: `shared_prompts_per_micro_batch`) (Llama-style decoder layer, SDPA
   attention which keeps no T x T score matrix; h hidden, q = heads x head_dim, k = kv_heads x head_dim,
   i intermediate): each RMSNorm keeps 2h in the residual dtype (the master dtype) plus its output;
   attention keeps q, k, v, its output and the o_proj input (3q + 2k); the SwiGLU MLP keeps gate, up,
