@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from killed_runs import deterministic, train_killed_in_update
 
 from rftlab import trainer
 from rftlab.config import load_config
@@ -24,10 +25,6 @@ FAST = [
     "rollout.rollouts_per_round=2",
     "optim.lr=1e-3",
 ]
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
 def one_update(cfg):
@@ -91,21 +88,9 @@ def test_lora_checkpoint_holds_only_the_adapter(lora_run):
     assert rows[0]["loss/kl"] == pytest.approx(0.0, abs=1e-7) and rows[-1]["loss/kl"] > 0
 
 
-def test_killed_lora_run_resumes_to_the_same_result(tmp_path, monkeypatch, lora_run):
-    real_update = trainer.policy_update
-    calls = {"n": 0}
-
-    def dies_in_round_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
+def test_killed_lora_run_resumes_to_the_same_result(tmp_path, lora_run):
     cfg = load_config("tiny", FAST)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, tmp_path / "killed")
-    monkeypatch.setattr(trainer, "policy_update", real_update)
+    train_killed_in_update(cfg, tmp_path / "killed")
     trainer.train(cfg, tmp_path / "killed", resume=True)
 
     assert deterministic(read_jsonl(lora_run / "metrics.jsonl")) == deterministic(

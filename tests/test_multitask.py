@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from killed_runs import deterministic, train_killed_in_update
 
 from rftlab import trainer
 from rftlab.config import ConfigError, describe_fields, load_config
@@ -115,10 +116,6 @@ FAST = [
 ]
 
 
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
-
-
 @pytest.fixture(scope="module")
 def mix_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mix") / "run"
@@ -156,21 +153,10 @@ def test_multi_task_run_draws_per_task_and_logs_per_task_keys(mix_run):
 
 
 @pytest.mark.slow  # a kill and a resume of a real run; the sampler's own resume test is fast (tests/tasks)
-def test_multi_task_run_resumes_to_the_same_result(tmp_path, monkeypatch, mix_run):
+def test_multi_task_run_resumes_to_the_same_result(tmp_path, mix_run):
     whole, _ = mix_run
-    real_update, calls = trainer.policy_update, {"n": 0}
-
-    def dies_in_round_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
     cfg = load_config("tiny", FAST)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, tmp_path / "killed")
-    monkeypatch.setattr(trainer, "policy_update", real_update)
+    train_killed_in_update(cfg, tmp_path / "killed")
     trainer.train(cfg, tmp_path / "killed", resume=True)
     assert deterministic(read_jsonl(whole / "metrics.jsonl")) == deterministic(
         read_jsonl(tmp_path / "killed" / "metrics.jsonl")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from killed_runs import deterministic, train_killed_in_update
 
 from rftlab import trainer
 from rftlab.config import load_config
@@ -32,10 +33,6 @@ FAST = [
     "run.progress=false",
     "rollout.max_new_tokens=96",
 ]
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
 def weights(out):
@@ -61,19 +58,7 @@ def reference(tmp_path_factory):
 def killed_template(tmp_path_factory):
     """A run of FAST killed inside round 4's update: checkpoints of rounds 3 (newest) and 2 (previous)."""
     out = tmp_path_factory.mktemp("killed") / "run"
-    real = trainer.policy_update
-    calls = {"n": 0}
-
-    def dies(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer, "policy_update", dies)
-        with pytest.raises(KeyboardInterrupt):
-            trainer.train(load_config("tiny", FAST), out)
+    train_killed_in_update(load_config("tiny", FAST), out)
     return out
 
 

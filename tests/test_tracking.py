@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from killed_runs import train_killed_in_update
 
 from rftlab import tracking, trainer
 from rftlab.config import load_config
@@ -196,24 +197,13 @@ def test_report_to_none_imports_no_backend(tmp_path):
 # ----------------------------------------------------------------------------- resume
 
 
-def test_a_resumed_run_sends_each_row_once_and_a_backend_added_on_resume_gets_the_history(tmp_path, monkeypatch):
+def test_a_resumed_run_sends_each_row_once_and_a_backend_added_on_resume_gets_the_history(tmp_path):
     """Killed in round 4's update with the checkpoint at round 2: round 3's rows were sent before the kill
     and are recomputed on resume, and must not arrive twice. wandb is named only on resume (a changed
     run.report_to is no reason to refuse a resume): it gets rounds 0-4, history from metrics.jsonl."""
     cfg_killed = load_config("tiny", [*FAST, "train.rounds=4", "run.report_to=[tensorboard,mlflow]"])
     out = tmp_path / "run"
-    real, calls = trainer.policy_update, {"n": 0}
-
-    def dies(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer, "policy_update", dies)
-        with pytest.raises(KeyboardInterrupt):
-            trainer.train(cfg_killed, out)
+    train_killed_in_update(cfg_killed, out)
     sent = json.loads((out / tracking.STATE_FILE).read_text())
     assert sent["mlflow"]["sent"] == [3, 0]  # round 3's train row went out; the checkpoint is at round 2
     mlflow_run = sent["mlflow"]["run_id"]

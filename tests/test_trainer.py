@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from killed_runs import deterministic, train_killed_in_update
 
 from rftlab import trainer
 from rftlab.config import load_config
@@ -23,11 +24,6 @@ FAST = [
     "run.progress=false",
     "rollout.max_new_tokens=96",
 ]
-
-
-def deterministic(rows):
-    """Metric rows without wall-clock fields (the only thing allowed to differ between runs)."""
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
 def run(tmp_path, name, extra=(), **kw):
@@ -79,24 +75,12 @@ def test_same_seed_same_metrics_and_other_seed_differs(tmp_path, reference_run):
     assert deterministic(rows_a) != deterministic(read_jsonl(c / "metrics.jsonl"))
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch, reference_run):
+def test_killed_run_resumes_to_the_same_result(tmp_path, reference_run):
     whole, _ = reference_run  # 4 rounds, checkpoints at rounds 2 and 4
 
-    real_update = trainer.policy_update
-    calls = {"n": 0}
-
-    def dies_in_round_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt  # killed mid-round 4, after the round-2 checkpoint and round-3 logging
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
     cfg = load_config("tiny", FAST)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, tmp_path / "killed")
+    train_killed_in_update(cfg, tmp_path / "killed")
     assert max(r["round"] for r in read_jsonl(tmp_path / "killed" / "metrics.jsonl")) == 3
-    monkeypatch.setattr(trainer, "policy_update", real_update)
     trainer.train(cfg, tmp_path / "killed", resume=True)
 
     assert deterministic(read_jsonl(whole / "metrics.jsonl")) == deterministic(
@@ -321,7 +305,7 @@ def _ema_advantages(rows: list[dict], step: float) -> list[float]:
     return out
 
 
-def test_killed_running_mean_run_resumes_with_its_baseline(tmp_path, monkeypatch):
+def test_killed_running_mean_run_resumes_with_its_baseline(tmp_path):
     """The running baseline is state across rounds: a run killed after its round-2 checkpoint resumes with the
     baseline of that checkpoint, to the same metrics and weights as the uninterrupted run."""
     extra = ["objective.advantage=running_mean", "objective.baseline_step=0.5"]
@@ -331,20 +315,8 @@ def test_killed_running_mean_run_resumes_with_its_baseline(tmp_path, monkeypatch
     # the test can only catch a lost baseline if the baseline is nonzero when the run resumes (round 3)
     assert any(r["adv/mean"] != r["reward/mean"] for r in rows[2:]), "no reward before round 3: pick another seed"
 
-    real_update = trainer.policy_update
-    calls = {"n": 0}
-
-    def dies_in_round_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
     cfg = load_config("tiny", FAST + extra)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, tmp_path / "killed")
-    monkeypatch.setattr(trainer, "policy_update", real_update)
+    train_killed_in_update(cfg, tmp_path / "killed")
     trainer.train(cfg, tmp_path / "killed", resume=True)
     assert deterministic(read_jsonl(whole / "metrics.jsonl")) == deterministic(
         read_jsonl(tmp_path / "killed" / "metrics.jsonl")

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from killed_runs import deterministic, train_killed_in_update
 
 from rftlab import trainer
 from rftlab.config import load_config
@@ -24,10 +25,6 @@ FAST = [
     "rollout.max_new_tokens=96",
     "run.threads=1",
 ]
-
-
-def deterministic(rows):
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
 
 
 def rollouts(out):
@@ -56,7 +53,7 @@ def test_format_reward_pays_the_answer_line_and_eval_rows_decompose_pass_at_1(tm
                 assert fmt * acc == pytest.approx(r[f"{split}/pass_at_1"])
 
 
-def test_random_reward_draws_are_the_seeded_stream_and_survive_a_resume(tmp_path, monkeypatch):
+def test_random_reward_draws_are_the_seeded_stream_and_survive_a_resume(tmp_path):
     cfg = load_config("tiny", FAST + ["objective.reward_design=random", "objective.random_reward_rate=0.5"])
     trainer.train(cfg, tmp_path / "whole")
     # golden: round r's reward is 1[u < 0.5], u the first draw of the generator seeded by (0, r, "reward/random")
@@ -68,18 +65,7 @@ def test_random_reward_draws_are_the_seeded_stream_and_survive_a_resume(tmp_path
     ]
     assert [r["reward"] for r in rollouts(tmp_path / "whole")] == expected
 
-    real_update, calls = trainer.policy_update, {"n": 0}
-
-    def dies_in_round_4(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real_update(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "policy_update", dies_in_round_4)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg, tmp_path / "killed")
-    monkeypatch.setattr(trainer, "policy_update", real_update)
+    train_killed_in_update(cfg, tmp_path / "killed")
     trainer.train(cfg, tmp_path / "killed", resume=True)
     assert deterministic(read_jsonl(tmp_path / "whole" / "metrics.jsonl")) == deterministic(
         read_jsonl(tmp_path / "killed" / "metrics.jsonl")
