@@ -439,9 +439,6 @@ def response_logp(
     """
     from rftlab.objectives import token_logp_and_entropy
 
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
-    attention = torch.cat([prompt_mask, response_mask], dim=1)
-    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     if shared_prompt and shares_prompts(policy.model, prompt_ids, prompt_mask):
         return shared_prompt_logp(
             policy,
@@ -453,6 +450,9 @@ def response_logp(
             with_entropy=with_entropy,
             chunk_tokens=chunk_tokens,
         )
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (N, P+T)
+    attention = torch.cat([prompt_mask, response_mask], dim=1)
+    position_ids = (attention.cumsum(dim=1) - 1).clamp(min=0)
     if chunk_tokens > 0:
         return _chunked_response_logp(
             policy,
